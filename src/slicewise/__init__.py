@@ -1,0 +1,95 @@
+"""slicewise: run a function over many items on every core, and store the results in a
+chunked, compressed, versioned dataset of tensors.
+
+    import slicewise as sw
+
+    with sw.Pool() as pool:                              # engine/
+        sizes = pool.map(load_and_resize, files, progress=True)
+
+    ds = sw.empty("./animals_ds")                        # dataset/ over format/
+    with ds:
+        ds.create_tensor("images", htype="image", sample_compression="jpeg")
+        file_to_ds(class_names=names).eval(files, ds, num_workers=2)   # transform/
+
+    ds.images.dask().mean().compute()                    # integrations/
+
+The public names below are imported lazily, so `import slicewise` stays cheap: worker
+processes import it at start-up, and each millisecond there is paid per worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # engine: the parallel pool
+    "Pool": "slicewise.engine",
+    "map": "slicewise.engine",
+    "cpu_count": "slicewise.engine",
+    "TaskError": "slicewise.engine",
+    "WorkerLostError": "slicewise.engine",
+    "TaskTimeoutError": "slicewise.engine",
+    "SharedArray": "slicewise.engine",
+    "shared_array": "slicewise.engine",
+    # dataset: Deep Lake 3 names
+    "Dataset": "slicewise.dataset",
+    "Tensor": "slicewise.dataset",
+    "empty": "slicewise.dataset",
+    "load": "slicewise.dataset",
+    "dataset": "slicewise.dataset",
+    "exists": "slicewise.dataset",
+    "delete": "slicewise.dataset",
+    "read": "slicewise.dataset",
+    "verify": "slicewise.dataset",
+    "gc": "slicewise.dataset",
+    "DatasetError": "slicewise.format.errors",
+    "CorruptionError": "slicewise.format.errors",
+    "CommitConflictError": "slicewise.format.errors",
+    # transform: compute / compose / eval
+    "compute": "slicewise.transform",
+    "compose": "slicewise.transform",
+    "TransformError": "slicewise.transform",
+    "InvalidInputDataError": "slicewise.transform",
+    "InvalidOutputDatasetError": "slicewise.transform",
+    "TensorMismatchError": "slicewise.transform",
+    "UnsupportedSchedulerError": "slicewise.transform",
+    "AllSamplesSkippedError": "slicewise.transform",
+    "ingest_folder": "slicewise.transform.ingest",
+    # integrations: dask, HDF5, Zarr, image stacks
+    "from_dask": "slicewise.integrations.dask",
+    "from_hdf5": "slicewise.integrations.hdf5",
+    "from_zarr": "slicewise.integrations.zarr",
+    "from_images": "slicewise.integrations.images",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'slicewise' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
+    from slicewise.engine import (  # noqa: F401
+        Pool,
+        SharedArray,
+        TaskError,
+        TaskTimeoutError,
+        WorkerLostError,
+        cpu_count,
+        map,
+        shared_array,
+    )
