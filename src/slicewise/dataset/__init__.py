@@ -1,0 +1,115 @@
+"""slicewise.dataset: Dataset, Tensor, htypes, `read`, indexing and views (Deep Lake 3 names).
+
+    sw.empty / sw.load / sw.dataset(path)              -> Dataset (a published Version + a
+                                                          pending Transaction)
+    ds.create_tensor("images", htype="image", sample_compression="jpeg")
+    ds.append({"images": sw.read("a.jpg"), "labels": "cat"})
+        └─ DatasetWriter (format/writer.py): encode → buffer → chunk files in storage
+    with ds: ...                                        -> one commit on exit
+    ds.commit(message, meta={...})                     -> versions/<seq>.json (put-if-absent)
+    ds.images[3].numpy()                               -> manifest index → chunk header
+                                                          (cached) → one ranged read → decode
+
+Writes outside `with ds:` commit at once: one chunk file and one manifest per call (a few
+hundred microseconds locally, a few round trips on S3). Batch them in `with ds:`.
+
+The interface other packages build on:
+
+1. Worker-side writing (transform/): `spec = ds.writer_spec()` (JSON-able);
+   `w = slicewise.format.DatasetWriter.from_spec(spec, writer_id)` in any process;
+   `w.append_row({...})` / `w.append(tensor, value)` / `w.extend(tensor, values)`;
+   `receipt = w.finish()` (JSON-able, a few hundred bytes per chunk list).
+2. Parent-side publication: `ds.add_receipts(receipts)` (queues, never commits),
+   `ds.commit(message, meta={...})` (atomic, also inside `with ds:`, any number of times),
+   `ds.version_info` / `ds.log()` entries carry `meta`.
+3. dask (integrations/): `Tensor.chunk_row_ranges()`, `tensor[a:b].numpy()`, `.dtype`,
+   `.shape` (None for ragged dims), `.is_ragged`; `Tensor.dask()`, `.dask_bag()`,
+   `.to_zarr()`, `Dataset.to_hdf5()` delegate to slicewise.integrations; `Tensor.extend`
+   hands dask arrays (anything with `__dask_graph__`) to
+   `slicewise.integrations.dask.extend_from_dask(tensor, array)`.
+4. Pickling a Dataset sends (url, version id, storage_options): a read-only handle.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from slicewise.dataset.dataset import (
+    Dataset,
+    RowView,
+    dataset,
+    delete,
+    empty,
+    exists,
+    load,
+)
+from slicewise.dataset.tensor import Tensor, TensorView
+from slicewise.format.errors import CommitConflictError, CorruptionError, DatasetError
+from slicewise.format.htypes import HTYPES, FileSample
+from slicewise.format.maintenance import GcReport, VerifyReport, gc_storage, verify_storage
+from slicewise.format.storage import open_storage
+
+__all__ = [
+    "Dataset",
+    "Tensor",
+    "TensorView",
+    "RowView",
+    "FileSample",
+    "HTYPES",
+    "empty",
+    "load",
+    "dataset",
+    "exists",
+    "delete",
+    "read",
+    "verify",
+    "gc",
+    "DatasetError",
+    "CorruptionError",
+    "CommitConflictError",
+    "VerifyReport",
+    "GcReport",
+]
+
+
+def read(path, verify: bool = False, compression: str | None = None, storage_options=None):
+    """A lazy file sample: opened only when appended. A JPEG read into a jpeg tensor is
+    stored byte for byte; other combinations are decoded and re-encoded. A missing or
+    unreadable file raises SampleError naming the path when it is appended.
+    `verify=True` decodes the file at append time to catch corrupt images."""
+    return FileSample(path, verify=verify, storage_options=storage_options)
+
+
+def verify(path, storage_options: dict | None = None, decode: bool = True) -> VerifyReport:
+    """Read every manifest and every chunk any of them references; check sizes, checksums,
+    row counts and (decode=True) that every sample decodes. Returns a VerifyReport whose
+    `problems` lists each mismatch with its file; `report.ok` is True when there are none."""
+    url = path.path if isinstance(path, Dataset) else path
+    return verify_storage(open_storage(url, storage_options), decode=decode)
+
+
+def gc(
+    path,
+    keep_last: int | None = None,
+    grace_seconds: float = 600.0,
+    storage_options: dict | None = None,
+    dry_run: bool = False,
+) -> GcReport:
+    """Remove versions older than the newest `keep_last` (None keeps every version), then
+    chunk and temporary files no kept version references, if older than `grace_seconds`
+    (so a writer still running keeps its files). Readers of removed versions fail."""
+    url = path.path if isinstance(path, Dataset) else path
+    return gc_storage(open_storage(url, storage_options), keep_last, grace_seconds, dry_run)
+
+
+class _CallableModule(types.ModuleType):
+    """`sw.dataset(path)` must call the function `dataset`, but importing this subpackage
+    makes the import system bind `slicewise.dataset` to the module itself. Calling the
+    module therefore calls the function."""
+
+    def __call__(self, *args, **kwargs):
+        return dataset(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,768 @@
+"""Dataset: versioned tensors over the format layer, with Deep Lake 3's API.
+
+State of an open Dataset (one process):
+- `_base`: the published Version it reads (the newest when opened, or a pinned one).
+- `_txn`: pending changes (Transaction) or None.
+- `_writer`: the DatasetWriter that buffers appended samples of the pending transaction;
+  full buffers become chunk files at once, the rest on flush. Same class workers use.
+- `_with_depth`: open `with ds:` blocks. Outside them every write commits at once.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import numpy as np
+
+from slicewise.dataset.tensor import Tensor, TensorView, _normalize_index
+from slicewise.format.chunk import encode_chunk
+from slicewise.format.commit import Transaction, apply, publish
+from slicewise.format.errors import DatasetError, ReadOnlyError
+from slicewise.format.htypes import SampleEncoder, make_tensor_meta, validate_tensor_name
+from slicewise.format.manifest import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MARKER_KEY,
+    Version,
+    chunk_key,
+    find_version,
+    list_version_seqs,
+    read_latest,
+    read_version,
+)
+from slicewise.format.reader import ChunkReader
+from slicewise.format.storage import Storage, open_storage
+from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES, DatasetWriter
+
+
+class Dataset:
+    """A chunked, compressed, versioned dataset of tensors. Open one with `sw.empty`,
+    `sw.load` or `sw.dataset`."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        base: Version,
+        *,
+        read_only: bool = False,
+        pinned: bool = False,
+        storage_options: dict | None = None,
+        chunk_target_bytes: int = DEFAULT_CHUNK_TARGET_BYTES,
+        url: str | None = None,
+    ):
+        self._storage = storage
+        self._url = url if url is not None else storage.url
+        self._storage_options = dict(storage_options or {})
+        self._reader = ChunkReader(storage)
+        self._base = base
+        self._read_only = bool(read_only)
+        self._pinned = pinned
+        self._txn: Transaction | None = None
+        self._writer: DatasetWriter | None = None
+        self._with_depth = 0
+        self._view_cache: Version | None = None
+        self.chunk_target_bytes = int(chunk_target_bytes)
+
+    # ---- identity, pickling
+
+    @property
+    def path(self) -> str:
+        return self._url
+
+    url = path
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only or self._pinned
+
+    def __reduce__(self):
+        # A light handle: url, version, options. Pending changes do not travel.
+        return (
+            _open_pickled,
+            (self._url, self._base.id, self._storage_options, self.chunk_target_bytes),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(path={self._url!r}, version={self.version!r}, "
+            f"tensors={list(self._view().tensors)})"
+        )
+
+    # ---- views
+
+    def _view(self) -> Version:
+        """Base plus pending changes, without rows still buffered in the writer: enough for
+        names and schemas, and cheap (no flush)."""
+        if self._txn is None:
+            return self._base
+        if self._view_cache is None:
+            self._view_cache = apply(self._base, self._txn)
+        return self._view_cache
+
+    def _data_view(self) -> Version:
+        """The version reads see: buffered rows are flushed to (small) chunk files first, so
+        reading inside `with ds:` sees every append."""
+        if self._txn is None and self._writer is None:
+            return self._base
+        if self._writer is not None and self._writer_has_rows():
+            self._flush_writer()
+        return self._view()
+
+    def _writer_has_rows(self) -> bool:
+        writer = self._writer
+        return any(buf.samples or buf.chunks for buf in writer._buffers.values())
+
+    def _touch(self) -> None:
+        self._view_cache = None
+
+    # ---- tensors
+
+    @property
+    def tensors(self) -> dict[str, Tensor]:
+        return {name: Tensor(self, name) for name in self._view().tensors}
+
+    def __getattr__(self, name: str) -> Tensor:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._view().tensors:
+            return Tensor(self, name)
+        raise AttributeError(
+            f"dataset {self._url} has no tensor or attribute {name!r}; "
+            f"tensors: {list(self._view().tensors)}"
+        )
+
+    def __getitem__(self, index):
+        if isinstance(index, str):
+            if index not in self._view().tensors:
+                raise KeyError(f"dataset {self._url} has no tensor {index!r}")
+            return Tensor(self, index)
+        single, rows = _normalize_index(index, len(self))
+        return RowView(self, single, rows)
+
+    def __len__(self) -> int:
+        lengths = [t.length for t in self._data_view().tensors.values()]
+        return min(lengths) if lengths else 0
+
+    @property
+    def max_len(self) -> int:
+        lengths = [t.length for t in self._data_view().tensors.values()]
+        return max(lengths) if lengths else 0
+
+    @property
+    def min_len(self) -> int:
+        return len(self)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield RowView(self, i, None)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._view().tensors
+
+    def create_tensor(
+        self,
+        name: str,
+        htype: str = "generic",
+        dtype=None,
+        sample_compression: str | None = None,
+        chunk_compression: str | None = None,
+        exist_ok: bool = False,
+        *,
+        hidden: bool = False,
+        verbose: bool = True,
+        verify: bool = False,
+        create_shape_tensor: bool = True,
+        create_sample_info_tensor: bool = True,
+        create_id_tensor: bool = True,
+        downsampling=None,
+        tiling_threshold=None,
+        max_chunk_size=None,
+        **htype_kwargs,
+    ) -> Tensor:
+        """Deep Lake 3's create_tensor. Its bookkeeping flags (hidden tensors, shape/id/
+        sample-info tensors, tiling, downsampling) are accepted for compatibility and have
+        nothing to do here: shapes live in chunk headers, there are no hidden tensors."""
+        self._check_writable()
+        if hidden:
+            raise DatasetError("hidden tensors are not supported")
+        if downsampling is not None:
+            raise DatasetError("downsampling is not supported")
+        validate_tensor_name(name)
+        if name in self._view().tensors:
+            if exist_ok:
+                return Tensor(self, name)
+            raise DatasetError(f"tensor {name!r} already exists in {self._url}")
+        if name in dir(type(self)):
+            raise DatasetError(f"invalid tensor name {name!r}: it is a Dataset attribute")
+        meta = make_tensor_meta(
+            f"t{secrets.token_hex(4)}",
+            name,
+            htype,
+            dtype,
+            sample_compression,
+            chunk_compression,
+            htype_kwargs,
+        )
+        # the writer knows a fixed set of tensors: hand its rows over, the next write
+        # makes a writer that knows the new tensor too
+        self._flush_writer()
+        self._pending().created[name] = meta
+        self._touch()
+        self._autocommit(f"create tensor {name!r}")
+        return Tensor(self, name)
+
+    # ---- writing
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise ReadOnlyError(f"dataset {self._url} is open read-only")
+        if self._pinned:
+            raise ReadOnlyError(
+                f"dataset {self._url} is at version {self._base.id}, not the newest; "
+                "checkout() the newest version to write"
+            )
+
+    def _pending(self) -> Transaction:
+        if self._txn is None:
+            self._txn = Transaction()
+        return self._txn
+
+    def _class_bases(self) -> dict[str, int]:
+        """Per class_label tensor, how many class names are committed (stable forever)."""
+        out = {}
+        for name, state in self._view().tensors.items():
+            if state.meta.htype == "class_label":
+                committed = self._base.tensors.get(name)
+                out[name] = len(committed.meta.class_names or []) if committed else 0
+        return out
+
+    def _get_writer(self) -> DatasetWriter:
+        if self._writer is None:
+            view = self._view()
+            self._writer = DatasetWriter(
+                self._storage,
+                {name: t.meta for name, t in view.tensors.items()},
+                self.chunk_target_bytes,
+                writer_id="parent",
+                class_bases=self._class_bases(),
+            )
+        return self._writer
+
+    def _flush_writer(self) -> None:
+        writer = self._writer
+        if writer is None:
+            return
+        self._writer = None
+        receipt = writer.finish()
+        if receipt["tensors"]:
+            self._pending().add_receipt(receipt, set(self._view().tensors))
+            self._touch()
+
+    def _write(self, op, many: bool = False) -> None:
+        """Run `op(writer)`; if it fails, none of its rows stay (a single row is atomic by
+        itself, multi-row ops roll the writer back to a mark)."""
+        self._check_writable()
+        writer = self._get_writer()
+        mark = writer.mark() if many and self._with_depth else None
+        try:
+            op(writer)
+        except BaseException:
+            if self._with_depth == 0:
+                self.discard()
+            elif mark is not None:
+                writer.rollback(mark)
+            raise
+        self._pending()  # rows sit in the writer; the transaction's view is unchanged
+        self._autocommit("append")
+
+    def append(self, sample: dict, skip_ok: bool = False, append_empty: bool = False) -> None:
+        """Append one row: {tensor: value}. Every tensor must get a value unless skip_ok."""
+        if not isinstance(sample, dict):
+            raise DatasetError(
+                f"ds.append takes a dict {{tensor: value}}, got {type(sample).__name__}"
+            )
+        self._check_row_keys(sample.keys(), skip_ok)
+        self._write(lambda w: w.append_row(sample))
+
+    def extend(self, samples: dict, skip_ok: bool = False) -> None:
+        """Append rows: {tensor: sequence of values}, all sequences of the same length."""
+        if not isinstance(samples, dict):
+            raise DatasetError(
+                f"ds.extend takes a dict {{tensor: values}}, got {type(samples).__name__}"
+            )
+        self._check_row_keys(samples.keys(), skip_ok)
+        lengths = {name: len(values) for name, values in samples.items()}
+        if len(set(lengths.values())) > 1:
+            raise DatasetError(f"ds.extend needs sequences of equal length, got {lengths}")
+        n = next(iter(lengths.values()), 0)
+        names = list(samples)
+
+        def op(writer: DatasetWriter) -> None:
+            for i in range(n):
+                try:
+                    writer.append_row({name: samples[name][i] for name in names})
+                except DatasetError as exc:
+                    raise type(exc)(f"{exc} (row {i} of the extend)") from exc
+
+        self._write(op, many=True)
+
+    def _check_row_keys(self, keys, skip_ok: bool) -> None:
+        tensors = set(self._view().tensors)
+        unknown = set(keys) - tensors
+        if unknown:
+            raise DatasetError(f"tensor(s) {sorted(unknown)} do not exist in {self._url}")
+        missing = tensors - set(keys)
+        if missing and not skip_ok:
+            raise DatasetError(
+                f"no value for tensor(s) {sorted(missing)}; pass skip_ok=True to leave them shorter"
+            )
+
+    def _update(self, name: str, values: dict[int, Any]) -> None:
+        """ds.<t>[i] = x: copy-on-write of the chunks holding the rows."""
+        self._check_writable()
+        view = self._data_view()
+        state = view.tensors[name]
+        meta = state.meta
+        txn = self._pending()
+        committed = self._base.tensors.get(name)
+        n_committed = len(committed.keys) if committed is not None else 0
+        encoder = SampleEncoder(name, meta, self._class_bases().get(name))
+        by_chunk: dict[int, dict[int, Any]] = {}
+        tensor = Tensor(self, name)
+        for row, value in values.items():
+            k, local = tensor._locate(row)
+            by_chunk.setdefault(k, {})[local] = value
+        try:
+            for k, updates in by_chunk.items():
+                entry = self._rewrite_chunk(state, k, updates, encoder)
+                if k < n_committed:
+                    txn.replaced.setdefault(name, {})[k] = entry
+                else:
+                    txn.appended[name][k - n_committed] = entry
+        except BaseException:
+            if self._with_depth == 0:
+                self.discard()
+            raise
+        self._touch()
+        self._autocommit(f"update {name!r}")
+
+    def _rewrite_chunk(self, state, k: int, updates: dict[int, Any], encoder) -> dict:
+        meta = state.meta
+        key = chunk_key(meta.id, state.keys[k])
+        head = self._reader.header(key)
+        payload = self._reader.payload(key)
+        remap = state.chunk_remap(k)
+        samples, shapes = [], []
+        for i in range(head.n):
+            if i in updates:
+                data, shape = encoder.encode(updates[i])
+            else:
+                data = bytes(payload[int(head.offsets[i]) : int(head.offsets[i + 1])])
+                shape = head.shape(i)
+                if remap is not None:  # store view-global ids; they are local to `encoder`
+                    ids = np.frombuffer(_maybe_decompress(data, meta), dtype=np.uint32)
+                    base, table = remap
+                    ids = np.where(ids >= base, table[np.minimum(ids - base, len(table) - 1)], ids)
+                    data = encoder._compress(ids.astype(np.uint32).tobytes())
+            samples.append(data)
+            shapes.append(tuple(shape))
+        dtype = encoder.dtype_name if meta.dtype is None else meta.dtype
+        blob = encode_chunk(samples, shapes, dtype, meta.sample_compression, meta.chunk_compression)
+        new_name = secrets.token_hex(16)
+        self._storage.put(chunk_key(meta.id, new_name), blob)
+        ndim = len(shapes[0])
+        entry = {
+            "key": new_name,
+            "rows": head.n,
+            "nbytes": len(blob),
+            "dtype": dtype,
+            "min_shape": [min(s[d] for s in shapes) for d in range(ndim)],
+            "max_shape": [max(s[d] for s in shapes) for d in range(ndim)],
+        }
+        if meta.htype == "class_label" and encoder.local_class_names:
+            entry["labels"] = {"base": encoder.class_base, "names": encoder.local_class_names}
+        return entry
+
+    def _set_info(self, name: str, changes: dict) -> None:
+        self._check_writable()
+        state = self._view().tensors[name]
+        changes = dict(changes)
+        if "class_names" in changes:
+            names = list(changes.pop("class_names"))
+            current = list(state.meta.class_names or [])
+            if names[: len(current)] != current:
+                raise DatasetError(
+                    f"tensor {name!r}: class names can only be added at the end (current {current})"
+                )
+            self._pending().class_names_added.setdefault(name, []).extend(names[len(current) :])
+        if changes:
+            try:
+                json.dumps(changes)
+            except TypeError as exc:
+                raise DatasetError(f"tensor {name!r}: info must be JSON-able: {exc}") from exc
+            info = dict(self._pending().info.get(name, state.meta.info))
+            info.update(changes)
+            self._pending().info[name] = info
+        self._touch()
+        self._autocommit(f"update info of {name!r}")
+
+    # ---- the interface transforms use
+
+    def writer_spec(self) -> dict:
+        """A JSON-able recipe for `DatasetWriter.from_spec` in another process."""
+        self._check_writable()
+        view = self._data_view()
+        return {
+            "format_version": FORMAT_VERSION,
+            "url": self._url,
+            "storage_options": self._storage_options,
+            "chunk_target_bytes": self.chunk_target_bytes,
+            "tensors": {name: t.meta.to_json() for name, t in view.tensors.items()},
+            "class_bases": self._class_bases(),
+        }
+
+    def add_receipts(self, receipts) -> None:
+        """Queue the chunks of writer receipts (in the given order) for the next commit.
+        Never commits by itself, also outside `with`: call commit()."""
+        self._check_writable()
+        self._flush_writer()
+        txn = self._pending()
+        known = set(self._view().tensors)
+        for receipt in receipts:
+            txn.add_receipt(receipt, known)
+        self._touch()
+
+    def commit(self, message: str = "", meta: dict | None = None, allow_empty: bool = True) -> str:
+        """Publish pending changes as a new version (works inside `with ds:` too)."""
+        self._check_writable()
+        if meta is not None:
+            try:
+                json.dumps(meta)
+            except TypeError as exc:
+                raise DatasetError(f"commit meta must be JSON-able: {exc}") from exc
+        self._flush_writer()
+        txn = self._txn or Transaction()
+        if txn.is_empty() and not allow_empty:
+            return self._base.id
+        version = publish(self._storage, self._base, txn, message, meta)
+        self._base = version
+        self._txn = None
+        self._writer = None
+        self._touch()
+        return version.id
+
+    def discard(self) -> None:
+        """Drop pending changes. Chunk files already written stay until `gc`."""
+        self._txn = None
+        self._writer = None
+        self._touch()
+
+    @property
+    def has_pending(self) -> bool:
+        if self._writer is not None and self._writer_has_rows():
+            return True
+        return self._txn is not None and not self._txn.is_empty()
+
+    def _autocommit(self, message: str) -> None:
+        if self._with_depth == 0:
+            try:
+                self.commit(message)
+            except BaseException:
+                self.discard()  # the write failed as a whole: nothing of it stays pending
+                raise
+
+    def __enter__(self) -> Dataset:
+        self._with_depth += 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._with_depth -= 1
+        if self._with_depth > 0:
+            return
+        if exc_type is not None:
+            self.discard()
+            return
+        if self.has_pending:
+            self.commit("with block")
+
+    def flush(self) -> None:
+        """Deep Lake 3 name: commit pending changes now."""
+        if self.has_pending:
+            self.commit("flush")
+
+    # ---- versions
+
+    @property
+    def version(self) -> str:
+        return self._base.id
+
+    @property
+    def version_info(self) -> dict:
+        return self._base.info()
+
+    @property
+    def commit_id(self) -> str:
+        return self._base.id
+
+    def log(self) -> list[dict]:
+        """Every version still stored, newest first: id, seq, parent, time, message, meta."""
+        out = []
+        for seq in reversed(list_version_seqs(self._storage)):
+            out.append(read_version(self._storage, seq).info())
+        return out
+
+    def checkout(self, version=None) -> str:
+        """Read an older version (read-only), or the newest with version=None/'latest'."""
+        if self.has_pending:
+            raise DatasetError("commit or discard pending changes before checkout()")
+        latest = read_latest(self._storage)
+        if version is None or version == "latest":
+            target = latest
+        else:
+            target = find_version(self._storage, version)
+        self._base = target
+        self._pinned = target.seq != latest.seq
+        self._txn = None
+        self._writer = None
+        self._touch()
+        return target.id
+
+    def refresh(self) -> str:
+        """Move to the newest version (picks up other processes' commits)."""
+        if self.has_pending:
+            raise DatasetError("commit or discard pending changes before refresh()")
+        if not self._pinned:
+            self._base = read_latest(self._storage)
+            self._touch()
+        return self._base.id
+
+    # ---- misc
+
+    def summary(self) -> None:
+        rows = [("tensor", "htype", "shape", "dtype", "compression")]
+        for name, tensor in self.tensors.items():
+            comp = tensor.sample_compression or tensor.chunk_compression or "None"
+            rows.append((name, tensor.htype, str(tensor.shape), str(tensor.meta.dtype), comp))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = [f"Dataset(path='{self._url}', version='{self.version}')", ""]
+        for i, row in enumerate(rows):
+            lines.append(
+                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip()
+            )
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        print("\n".join(lines))
+
+    def to_hdf5(self, file, **kwargs):
+        from slicewise.integrations.hdf5 import dataset_to_hdf5
+
+        return dataset_to_hdf5(self, file, **kwargs)
+
+    def numpy(self, aslist: bool = False) -> dict:
+        return {name: t.numpy(aslist=aslist) for name, t in self.tensors.items()}
+
+
+class RowView:
+    """`ds[i]` (one row) or `ds[i:j]`: tensors restricted to those rows."""
+
+    def __init__(self, dataset: Dataset, single: int | None, rows):
+        self._dataset = dataset
+        self._single = single
+        self._rows = rows
+
+    def _index(self):
+        return self._single if self._single is not None else self._rows
+
+    @property
+    def tensors(self) -> dict[str, TensorView]:
+        return {name: t[self._index()] for name, t in self._dataset.tensors.items()}
+
+    def __getattr__(self, name: str) -> TensorView:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._dataset._view().tensors:
+            return Tensor(self._dataset, name)[self._index()]
+        raise AttributeError(f"no tensor {name!r}")
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return Tensor(self._dataset, key)[self._index()]
+        if self._single is not None:
+            raise IndexError("a single row cannot be indexed further; pick a tensor")
+        single, rows = _normalize_index(key, len(self._rows))
+        base = self._rows
+        if single is not None:
+            return RowView(self._dataset, int(base[single]), None)
+        return RowView(self._dataset, None, np.asarray(base, dtype=np.int64)[np.asarray(rows)])
+
+    def __len__(self) -> int:
+        if self._single is not None:
+            raise TypeError("a single row has no len()")
+        return len(self._rows)
+
+    def __iter__(self):
+        if self._single is not None:
+            raise TypeError("a single row is not iterable; use .tensors")
+        for r in self._rows:
+            yield RowView(self._dataset, int(r), None)
+
+    def numpy(self, aslist: bool = False) -> dict:
+        return {name: view.numpy(aslist=aslist) for name, view in self.tensors.items()}
+
+    def __repr__(self) -> str:
+        return f"RowView({self._dataset.path!r}, {self._index()})"
+
+
+def _maybe_decompress(data: bytes, meta) -> bytes:
+    from slicewise.format.codecs import BYTE_COMPRESSIONS, decompress_bytes
+
+    if meta.sample_compression in BYTE_COMPRESSIONS:
+        return decompress_bytes(data, meta.sample_compression)
+    return data
+
+
+# ---- module functions (sw.empty, sw.load, ...) --------------------------------------------
+
+
+def _marker(chunk_target_bytes: int) -> bytes:
+    doc = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "chunk_target_bytes": int(chunk_target_bytes),
+    }
+    return json.dumps(doc).encode()
+
+
+def _read_marker(storage: Storage) -> dict | None:
+    try:
+        data = storage.get(MARKER_KEY)
+    except FileNotFoundError:
+        return None
+    where = storage.full_path(MARKER_KEY)
+    try:
+        doc = json.loads(data.decode("utf-8"))
+        if doc.get("format") != FORMAT_NAME:
+            raise ValueError("not a slicewise marker")
+    except Exception as exc:
+        from slicewise.format.errors import CorruptionError
+
+        raise CorruptionError(f"{where} is not a slicewise dataset marker: {exc}", where) from exc
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise DatasetError(
+            f"{where}: format_version {doc.get('format_version')!r}; this slicewise reads "
+            f"{FORMAT_VERSION}"
+        )
+    return doc
+
+
+def _path_str(path) -> str:
+    if isinstance(path, Dataset):
+        return path.path
+    import os
+
+    return path if isinstance(path, str) else os.fspath(path)
+
+
+def exists(path, storage_options: dict | None = None) -> bool:
+    """True when `path` holds a slicewise dataset."""
+    storage = open_storage(_path_str(path), storage_options)
+    return storage.exists(MARKER_KEY)
+
+
+def empty(
+    path,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+    chunk_target_bytes: int | None = None,
+    **_deeplake_kwargs,
+) -> Dataset:
+    """Create a new, empty dataset at `path` (a directory, memory://..., s3://...)."""
+    url = _path_str(path)
+    storage = open_storage(url, storage_options)
+    if storage.exists(MARKER_KEY) or list_version_seqs(storage):
+        if not overwrite:
+            raise DatasetError(
+                f"a dataset already exists at {storage.url}; pass overwrite=True to replace it "
+                "or use sw.load()"
+            )
+        storage.delete_all()
+        storage = open_storage(url, storage_options)
+    elif storage.supports_listing and storage.list("") and not overwrite:
+        raise DatasetError(
+            f"{storage.url} is not empty and is not a slicewise dataset; refusing to write there"
+        )
+    target = int(chunk_target_bytes or DEFAULT_CHUNK_TARGET_BYTES)
+    if not storage.set_if_not_exists(MARKER_KEY, _marker(target)):
+        raise DatasetError(f"another process created a dataset at {storage.url} meanwhile")
+    first = publish(storage, Version.empty(), Transaction(), "create dataset")
+    return Dataset(
+        storage, first, storage_options=storage_options, chunk_target_bytes=target, url=url
+    )
+
+
+def load(
+    path,
+    version=None,
+    read_only: bool | None = None,
+    storage_options: dict | None = None,
+    **_deeplake_kwargs,
+) -> Dataset:
+    """Open the dataset at `path`: the newest version, or `version` (an id or number)."""
+    url = _path_str(path)
+    storage = open_storage(url, storage_options)
+    marker = _read_marker(storage)
+    if marker is None:
+        raise DatasetError(f"no slicewise dataset at {storage.url} (use sw.empty to create one)")
+    seqs = list_version_seqs(storage)
+    if not seqs:
+        raise DatasetError(f"dataset at {storage.url} has no versions (damaged or being created)")
+    base = read_version(storage, seqs[-1]) if version is None else find_version(storage, version)
+    return Dataset(
+        storage,
+        base,
+        read_only=bool(read_only),
+        pinned=base.seq != seqs[-1],
+        storage_options=storage_options,
+        chunk_target_bytes=marker.get("chunk_target_bytes", DEFAULT_CHUNK_TARGET_BYTES),
+        url=url,
+    )
+
+
+def dataset(
+    path,
+    read_only: bool | None = None,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+    **kwargs,
+) -> Dataset:
+    """Open the dataset at `path`, creating an empty one when there is none."""
+    if not overwrite and exists(path, storage_options):
+        return load(path, read_only=read_only, storage_options=storage_options)
+    return empty(path, overwrite=overwrite, storage_options=storage_options, **kwargs)
+
+
+def delete(path, storage_options: dict | None = None, **_deeplake_kwargs) -> None:
+    """Delete the dataset at `path` (refuses folders that are not slicewise datasets)."""
+    storage = open_storage(_path_str(path), storage_options)
+    if not storage.exists(MARKER_KEY):
+        raise DatasetError(f"no slicewise dataset at {storage.url}; nothing deleted")
+    storage.delete_all()
+
+
+def _open_pickled(url, version_id, storage_options, chunk_target_bytes) -> Dataset:
+    storage = open_storage(url, storage_options)
+    base = find_version(storage, version_id) if version_id else read_latest(storage)
+    return Dataset(
+        storage,
+        base,
+        read_only=True,
+        storage_options=storage_options,
+        chunk_target_bytes=chunk_target_bytes,
+        url=url,
+    )

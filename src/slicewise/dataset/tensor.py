@@ -1,0 +1,486 @@
+"""Tensor (a column of a dataset) and TensorView (rows of it selected by an index).
+
+A Tensor holds only its dataset and its name: every access resolves the tensor's state in
+the dataset's current view, so a Tensor object stays valid across commits.
+
+Reading one sample:  row -> chunk k (searchsorted over cum_rows) -> cached header ->
+one ranged read / mmap slice -> decode_sample.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from slicewise.format.errors import DatasetError
+from slicewise.format.htypes import decode_sample
+from slicewise.format.manifest import TensorState, chunk_key
+
+if TYPE_CHECKING:
+    from slicewise.dataset.dataset import Dataset
+
+
+def _normalize_index(index, length: int):
+    """-> (single_row or None, rows as range or int64 array)."""
+    if isinstance(index, (int, np.integer)):
+        i = int(index)
+        if i < 0:
+            i += length
+        if not 0 <= i < length:
+            raise IndexError(f"index {index} out of range for length {length}")
+        return i, None
+    if isinstance(index, slice):
+        return None, range(*index.indices(length))
+    if isinstance(index, range):
+        return None, _normalize_index(slice(index.start, index.stop, index.step), length)[1]
+    if isinstance(index, tuple):
+        raise IndexError("multi-dimensional indexing: select rows first, then index the array")
+    arr = np.asarray(index)
+    if arr.dtype == bool:
+        if arr.shape != (length,):
+            raise IndexError(f"boolean index of shape {arr.shape} for length {length}")
+        return None, np.nonzero(arr)[0].astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise IndexError(f"cannot index rows with {type(index).__name__}")
+    arr = arr.astype(np.int64).reshape(-1)
+    bad = (arr < -length) | (arr >= length)
+    if bad.any():
+        raise IndexError(f"index {int(arr[bad][0])} out of range for length {length}")
+    arr = np.where(arr < 0, arr + length, arr)
+    return None, arr
+
+
+class Tensor:
+    """One column of a Dataset. Deep Lake 3 names: append, extend, numpy, data, tobytes,
+    shape, dtype, htype, info, len, indexing, iteration."""
+
+    def __init__(self, dataset: Dataset, name: str):
+        self.dataset = dataset
+        self.name = name
+
+    # -- state
+
+    @property
+    def _state(self) -> TensorState:
+        try:
+            return self.dataset._data_view().tensors[self.name]
+        except KeyError:
+            raise DatasetError(
+                f"tensor {self.name!r} does not exist in {self.dataset.path} at version "
+                f"{self.dataset.version}"
+            ) from None
+
+    @property
+    def meta(self):
+        return self._state.meta
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    @property
+    def htype(self) -> str:
+        return self.meta.htype
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        dtype = self.meta.dtype
+        if dtype is None:
+            return None
+        return np.dtype(object) if dtype == "str" else np.dtype(dtype)
+
+    @property
+    def sample_compression(self) -> str | None:
+        return self.meta.sample_compression
+
+    @property
+    def chunk_compression(self) -> str | None:
+        return self.meta.chunk_compression
+
+    @property
+    def base_htype(self) -> str:
+        return self.meta.htype.split(".")[0]
+
+    @property
+    def info(self) -> TensorInfo:
+        meta = self.meta
+        data = dict(meta.info)
+        if meta.htype == "class_label":
+            data["class_names"] = list(meta.class_names or [])
+        if meta.htype_kwargs:
+            data.update(meta.htype_kwargs)
+        return TensorInfo(self, data)
+
+    def __len__(self) -> int:
+        return self._state.length
+
+    @property
+    def num_samples(self) -> int:
+        return len(self)
+
+    def _dims(self) -> tuple[int | None, ...]:
+        state = self._state
+        if not state.min_shape:
+            return ()
+        lo = np.min(np.asarray(state.min_shape, dtype=np.int64), axis=0)
+        hi = np.max(np.asarray(state.max_shape, dtype=np.int64), axis=0)
+        return tuple(int(a) if a == b else None for a, b in zip(lo, hi, strict=False))
+
+    @property
+    def shape(self) -> tuple[int | None, ...]:
+        """(len, *sample dims), None for every dimension that varies between samples."""
+        return (len(self), *self._dims())
+
+    @property
+    def is_ragged(self) -> bool:
+        return any(d is None for d in self._dims())
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def chunk_row_ranges(self) -> list[tuple[int, int]]:
+        """(start, stop) row boundaries of the stored chunks, in order."""
+        cum = self._state.cum_rows
+        return [(int(cum[k]), int(cum[k + 1])) for k in range(len(cum) - 1)]
+
+    # -- reading
+
+    def _locate(self, row: int) -> tuple[int, int]:
+        cum = self._state.cum_rows
+        k = int(np.searchsorted(cum, row, side="right")) - 1
+        return k, row - int(cum[k])
+
+    def _chunk_key(self, k: int) -> str:
+        state = self._state
+        return chunk_key(state.meta.id, state.keys[k])
+
+    def _stored_bytes(self, row: int) -> bytes:
+        k, local = self._locate(row)
+        return self.dataset._reader.sample_bytes(self._chunk_key(k), local)
+
+    def _sample(self, row: int):
+        state = self._state
+        cum = state.cum_rows
+        k = int(cum.searchsorted(row, side="right")) - 1
+        local = row - int(cum[k])
+        key = state.full_key(k)
+        reader = self.dataset._reader
+        head = reader.header(key)
+        meta = state.meta
+        if meta.sample_compression is None and meta.htype not in ("text", "json"):
+            span = reader.span_bytes(key, local, local + 1)
+            array = np.frombuffer(span, dtype=head.dtype).reshape(head.shape(local)).copy()
+            remap = state.chunk_remap(k)
+            if remap is not None:
+                array = decode_sample(meta, array.tobytes(), array.shape, head.dtype, remap)
+            return array
+        data = reader.sample_bytes(key, local)
+        return decode_sample(meta, data, head.shape(local), head.dtype, state.chunk_remap(k))
+
+    def _read_rows(self, rows) -> list:
+        """Decoded samples of `rows` (range or array), reading each chunk once."""
+        if isinstance(rows, range) and rows.step == 1:
+            return self._read_range(rows.start, rows.stop)
+        return [self._sample(int(r)) for r in rows]
+
+    def _read_range(self, start: int, stop: int, stack: bool = False):
+        state = self._state
+        meta = state.meta
+        if stop <= start:
+            return []
+        cum = state.cum_rows
+        reader = self.dataset._reader
+        first = int(np.searchsorted(cum, start, side="right")) - 1
+        out: list = []
+        blocks: list[np.ndarray] = []
+        raw = meta.sample_compression is None and meta.htype not in ("text", "json")
+        k = first
+        while k < len(state.keys) and int(cum[k]) < stop:
+            a = max(start, int(cum[k])) - int(cum[k])
+            b = min(stop, int(cum[k + 1])) - int(cum[k])
+            key = chunk_key(meta.id, state.keys[k])
+            head = reader.header(key)
+            remap = state.chunk_remap(k)
+            if raw and head.uniform and remap is None:
+                whole = a == 0 and b == head.n
+                span = reader.span_bytes(key, a, b, verify=whole)
+                block = np.frombuffer(span, dtype=head.dtype).reshape((b - a, *head.shape(0)))
+                if stack:
+                    blocks.append(block)
+                else:
+                    out.extend(block.copy())
+            else:
+                whole = a == 0 and b == head.n
+                span = reader.span_bytes(key, a, b, verify=whole)
+                base = int(head.offsets[a])
+                for i in range(a, b):
+                    lo, hi = int(head.offsets[i]) - base, int(head.offsets[i + 1]) - base
+                    value = decode_sample(meta, span[lo:hi], head.shape(i), head.dtype, remap)
+                    if isinstance(value, np.ndarray) and not value.flags.writeable:
+                        value = value.copy()
+                    if stack:
+                        blocks.append(value[None] if isinstance(value, np.ndarray) else value)
+                    else:
+                        out.append(value)
+            k += 1
+        if stack:
+            return blocks
+        return out
+
+    def numpy(self, aslist: bool = False, fetch_chunks: bool = True):
+        return self[:].numpy(aslist=aslist)
+
+    def data(self, aslist: bool = False):
+        return self[:].data(aslist=aslist)
+
+    def tobytes(self) -> bytes:
+        raise DatasetError(f"tensor {self.name!r}: tobytes() needs one row, e.g. t[0].tobytes()")
+
+    def text(self):
+        return self[:].text()
+
+    def __getitem__(self, index) -> TensorView:
+        if type(index) is int and index >= 0:  # hot path: one row, checked once here
+            if index >= self._state.length:
+                raise IndexError(f"index {index} out of range for tensor {self.name!r}")
+            return TensorView(self, index, None)
+        single, rows = _normalize_index(index, len(self))
+        return TensorView(self, single, rows)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield TensorView(self, i, None)
+
+    def __repr__(self) -> str:
+        try:
+            return (
+                f"Tensor(key={self.name!r}, htype={self.htype!r}, shape={self.shape}, "
+                f"dtype={self.meta.dtype!r}, sample_compression={self.sample_compression!r})"
+            )
+        except DatasetError:
+            return f"Tensor(key={self.name!r}, <missing>)"
+
+    # -- writing
+
+    def append(self, value) -> None:
+        self.dataset._write(lambda w: w.append(self.name, value))
+
+    def extend(self, values) -> None:
+        if hasattr(values, "__dask_graph__"):
+            from slicewise.integrations.dask import extend_from_dask
+
+            extend_from_dask(self, values)
+            return
+        if isinstance(values, np.ndarray) and values.ndim == 0:
+            raise DatasetError(f"tensor {self.name!r}: extend takes a sequence of samples")
+        self.dataset._write(lambda w: w.extend(self.name, values), many=True)
+
+    def __setitem__(self, index, value) -> None:
+        single, rows = _normalize_index(index, len(self))
+        if single is not None:
+            self.dataset._update(self.name, {single: value})
+            return
+        rows = list(rows)
+        if isinstance(value, np.ndarray) and value.shape[:1] == (len(rows),):
+            values = list(value)
+        elif isinstance(value, (list, tuple)) and len(value) == len(rows):
+            values = list(value)
+        else:
+            raise DatasetError(
+                f"tensor {self.name!r}: assigning {len(rows)} rows needs {len(rows)} values"
+            )
+        self.dataset._update(self.name, dict(zip(rows, values, strict=False)))
+
+    # -- integrations (implemented in slicewise.integrations, imported on use)
+
+    def dask(self, **kwargs):
+        from slicewise.integrations.dask import tensor_to_dask
+
+        return tensor_to_dask(self, **kwargs)
+
+    def dask_bag(self, **kwargs):
+        from slicewise.integrations.dask import tensor_to_dask_bag
+
+        return tensor_to_dask_bag(self, **kwargs)
+
+    def to_zarr(self, store, **kwargs):
+        from slicewise.integrations.zarr import tensor_to_zarr
+
+        return tensor_to_zarr(self, store, **kwargs)
+
+
+class TensorView:
+    """Rows of a tensor: one row (`t[i]`) or several (`t[i:j]`, `t[[1, 5]]`)."""
+
+    def __init__(self, tensor: Tensor, single: int | None, rows):
+        self.tensor = tensor
+        self._single = single
+        self._rows = rows
+
+    @property
+    def index(self):
+        return self._single if self._single is not None else self._rows
+
+    def __len__(self) -> int:
+        if self._single is not None:
+            raise TypeError("a single row has no len(); use .shape")
+        return len(self._rows)
+
+    def _values(self) -> list:
+        if self._single is not None:
+            return [self.tensor._sample(self._single)]
+        return self.tensor._read_rows(self._rows)
+
+    def numpy(self, aslist: bool = False, fetch_chunks: bool = True):
+        """One row: its array. Several: one array when all shapes agree (and not aslist),
+        else a list of arrays."""
+        htype = self.tensor.htype
+        if self._single is not None:
+            return _as_numpy(self.tensor._sample(self._single), htype)
+        rows = self._rows
+        meta = self.tensor.meta
+        if (
+            not aslist
+            and isinstance(rows, range)
+            and rows.step == 1
+            and meta.sample_compression is None
+            and htype not in ("text", "json")
+        ):
+            blocks = self.tensor._read_range(rows.start, rows.stop, stack=True)
+            if not blocks:
+                return (
+                    np.zeros((0, *self.tensor._dims()), dtype=self.tensor.dtype)
+                    if not self.tensor.is_ragged and self.tensor.dtype is not None
+                    else []
+                )
+            if all(b.shape[1:] == blocks[0].shape[1:] for b in blocks):
+                return np.concatenate(blocks) if len(blocks) > 1 else blocks[0].copy()
+            values = [row for b in blocks for row in b]
+            return [v.copy() for v in values]
+        values = [_as_numpy(v, htype) for v in self._values()]
+        if aslist:
+            return values
+        if not values:
+            dims = self.tensor._dims()
+            if self.tensor.dtype is not None and None not in dims and htype not in ("text", "json"):
+                return np.zeros((0, *dims), dtype=self.tensor.dtype)
+            return []
+        first = values[0].shape
+        if all(v.shape == first for v in values):
+            return np.stack(values)
+        return values
+
+    def data(self, aslist: bool = False) -> dict:
+        """Deep Lake 3's data(): {"value": ...} (text: str, json: object; class_label adds
+        "text" with the class names)."""
+        meta = self.tensor.meta
+        values = self._values()
+        if meta.htype in ("text", "json"):
+            value = values[0] if self._single is not None else values
+            return {"value": value}
+        if meta.htype == "class_label":
+            names = meta.class_names or []
+
+            def label_names(ids):
+                return [names[int(i)] if int(i) < len(names) else int(i) for i in ids]
+
+            if self._single is not None:
+                return {"value": values[0], "text": label_names(values[0])}
+            return {"value": values, "text": [label_names(v) for v in values]}
+        value = self.numpy(aslist=aslist)
+        return {"value": value}
+
+    def text(self):
+        data = self.data()
+        if self.tensor.htype == "class_label":
+            return data["text"]
+        return data["value"]
+
+    def tobytes(self) -> bytes:
+        """The stored bytes of one row (for a passthrough JPEG: the file's bytes)."""
+        if self._single is None:
+            raise DatasetError("tobytes() needs a single row, e.g. t[3].tobytes()")
+        state = self.tensor._state
+        cum = state.cum_rows
+        row = self._single
+        k = int(cum.searchsorted(row, side="right")) - 1
+        return self.tensor.dataset._reader.sample_bytes(state.full_key(k), row - int(cum[k]))
+
+    @property
+    def shape(self) -> tuple[int | None, ...]:
+        tensor = self.tensor
+        if self._single is not None:
+            k, local = tensor._locate(self._single)
+            head = tensor.dataset._reader.header(tensor._chunk_key(k))
+            shape = head.shape(local)
+            if tensor.htype == "image.rgb" and len(shape) == 2:
+                shape = (*shape, 3)
+            return shape
+        shapes = {self.tensor[int(r)].shape for r in self._rows}
+        if len(shapes) == 1:
+            return (len(self._rows), *shapes.pop())
+        ndims = {len(s) for s in shapes}
+        if len(ndims) != 1:
+            return (len(self._rows), None)
+        dims = list(zip(*shapes, strict=False))
+        return (len(self._rows), *(d[0] if len(set(d)) == 1 else None for d in dims))
+
+    def __getitem__(self, index):
+        if self._single is not None:
+            return self.numpy()[index]
+        single, rows = _normalize_index(index, len(self._rows))
+        base = self._rows
+        if single is not None:
+            return TensorView(self.tensor, int(base[single]), None)
+        if isinstance(base, range) and isinstance(rows, range):
+            return TensorView(self.tensor, None, base[rows.start : rows.stop : rows.step])
+        return TensorView(self.tensor, None, np.asarray(base, dtype=np.int64)[np.asarray(rows)])
+
+    def __iter__(self):
+        if self._single is not None:
+            raise TypeError("iterate over a tensor or a range of rows, not a single row")
+        for r in self._rows:
+            yield TensorView(self.tensor, int(r), None)
+
+    def __array__(self, dtype=None, copy=None):
+        array = np.asarray(self.numpy())
+        return array.astype(dtype) if dtype is not None else array
+
+    def __repr__(self) -> str:
+        where = self._single if self._single is not None else self._rows
+        return f"TensorView({self.tensor.name!r}, {where})"
+
+
+def _as_numpy(value, htype: str):
+    if htype == "text":
+        return np.array([value])
+    if htype == "json":
+        out = np.empty(1, dtype=object)
+        out[0] = value
+        return out
+    return value
+
+
+class TensorInfo(dict):
+    """`tensor.info`: a dict with attribute access; update() writes a new version (or joins
+    the open `with` block)."""
+
+    def __init__(self, tensor: Tensor, data: dict):
+        super().__init__(data)
+        self._tensor = tensor
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def update(self, *args, **kwargs) -> None:  # type: ignore[override]
+        changes = dict(*args, **kwargs)
+        self._tensor.dataset._set_info(self._tensor.name, changes)
+        super().update(changes)
+
+    def __setitem__(self, key, value) -> None:
+        self.update({key: value})

@@ -1,0 +1,58 @@
+"""slicewise.format: the on-disk format (spec: docs/FORMAT.md).
+
+    samples ──SampleEncoder (htypes.py)──► DatasetWriter (writer.py) ──encode_chunk (chunk.py)──►
+        Storage.put("chunks/<tensor id>/<uuid>")        (storage.py: local os calls | fsspec)
+    receipts ──Transaction (commit.py)──► apply(base) ──► Version (manifest.py)
+        ──► Storage.set_if_not_exists("versions/<seq>.json")   put-if-absent; rebase or
+                                                                 CommitConflictError
+    reads:  Version.tensors[t].cum_rows ──► ChunkReader (reader.py: cached headers, mmap)
+        ──► decode_sample (htypes.py)
+    maintenance.py: verify (every file, every checksum) and gc (retention, leftovers)
+
+Modules:
+- storage.py   Storage interface (get, get_range, put, set_if_not_exists, list(refresh),
+               delete) and its races; LocalStorage, FsspecStorage, open_storage.
+- chunk.py     chunk file layout: encode_chunk, parse_header, CRC-32 checks.
+- codecs.py    lz4/zstd/zlib and jpeg/png/webp; image format and shape sniffing.
+- htypes.py    htype registry, TensorMeta, SampleEncoder (the one encode path),
+               decode_sample, FileSample (sw.read).
+- manifest.py  Version / TensorState (JSON manifests), reading versions.
+- commit.py    Transaction, apply, publish (the commit protocol).
+- writer.py    DatasetWriter and its receipts (workers and ds.append both use it).
+- reader.py    ChunkReader with header, mmap and payload caches.
+- errors.py    DatasetError, CorruptionError, CommitConflictError, SampleError, ReadOnlyError.
+
+Worker-side use (see writer.py for the receipt layout):
+
+    spec = ds.writer_spec()                        # parent, JSON-able
+    w = DatasetWriter.from_spec(spec, "worker-3")  # any process
+    w.append_row({"images": sw.read(path), "labels": "cat"})
+    receipt = w.finish()                           # JSON-able, back to the parent
+    ds.add_receipts([receipt]); ds.commit("eval", meta={"checkpoint": 1000})
+"""
+
+from __future__ import annotations
+
+from slicewise.format.errors import (
+    CommitConflictError,
+    CorruptionError,
+    DatasetError,
+    ReadOnlyError,
+    SampleError,
+)
+from slicewise.format.storage import FsspecStorage, LocalStorage, Storage, open_storage
+from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES, DatasetWriter
+
+__all__ = [
+    "CommitConflictError",
+    "CorruptionError",
+    "DatasetError",
+    "ReadOnlyError",
+    "SampleError",
+    "Storage",
+    "LocalStorage",
+    "FsspecStorage",
+    "open_storage",
+    "DatasetWriter",
+    "DEFAULT_CHUNK_TARGET_BYTES",
+]

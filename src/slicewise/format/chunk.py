@@ -1,0 +1,202 @@
+"""Chunk files: encode (writer side) and parse/read (reader side). Layout in docs/FORMAT.md §1.
+
+A parsed header (`ChunkHeader`) is small: the offsets array (8 bytes per sample), the
+shapes (one shape, or 4*ndim bytes per sample for ragged chunks) and a few fields; the
+reader caches headers so a warm random read is one ranged read (or an mmap slice).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from slicewise.format.codecs import (
+    CHUNK_COMPRESSION_CODES,
+    CHUNK_COMPRESSION_NAMES,
+    compress_bytes,
+    decompress_bytes,
+)
+from slicewise.format.errors import CorruptionError, DatasetError
+
+MAGIC = b"SWC1"
+VERSION = 1
+PREFIX = struct.Struct("<4sHBBIHHIQII")  # see FORMAT.md §1
+PREFIX_SIZE = PREFIX.size  # 36
+assert PREFIX_SIZE == 36
+
+
+@dataclass
+class ChunkHeader:
+    n: int
+    ndim: int
+    offsets: np.ndarray  # uint64, n+1
+    shapes: np.ndarray  # uint32, (ndim,) when uniform, else (n, ndim)
+    uniform: bool
+    dtype: str
+    sample_compression: str | None
+    chunk_compression: str | None
+    payload_start: int
+    payload_nbytes: int
+    payload_crc: int
+
+    def shape(self, i: int) -> tuple[int, ...]:
+        if self.uniform:
+            return tuple(int(x) for x in self.shapes)
+        return tuple(int(x) for x in self.shapes[i])
+
+    def span(self, i: int) -> tuple[int, int]:
+        return int(self.offsets[i]), int(self.offsets[i + 1])
+
+
+def encode_chunk(
+    samples: list[bytes | memoryview],
+    shapes: list[tuple[int, ...]],
+    dtype: str,
+    sample_compression: str | None,
+    chunk_compression: str | None,
+) -> bytes:
+    """One chunk file's bytes for `samples` (already encoded per sample)."""
+    return b"".join(
+        encode_chunk_parts(samples, shapes, dtype, sample_compression, chunk_compression)
+    )
+
+
+def encode_chunk_parts(
+    samples: list[bytes | memoryview],
+    shapes: list[tuple[int, ...]],
+    dtype: str,
+    sample_compression: str | None,
+    chunk_compression: str | None,
+) -> list[bytes | memoryview]:
+    """A chunk file as a list of buffers (header, then the samples themselves when there is
+    no chunk compression), so writers can writev() it without joining 8 MB first."""
+    n = len(samples)
+    if n == 0:
+        raise DatasetError("a chunk needs at least one sample")
+    ndim = len(shapes[0])
+    if any(len(s) != ndim for s in shapes):
+        raise DatasetError(
+            f"samples of one tensor must have the same number of dimensions, got "
+            f"{sorted({len(s) for s in shapes})}"
+        )
+    lengths = np.fromiter((len(s) for s in samples), dtype=np.uint64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.uint64)
+    np.cumsum(lengths, out=offsets[1:])
+    first = shapes[0]
+    uniform = all(s == first for s in shapes)
+    if uniform:
+        shape_arr = np.asarray(first, dtype=np.uint32).reshape(ndim)
+    else:
+        shape_arr = np.asarray(shapes, dtype=np.uint32).reshape(n, ndim)
+    descriptor = f"{dtype}|{sample_compression or ''}".encode("ascii")
+    body = offsets.tobytes() + shape_arr.tobytes() + descriptor
+    if chunk_compression is not None:
+        payload_parts = [compress_bytes(b"".join(samples), chunk_compression)]
+    else:
+        payload_parts = list(samples)
+    payload_crc = 0
+    for part in payload_parts:
+        payload_crc = zlib.crc32(part, payload_crc)
+    payload_len = sum(len(part) for part in payload_parts)
+    prefix = PREFIX.pack(
+        MAGIC,
+        VERSION,
+        CHUNK_COMPRESSION_CODES[chunk_compression],
+        0 if uniform else 1,
+        n,
+        ndim,
+        len(descriptor),
+        len(body),
+        payload_len,
+        payload_crc,
+        0,
+    )
+    header_crc = zlib.crc32(body, zlib.crc32(prefix))
+    prefix = prefix[:-4] + struct.pack("<I", header_crc)
+    return [prefix, body, *payload_parts]
+
+
+def parse_prefix(prefix: bytes, where: str) -> tuple:
+    if len(prefix) < PREFIX_SIZE:
+        raise CorruptionError(
+            f"chunk file {where} is truncated: {len(prefix)} bytes, a header needs {PREFIX_SIZE}",
+            where,
+        )
+    fields = PREFIX.unpack_from(prefix, 0)
+    magic, version = fields[0], fields[1]
+    if magic != MAGIC:
+        raise CorruptionError(f"chunk file {where} is not a slicewise chunk (bad magic)", where)
+    if version != VERSION:
+        raise CorruptionError(
+            f"chunk file {where} has format version {version}; this slicewise reads {VERSION}",
+            where,
+        )
+    return fields
+
+
+def header_nbytes(fields: tuple) -> int:
+    return PREFIX_SIZE + fields[7]
+
+
+def parse_header(head: bytes, file_size: int, where: str) -> ChunkHeader:
+    """Parse and check a chunk header. `head` holds at least PREFIX_SIZE + body bytes."""
+    fields = parse_prefix(head, where)
+    _, _, comp_code, shape_mode, n, ndim, desc_len, body_len, payload_len, payload_crc, hcrc = (
+        fields
+    )
+    if len(head) < PREFIX_SIZE + body_len:
+        raise CorruptionError(f"chunk file {where} is truncated inside its header", where)
+    body = bytes(head[PREFIX_SIZE : PREFIX_SIZE + body_len])
+    zeroed = bytes(head[: PREFIX_SIZE - 4]) + b"\0\0\0\0"
+    if zlib.crc32(body, zlib.crc32(zeroed)) != hcrc:
+        raise CorruptionError(f"chunk file {where}: header checksum mismatch", where)
+    expected = PREFIX_SIZE + body_len + payload_len
+    if file_size != expected:
+        raise CorruptionError(
+            f"chunk file {where} is {file_size} bytes, its header says {expected} "
+            f"({'truncated' if file_size < expected else 'extra bytes'})",
+            where,
+        )
+    if comp_code not in CHUNK_COMPRESSION_NAMES:
+        raise CorruptionError(f"chunk file {where}: unknown chunk compression {comp_code}", where)
+    offsets = np.frombuffer(body, dtype=np.uint64, count=n + 1)
+    pos = 8 * (n + 1)
+    count = ndim if shape_mode == 0 else n * ndim
+    shapes = np.frombuffer(body, dtype=np.uint32, count=count, offset=pos)
+    if shape_mode != 0:
+        shapes = shapes.reshape(n, ndim)
+    pos += 4 * count
+    descriptor = body[pos : pos + desc_len].decode("ascii")
+    dtype, _, sample_comp = descriptor.partition("|")
+    return ChunkHeader(
+        n=n,
+        ndim=ndim,
+        offsets=offsets,
+        shapes=shapes,
+        uniform=shape_mode == 0,
+        dtype=dtype,
+        sample_compression=sample_comp or None,
+        chunk_compression=CHUNK_COMPRESSION_NAMES[comp_code],
+        payload_start=PREFIX_SIZE + body_len,
+        payload_nbytes=payload_len,
+        payload_crc=payload_crc,
+    )
+
+
+def check_payload(header: ChunkHeader, payload: bytes | memoryview, where: str) -> bytes:
+    """Verify the payload CRC and return the uncompressed payload."""
+    if zlib.crc32(payload) != header.payload_crc:
+        raise CorruptionError(f"chunk file {where}: payload checksum mismatch", where)
+    if header.chunk_compression is not None:
+        try:
+            payload = decompress_bytes(payload, header.chunk_compression)
+        except DatasetError:
+            raise
+        except Exception as exc:
+            raise CorruptionError(f"chunk file {where}: cannot decompress: {exc}", where) from exc
+    if len(payload) != int(header.offsets[-1]):
+        raise CorruptionError(f"chunk file {where}: payload size disagrees with offsets", where)
+    return payload

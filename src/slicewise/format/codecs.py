@@ -1,0 +1,195 @@
+"""Codecs: byte compressors (lz4, zstd, zlib) and image codecs (jpeg, png, webp via Pillow),
+plus sniffing an encoded image's format and shape from its first bytes without decoding.
+
+lz4 and zstandard are optional imports; asking for them without the package installed
+raises a DatasetError that says which `pip install` fixes it.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+
+from slicewise.format.errors import DatasetError
+
+IMAGE_COMPRESSIONS = ("jpeg", "png", "webp")
+BYTE_COMPRESSIONS = ("lz4", "zstd")
+SAMPLE_COMPRESSIONS = (*IMAGE_COMPRESSIONS, *BYTE_COMPRESSIONS)
+CHUNK_COMPRESSIONS = ("lz4", "zstd", "zlib")
+CHUNK_COMPRESSION_CODES = {None: 0, "lz4": 1, "zstd": 2, "zlib": 3}
+CHUNK_COMPRESSION_NAMES = {v: k for k, v in CHUNK_COMPRESSION_CODES.items()}
+
+_ALIASES = {"jpg": "jpeg", "zstandard": "zstd", "none": None, "": None}
+
+
+def normalize_compression(name: str | None, allowed: tuple[str, ...], what: str) -> str | None:
+    if name is None:
+        return None
+    key = str(name).lower()
+    key = _ALIASES.get(key, key)
+    if key is None:
+        return None
+    if key not in allowed:
+        raise DatasetError(f"unknown {what} {name!r}; choose one of {', '.join(allowed)} or None")
+    return key
+
+
+def _lz4():
+    try:
+        import lz4.frame
+    except ImportError:
+        raise DatasetError(
+            "lz4 compression needs the 'lz4' package: pip install 'slicewise[compression]'"
+        ) from None
+    return lz4.frame
+
+
+def _zstd():
+    try:
+        import zstandard
+    except ImportError:
+        raise DatasetError(
+            "zstd compression needs the 'zstandard' package: pip install 'slicewise[compression]'"
+        ) from None
+    return zstandard
+
+
+def compress_bytes(data: bytes | memoryview, method: str) -> bytes:
+    if method == "lz4":
+        return _lz4().compress(data)
+    if method == "zstd":
+        return _zstd().ZstdCompressor(level=3).compress(data)
+    if method == "zlib":
+        return zlib.compress(data, 6)
+    raise DatasetError(f"unknown byte compression {method!r}")
+
+
+def decompress_bytes(data: bytes | memoryview, method: str) -> bytes:
+    if method == "lz4":
+        return _lz4().decompress(data)
+    if method == "zstd":
+        return _zstd().ZstdDecompressor().decompress(data)
+    if method == "zlib":
+        return zlib.decompress(data)
+    raise DatasetError(f"unknown byte compression {method!r}")
+
+
+# ---- image sniffing -------------------------------------------------------------------------
+
+
+def sniff_image_format(data: bytes | memoryview) -> str | None:
+    head = bytes(data[:12])
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_shape(data: bytes | memoryview) -> tuple[int, ...] | None:
+    """(H, W[, C]) from the SOF marker, walking segment lengths: a few microseconds."""
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        (seglen,) = struct.unpack_from(">H", data, pos + 2)
+        if marker in _JPEG_SOF:
+            if pos + 10 > n:
+                return None
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            comps = data[pos + 9]
+            if height == 0 or width == 0:
+                return None
+            return (height, width) if comps == 1 else (height, width, comps)
+        pos += 2 + seglen
+    return None
+
+
+# palette PNGs (type 3) decode to RGB or RGBA depending on tRNS: Pillow decides those
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
+
+
+def _png_shape(data: bytes | memoryview) -> tuple[int, ...] | None:
+    if len(data) < 26 or bytes(data[12:16]) != b"IHDR":
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
+    bit_depth, color_type = data[24], data[25]
+    if bit_depth != 8 or color_type not in _PNG_CHANNELS:
+        return None  # 16-bit and odd PNGs: let Pillow tell the decoded shape
+    channels = _PNG_CHANNELS[color_type]
+    return (height, width) if channels == 1 else (height, width, channels)
+
+
+def encoded_image_shape(data: bytes | memoryview, fmt: str) -> tuple[int, ...]:
+    """Shape of the array `decode_image` returns, read from the header where possible."""
+    shape = None
+    if fmt == "jpeg":
+        shape = _jpeg_shape(data)
+    elif fmt == "png":
+        shape = _png_shape(data)
+    if shape is not None:
+        return shape
+    from PIL import Image
+
+    with Image.open(io.BytesIO(bytes(data))) as img:
+        img_mode, (width, height) = img.mode, img.size
+        bands = len(img.getbands())
+        has_transparency = "transparency" in img.info
+    if img_mode == "P":
+        bands = 4 if has_transparency else 3
+    elif img_mode == "1":
+        bands = 1
+    return (height, width) if bands == 1 else (height, width, bands)
+
+
+def decode_image(data: bytes | memoryview) -> np.ndarray:
+    """Decoded HWC (or HW for one band) uint8 array, exactly what Pillow gives."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode not in ("L", "RGB", "RGBA", "LA", "CMYK", "I;16", "I", "F", "1"):
+        img = img.convert("RGB")
+    if img.mode == "1":
+        img = img.convert("L")
+    return np.asarray(img)
+
+
+def encode_image(array: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
+    from PIL import Image
+
+    if array.dtype != np.uint8:
+        raise DatasetError(f"{fmt} images must be uint8, got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (2, 3, 4)):
+        raise DatasetError(f"cannot encode an array of shape {array.shape} as {fmt}")
+    img = Image.fromarray(np.ascontiguousarray(array))
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        if img.mode in ("RGBA", "LA"):
+            raise DatasetError(f"jpeg cannot store an alpha channel (shape {array.shape})")
+        img.save(buf, format="JPEG", quality=quality or 90)
+    elif fmt == "png":
+        img.save(buf, format="PNG", compress_level=1)
+    elif fmt == "webp":
+        img.save(buf, format="WEBP", quality=quality or 90)
+    else:
+        raise DatasetError(f"unknown image format {fmt!r}")
+    return buf.getvalue()

@@ -1,0 +1,249 @@
+"""Transactions and the commit protocol (docs/FORMAT.md §3).
+
+    Transaction (pending changes: created tensors, appended chunk entries from receipts,
+                 replaced chunks, info and class-name edits)
+        │ apply(base) -> Version seq+1      (pure: builds the new manifest in memory)
+        ▼
+    storage.set_if_not_exists("versions/<seq+1>.json")  ── taken? ──► read what landed,
+        │ won                                                rebase (append-only on both
+        ▼                                                    sides) or CommitConflictError
+    the new current version
+
+A transaction never writes chunk data: the writers did that already. It only remembers
+chunk entries (from receipts) and publishes them.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from slicewise.format.errors import CommitConflictError, DatasetError
+from slicewise.format.htypes import TensorMeta
+from slicewise.format.manifest import (
+    TensorState,
+    Version,
+    list_version_seqs,
+    read_version,
+    version_key,
+)
+from slicewise.format.storage import Storage
+
+MAX_COMMIT_ATTEMPTS = 64
+
+
+@dataclass
+class Transaction:
+    """Changes not yet published. Entries are receipt chunk entries (see writer.py)."""
+
+    created: dict[str, TensorMeta] = field(default_factory=dict)
+    appended: dict[str, list[dict]] = field(default_factory=dict)
+    replaced: dict[str, dict[int, dict]] = field(default_factory=dict)
+    info: dict[str, dict] = field(default_factory=dict)
+    class_names_added: dict[str, list[str]] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (
+            self.created
+            or any(self.appended.values())
+            or self.replaced
+            or self.info
+            or self.class_names_added
+        )
+
+    def touched(self) -> set[str]:
+        return set(self.created) | {k for k, v in self.appended.items() if v} | self.modified()
+
+    def modified(self) -> set[str]:
+        return set(self.replaced) | set(self.info) | set(self.class_names_added)
+
+    def changes(self) -> dict:
+        return {
+            "appended": sorted(k for k, v in self.appended.items() if v),
+            "created": list(self.created),
+            "modified": sorted(self.modified()),
+        }
+
+    def add_receipt(self, receipt: dict, known: set[str]) -> None:
+        """Queue the chunks a writer reported (in the order given)."""
+        if not isinstance(receipt, dict) or "tensors" not in receipt:
+            raise DatasetError(f"not a writer receipt: {str(receipt)[:200]}")
+        for name, tensor in receipt["tensors"].items():
+            if name not in known:
+                raise DatasetError(
+                    f"receipt from writer {receipt.get('writer_id')!r} has chunks for tensor "
+                    f"{name!r}, which this dataset does not have"
+                )
+            labels = None
+            if tensor.get("new_class_names"):
+                labels = {
+                    "base": int(tensor["class_base"]),
+                    "names": list(tensor["new_class_names"]),
+                }
+            entries = self.appended.setdefault(name, [])
+            for entry in tensor["chunks"]:
+                entry = dict(entry)
+                if labels is not None:
+                    entry["labels"] = labels
+                entries.append(entry)
+
+
+def new_version_id(seq: int) -> str:
+    return f"v{seq}-{secrets.token_hex(8)}"
+
+
+def apply(base: Version, txn: Transaction, message: str = "", meta: dict | None = None) -> Version:
+    """The version that `txn` on top of `base` makes (nothing is written)."""
+    tensors: dict[str, TensorState] = {}
+    for name, state in base.tensors.items():
+        tensors[name] = state.copy() if name in txn.touched() else state
+    for name, tmeta in txn.created.items():
+        if name in tensors:
+            raise CommitConflictError(f"tensor {name!r} was created by another commit")
+        tensors[name] = TensorState(meta=TensorMeta.from_json(tmeta.to_json()))
+    for name, added in txn.class_names_added.items():
+        names = tensors[name].meta.class_names
+        for label in added:
+            if label not in names:
+                names.append(label)
+    for name, replacements in txn.replaced.items():
+        state = tensors[name]
+        for k, entry in replacements.items():
+            if k >= len(state.keys):
+                raise CommitConflictError(f"tensor {name!r}: replaced chunk {k} no longer exists")
+            _check_dtype(name, state, entry)
+            state.keys[k] = entry["key"]
+            state.nbytes[k] = int(entry["nbytes"])
+            state.min_shape[k] = list(entry["min_shape"])
+            state.max_shape[k] = list(entry["max_shape"])
+            labels = entry.get("labels")
+            state.remap[k] = _resolve_labels(state, labels, {}) if labels else None
+            if int(entry["rows"]) != state.rows[k]:
+                raise DatasetError(f"tensor {name!r}: a replacement chunk changes the row count")
+    for name, entries in txn.appended.items():
+        if not entries:
+            continue
+        if name not in tensors:
+            raise CommitConflictError(f"tensor {name!r} no longer exists")
+        state = tensors[name]
+        resolved: dict[tuple, int] = {}
+        for entry in entries:
+            _check_dtype(name, state, entry)
+            remap_index = None
+            labels = entry.get("labels")
+            if labels:
+                remap_index = _resolve_labels(state, labels, resolved)
+            state.keys.append(entry["key"])
+            state.rows.append(int(entry["rows"]))
+            state.nbytes.append(int(entry["nbytes"]))
+            state.min_shape.append(list(entry["min_shape"]))
+            state.max_shape.append(list(entry["max_shape"]))
+            state.remap.append(remap_index)
+    for name, info in txn.info.items():
+        tensors[name].meta.info = dict(info)
+    seq = base.seq + 1
+    return Version(
+        seq=seq,
+        id=new_version_id(seq),
+        parent=base.id or None,
+        time=time.time(),
+        message=message,
+        meta=dict(meta or {}),
+        changes=txn.changes(),
+        tensors=tensors,
+    )
+
+
+def _check_dtype(name: str, state: TensorState, entry: dict) -> None:
+    dtype = entry.get("dtype")
+    if dtype is None or state.meta.dtype == "str":
+        return
+    if state.meta.dtype is None:
+        state.meta.dtype = dtype
+    elif state.meta.dtype != dtype:
+        raise DatasetError(
+            f"tensor {name!r} has dtype {state.meta.dtype}, a chunk written for it has {dtype}"
+        )
+
+
+def _resolve_labels(state: TensorState, labels: dict, resolved: dict[tuple, int]) -> int:
+    """Map a writer's new class names onto the tensor's names; record the table once."""
+    key = (labels["base"], tuple(labels["names"]))
+    if key in resolved:
+        return resolved[key]
+    names = state.meta.class_names
+    if names is None:
+        names = state.meta.class_names = []
+    if labels["base"] > len(names):
+        raise DatasetError(
+            f"a receipt's class-label base ({labels['base']}) is beyond the tensor's "
+            f"{len(names)} class names"
+        )
+    index = {n: i for i, n in enumerate(names)}
+    ids = []
+    for label in labels["names"]:
+        if label not in index:
+            index[label] = len(names)
+            names.append(label)
+        ids.append(index[label])
+    state.label_remaps.append({"base": int(labels["base"]), "ids": ids})
+    state._remap_arrays = None
+    resolved[key] = len(state.label_remaps) - 1
+    return resolved[key]
+
+
+def check_rebase(txn: Transaction, landed: list[Version]) -> None:
+    """Raise CommitConflictError unless `txn` can be replayed on top of `landed` commits."""
+    ours_touched = txn.touched()
+    ours_exclusive = set(txn.created) | txn.modified()
+    for version in landed:
+        theirs = version.changes or {}
+        their_exclusive = set(theirs.get("created", [])) | set(theirs.get("modified", []))
+        their_appended = set(theirs.get("appended", []))
+        clash = (their_exclusive & ours_touched) | (their_appended & ours_exclusive)
+        if clash or not version.changes:
+            raise CommitConflictError(
+                f"commit conflict: version {version.id} ({version.message!r}) landed first and "
+                f"changed tensor(s) {sorted(clash) or 'unknown'} that this commit also changes; "
+                "nothing was published by this commit"
+            )
+
+
+def publish(
+    storage: Storage,
+    base: Version,
+    txn: Transaction,
+    message: str = "",
+    meta: dict | None = None,
+) -> Version:
+    """Publish `txn` as the version after `base`, rebasing over concurrent append-only commits."""
+    _sync_chunk_dirs(storage, base, txn)
+    for attempt in range(MAX_COMMIT_ATTEMPTS):
+        version = apply(base, txn, message, meta)
+        if storage.set_if_not_exists(version_key(version.seq), version.encode()):
+            return version
+        seqs = [s for s in list_version_seqs(storage) if s > base.seq]
+        if not seqs:  # the slot is taken but not listed yet: listing lag, look again
+            time.sleep(0.001 * (attempt + 1))
+            seqs = [version.seq]
+        landed = [read_version(storage, s) for s in seqs]
+        check_rebase(txn, landed)
+        base = landed[-1]
+        time.sleep(random.random() * 0.002 * min(attempt, 10))
+    raise CommitConflictError(
+        f"gave up committing to {storage.url} after {MAX_COMMIT_ATTEMPTS} lost races"
+    )
+
+
+def _sync_chunk_dirs(storage: Storage, base: Version, txn: Transaction) -> None:
+    """Directory entries of the new chunk files must be durable before a manifest names them."""
+    tensor_ids = set()
+    for name in list(txn.appended) + list(txn.replaced):
+        meta = txn.created.get(name) or (base.tensors[name].meta if name in base.tensors else None)
+        if meta is not None:
+            tensor_ids.add(meta.id)
+    for tensor_id in tensor_ids:
+        storage.sync(f"chunks/{tensor_id}")
+    storage.sync("chunks")

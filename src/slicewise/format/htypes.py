@@ -1,0 +1,513 @@
+"""htypes and samples: what a tensor accepts, how a sample becomes stored bytes, and back.
+
+This is the single code path for samples: `ds.append` in the parent and `DatasetWriter` in
+a worker both encode through `SampleEncoder`, readers decode through `decode_sample`.
+
+    value (array, scalar, str, dict, FileSample) --SampleEncoder.encode--> (bytes, shape)
+    (bytes, shape, dtype) --decode_sample--> numpy array / str / object
+
+A `FileSample` (from `sw.read`) is stored *as is* when its format equals the tensor's
+sample compression (passthrough: a JPEG file into a jpeg tensor keeps its bytes), and is
+decoded (and re-encoded) otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from slicewise.format.codecs import (
+    BYTE_COMPRESSIONS,
+    CHUNK_COMPRESSIONS,
+    IMAGE_COMPRESSIONS,
+    SAMPLE_COMPRESSIONS,
+    compress_bytes,
+    decode_image,
+    decompress_bytes,
+    encode_image,
+    encoded_image_shape,
+    normalize_compression,
+    sniff_image_format,
+)
+from slicewise.format.errors import DatasetError, SampleError
+
+# htype -> (default dtype, allowed sample compressions, extra keyword arguments it accepts)
+HTYPES: dict[str, dict] = {
+    "generic": {"dtype": None, "compressions": SAMPLE_COMPRESSIONS, "kwargs": ()},
+    "image": {"dtype": "uint8", "compressions": SAMPLE_COMPRESSIONS, "kwargs": ()},
+    "image.rgb": {"dtype": "uint8", "compressions": SAMPLE_COMPRESSIONS, "kwargs": ()},
+    "image.gray": {"dtype": "uint8", "compressions": SAMPLE_COMPRESSIONS, "kwargs": ()},
+    "class_label": {
+        "dtype": "uint32",
+        "compressions": BYTE_COMPRESSIONS,
+        "kwargs": ("class_names",),
+    },
+    "text": {"dtype": "str", "compressions": BYTE_COMPRESSIONS, "kwargs": ()},
+    "json": {"dtype": "str", "compressions": BYTE_COMPRESSIONS, "kwargs": ("schema",)},
+    "bbox": {"dtype": "float32", "compressions": BYTE_COMPRESSIONS, "kwargs": ("coords",)},
+    "embedding": {"dtype": "float32", "compressions": BYTE_COMPRESSIONS, "kwargs": ()},
+}
+
+_NAME_MAX = 200
+_RESERVED = re.compile(r"[/\\\x00]")
+
+
+def validate_tensor_name(name: object) -> str:
+    """Tensor names end up in messages and APIs (never in paths: chunk paths use ids), but we
+    still refuse anything path-like or hidden so exports to folders stay safe."""
+    if not isinstance(name, str) or not name:
+        raise DatasetError(f"a tensor name must be a non-empty string, got {name!r}")
+    if _RESERVED.search(name) or ".." in name:
+        raise DatasetError(f"invalid tensor name {name!r}: no '/', '\\', NUL or '..'")
+    if name[0] in "._":
+        raise DatasetError(f"invalid tensor name {name!r}: must not start with '.' or '_'")
+    if len(name) > _NAME_MAX:
+        raise DatasetError(f"invalid tensor name {name[:40]!r}...: longer than {_NAME_MAX}")
+    if not name.isprintable():
+        raise DatasetError(f"invalid tensor name {name!r}: non-printable characters")
+    return name
+
+
+@dataclass
+class TensorMeta:
+    """A tensor's schema, stored in every manifest (JSON)."""
+
+    id: str
+    htype: str
+    dtype: str | None
+    sample_compression: str | None
+    chunk_compression: str | None
+    htype_kwargs: dict = field(default_factory=dict)
+    class_names: list[str] | None = None
+    info: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        if self.class_names is None:
+            out.pop("class_names")
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> TensorMeta:
+        return cls(
+            id=data["id"],
+            htype=data["htype"],
+            dtype=data.get("dtype"),
+            sample_compression=data.get("sample_compression"),
+            chunk_compression=data.get("chunk_compression"),
+            htype_kwargs=dict(data.get("htype_kwargs") or {}),
+            class_names=list(data["class_names"]) if data.get("class_names") is not None else None,
+            info=dict(data.get("info") or {}),
+        )
+
+    @property
+    def is_image(self) -> bool:
+        return self.htype.startswith("image")
+
+    @property
+    def is_text_like(self) -> bool:
+        return self.htype in ("text", "json")
+
+
+def make_tensor_meta(
+    tensor_id: str,
+    name: str,
+    htype: str,
+    dtype,
+    sample_compression,
+    chunk_compression,
+    htype_kwargs: dict,
+) -> TensorMeta:
+    if htype is None:
+        htype = "generic"
+    if htype not in HTYPES:
+        raise DatasetError(
+            f"tensor {name!r}: unknown htype {htype!r}; choose one of {', '.join(HTYPES)}"
+        )
+    spec = HTYPES[htype]
+    unknown = set(htype_kwargs) - set(spec["kwargs"])
+    if unknown:
+        raise DatasetError(
+            f"tensor {name!r}: htype {htype!r} takes no argument(s) {sorted(unknown)}"
+            + (f"; it takes {list(spec['kwargs'])}" if spec["kwargs"] else "")
+        )
+    sample_compression = normalize_compression(
+        sample_compression,
+        spec["compressions"],
+        f"sample_compression for {htype!r} tensor {name!r}",
+    )
+    chunk_compression = normalize_compression(
+        chunk_compression, CHUNK_COMPRESSIONS, f"chunk_compression for tensor {name!r}"
+    )
+    if sample_compression is not None and chunk_compression is not None:
+        raise DatasetError(
+            f"tensor {name!r}: use sample_compression or chunk_compression, not both"
+        )
+    if dtype is not None:
+        if spec["dtype"] == "str":
+            raise DatasetError(f"tensor {name!r}: htype {htype!r} has no dtype argument")
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError as exc:
+            raise DatasetError(f"tensor {name!r}: invalid dtype {dtype!r}") from exc
+        if dtype.kind not in "biuf c" or dtype.hasobject:
+            raise DatasetError(f"tensor {name!r}: unsupported dtype {dtype}")
+        dtype = dtype.str.lstrip("<|=") if dtype.byteorder != ">" else dtype.str
+        dtype = np.dtype(dtype).name
+    else:
+        dtype = spec["dtype"]
+    if sample_compression in IMAGE_COMPRESSIONS and dtype not in (None, "uint8"):
+        raise DatasetError(
+            f"tensor {name!r}: {sample_compression} stores uint8 images, dtype is {dtype}"
+        )
+    if sample_compression in IMAGE_COMPRESSIONS:
+        dtype = "uint8"
+    class_names = None
+    kwargs = dict(htype_kwargs)
+    if htype == "class_label":
+        names = kwargs.pop("class_names", None) or []
+        if isinstance(names, (str, bytes)) or not all(isinstance(n, str) for n in names):
+            raise DatasetError(f"tensor {name!r}: class_names must be a list of strings")
+        if len(set(names)) != len(names):
+            raise DatasetError(f"tensor {name!r}: class_names has duplicates")
+        class_names = list(names)
+    try:
+        json.dumps(kwargs)
+    except TypeError as exc:
+        raise DatasetError(f"tensor {name!r}: htype arguments must be JSON-able: {exc}") from exc
+    return TensorMeta(
+        id=tensor_id,
+        htype=htype,
+        dtype=dtype,
+        sample_compression=sample_compression,
+        chunk_compression=chunk_compression,
+        htype_kwargs=kwargs,
+        class_names=class_names,
+    )
+
+
+# ---- files: sw.read -------------------------------------------------------------------------
+
+
+class FileSample:
+    """A file to be stored as one sample, opened only when it is appended (`sw.read`).
+
+    Stored byte for byte when its format matches the tensor's sample compression; decoded
+    otherwise. Missing or undecodable files raise SampleError naming the path at append time.
+    """
+
+    __slots__ = ("path", "storage_options", "verify", "_bytes")
+
+    def __init__(self, path, verify: bool = False, storage_options: dict | None = None):
+        self.path = os.fspath(path) if not isinstance(path, str) else path
+        self.verify = verify
+        self.storage_options = storage_options
+        self._bytes: bytes | None = None
+
+    def __getstate__(self):
+        return (self.path, self.verify, self.storage_options)
+
+    def __setstate__(self, state):
+        self.path, self.verify, self.storage_options = state
+        self._bytes = None
+
+    def __repr__(self) -> str:
+        return f"read({self.path!r})"
+
+    def buffer(self) -> bytes:
+        if self._bytes is not None:
+            return self._bytes
+        try:
+            if "://" in self.path and not self.path.startswith("file://"):
+                import fsspec
+
+                with fsspec.open(self.path, "rb", **(self.storage_options or {})) as f:
+                    return f.read()
+            path = self.path[len("file://") :] if self.path.startswith("file://") else self.path
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise SampleError(f"cannot read file {self.path!r}: {exc}") from exc
+
+    @property
+    def compression(self) -> str | None:
+        return sniff_image_format(self.buffer()[:16])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        data = self.buffer()
+        fmt = sniff_image_format(data[:16])
+        if fmt is None:
+            raise SampleError(f"file {self.path!r} is not a jpeg, png or webp image")
+        try:
+            return encoded_image_shape(data, fmt)
+        except Exception as exc:
+            raise SampleError(f"file {self.path!r} is not a readable {fmt}: {exc}") from exc
+
+    def array(self) -> np.ndarray:
+        data = self.buffer()
+        try:
+            return decode_image(data)
+        except Exception as exc:
+            raise SampleError(f"file {self.path!r} cannot be decoded as an image: {exc}") from exc
+
+    numpy = array
+
+
+# ---- encode ---------------------------------------------------------------------------------
+
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+class SampleEncoder:
+    """Turns values for one tensor into (stored bytes, shape). Holds the writer-local state:
+    the dtype fixed by the first sample of a dtype-less generic tensor, and class names."""
+
+    def __init__(self, name: str, meta: TensorMeta, class_base: int | None = None):
+        self.name = name
+        self.meta = meta
+        self.dtype: np.dtype | None = (
+            np.dtype(meta.dtype) if meta.dtype not in (None, "str") else None
+        )
+        # class names [0, class_base) are committed (stable forever); later ones, and the
+        # names this encoder adds, are local and travel in the receipt (FORMAT.md 2.2)
+        self.class_names: list[str] = list(meta.class_names or [])
+        self.class_base = len(self.class_names) if class_base is None else int(class_base)
+        self.class_index = {n: i for i, n in enumerate(self.class_names)}
+
+    @property
+    def local_class_names(self) -> list[str]:
+        """Names whose ids are writer-local: resolved by name at commit."""
+        return self.class_names[self.class_base :]
+
+    @property
+    def dtype_name(self) -> str:
+        if self.meta.dtype == "str":
+            return "str"
+        return self.dtype.name if self.dtype is not None else "float64"
+
+    def encode(self, value) -> tuple[bytes, tuple[int, ...]]:
+        meta = self.meta
+        if meta.htype == "text":
+            return self._encode_text(value)
+        if meta.htype == "json":
+            try:
+                text = json.dumps(value, default=_json_default, separators=(",", ":"))
+            except (TypeError, ValueError) as exc:
+                raise SampleError(f"tensor {self.name!r}: value is not JSON-able: {exc}") from exc
+            return self._compress(text.encode("utf-8")), (1,)
+        if meta.htype == "class_label":
+            return self._encode_labels(value)
+        if isinstance(value, FileSample):
+            return self._encode_file(value)
+        array = self._as_array(value)
+        return self._encode_array(array)
+
+    # -- per kind
+
+    def _encode_text(self, value) -> tuple[bytes, tuple[int, ...]]:
+        if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "US":
+            value = value.reshape(()).item()
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        if not isinstance(value, str):
+            raise SampleError(
+                f"tensor {self.name!r} (text) takes strings, got {type(value).__name__}"
+            )
+        return self._compress(value.encode("utf-8")), (1,)
+
+    def _label_id(self, label) -> int:
+        if isinstance(label, (str, np.str_)):
+            label = str(label)
+            idx = self.class_index.get(label)
+            if idx is None:
+                idx = len(self.class_names)
+                self.class_names.append(label)
+                self.class_index[label] = idx
+            return idx
+        if isinstance(label, (bool, np.bool_)):
+            raise SampleError(f"tensor {self.name!r}: a class label cannot be a bool")
+        if isinstance(label, (int, np.integer)):
+            if label < 0 or label > 0xFFFFFFFF:
+                raise SampleError(f"tensor {self.name!r}: class label {label} out of range")
+            return int(label)
+        raise SampleError(
+            f"tensor {self.name!r} (class_label) takes ints or strings, got {type(label).__name__}"
+        )
+
+    def _encode_labels(self, value) -> tuple[bytes, tuple[int, ...]]:
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind in "iu":
+                if value.size and (value.min() < 0 or value.max() > 0xFFFFFFFF):
+                    raise SampleError(f"tensor {self.name!r}: class label out of range")
+                ids = value.astype(np.uint32).reshape(-1)
+                return self._compress(ids.tobytes()), (ids.size,)
+            value = value.reshape(-1).tolist()
+        if isinstance(value, (list, tuple)):
+            ids = np.array([self._label_id(v) for v in value], dtype=np.uint32)
+        else:
+            ids = np.array([self._label_id(value)], dtype=np.uint32)
+        return self._compress(ids.tobytes()), (ids.size,)
+
+    def _as_array(self, value) -> np.ndarray:
+        if isinstance(value, np.ndarray):
+            array = value
+        else:
+            try:
+                array = np.asarray(value)
+            except Exception as exc:
+                raise SampleError(
+                    f"tensor {self.name!r}: cannot store a {type(value).__name__}: {exc}"
+                ) from exc
+        if array.dtype.hasobject or array.dtype.kind in "USVMm":
+            raise SampleError(
+                f"tensor {self.name!r} ({self.meta.htype}) cannot store a value of dtype "
+                f"{array.dtype} ({type(value).__name__}); ragged lists must be appended "
+                "one sample at a time"
+            )
+        if array.ndim == 0:
+            array = array.reshape(1)
+        if self.dtype is None:
+            self.dtype = array.dtype
+        elif array.dtype != self.dtype:
+            array = self._cast(array)
+        return array
+
+    def _cast(self, array: np.ndarray) -> np.ndarray:
+        target = self.dtype
+        if np.can_cast(array.dtype, target, "same_kind"):
+            return array.astype(target)
+        if array.dtype.kind in "iub" and target.kind in "iu":
+            info = np.iinfo(target)
+            if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
+                return array.astype(target)
+        raise SampleError(
+            f"tensor {self.name!r} has dtype {target}, got a {array.dtype} sample that does not "
+            "fit; cast it first"
+        )
+
+    def _image_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        htype = self.meta.htype
+        if htype == "image.rgb":
+            return (shape[0], shape[1], 3)
+        if htype == "image.gray":
+            return (shape[0], shape[1])
+        return shape
+
+    def _encode_file(self, sample: FileSample) -> tuple[bytes, tuple[int, ...]]:
+        data = sample.buffer()
+        fmt = sniff_image_format(data[:16])
+        comp = self.meta.sample_compression
+        if fmt is not None and fmt == comp and not sample.verify:
+            try:
+                shape = encoded_image_shape(data, fmt)
+            except Exception as exc:
+                raise SampleError(f"file {sample.path!r} is not a readable {fmt}: {exc}") from exc
+            if self.meta.is_image or self.meta.htype == "generic":
+                return data, self._image_shape(shape)
+        if fmt is None:
+            raise SampleError(
+                f"tensor {self.name!r}: file {sample.path!r} is not a jpeg, png or webp image"
+            )
+        array = sample.array()
+        if fmt == comp:  # verify=True: decoded fine, keep the original bytes
+            return data, self._image_shape(array.shape)
+        return self._encode_array(self._as_array(array))
+
+    def _encode_array(self, array: np.ndarray) -> tuple[bytes, tuple[int, ...]]:
+        comp = self.meta.sample_compression
+        htype = self.meta.htype
+        if htype.startswith("image"):
+            if array.ndim not in (2, 3):
+                raise SampleError(
+                    f"tensor {self.name!r} ({htype}) takes (H, W) or (H, W, C) images, "
+                    f"got shape {array.shape}"
+                )
+            if htype == "image.rgb" and (array.ndim != 3 or array.shape[2] != 3):
+                raise SampleError(
+                    f"tensor {self.name!r} (image.rgb) takes (H, W, 3), got {array.shape}"
+                )
+            if htype == "image.gray" and array.ndim == 3:
+                if array.shape[2] != 1:
+                    raise SampleError(
+                        f"tensor {self.name!r} (image.gray) takes (H, W), got {array.shape}"
+                    )
+                array = array[:, :, 0]
+        if htype == "bbox" and (array.ndim != 2 or array.shape[-1] != 4):
+            if array.ndim == 1 and array.shape[0] == 4:
+                array = array.reshape(1, 4)
+            else:
+                raise SampleError(f"tensor {self.name!r} (bbox) takes (N, 4), got {array.shape}")
+        if comp in IMAGE_COMPRESSIONS:
+            try:
+                data = encode_image(array, comp)
+            except DatasetError as exc:
+                raise SampleError(f"tensor {self.name!r}: {exc}") from exc
+            shape = array.shape
+            if len(shape) == 3 and shape[2] == 1:
+                shape = shape[:2]
+            return data, tuple(shape)
+        raw = np.ascontiguousarray(array).tobytes()
+        return self._compress(raw), tuple(array.shape)
+
+    def _compress(self, raw: bytes) -> bytes:
+        comp = self.meta.sample_compression
+        if comp in BYTE_COMPRESSIONS:
+            return compress_bytes(raw, comp)
+        return raw
+
+
+# ---- decode ---------------------------------------------------------------------------------
+
+
+def decode_sample(
+    meta: TensorMeta,
+    data: bytes | memoryview,
+    shape: tuple[int, ...],
+    dtype: str,
+    remap: tuple[int, np.ndarray] | None = None,
+):
+    """Stored bytes -> the value `numpy()` returns for one sample."""
+    comp = meta.sample_compression
+    if comp in IMAGE_COMPRESSIONS:
+        array = decode_image(data)
+        if meta.htype == "image.rgb" and (array.ndim != 3 or array.shape[2] != 3):
+            array = _convert_image(array, "RGB")
+        elif meta.htype == "image.gray" and array.ndim != 2:
+            array = _convert_image(array, "L")
+        elif array.shape != tuple(shape):
+            # codecs without a gray mode (webp) decode more bands than were stored
+            mode = {2: "L", 3: "RGB", 4: "RGBA"}.get(len(shape) if len(shape) == 2 else shape[-1])
+            if mode is not None:
+                array = _convert_image(array, mode)
+        return array
+    if comp in BYTE_COMPRESSIONS:
+        data = decompress_bytes(data, comp)
+    if meta.htype == "text":
+        return bytes(data).decode("utf-8")
+    if meta.htype == "json":
+        return json.loads(bytes(data).decode("utf-8"))
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    if remap is not None:
+        base, ids = remap
+        if array.size and array.max() >= base:
+            array = array.copy()
+            local = array >= base
+            array[local] = ids[array[local] - base]
+    return array
+
+
+def _convert_image(array: np.ndarray, mode: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(array).convert(mode))
