@@ -1,0 +1,366 @@
+"""What every import and export in integrations/ shares: optional-dependency loading, row
+blocks, running jobs on the engine, and the one atomic commit at the end.
+
+    parent                                   worker (engine Pool)
+    ──────                                   ────────────────────
+    plan: split each source into row         open the source itself (file, store, tensor)
+    blocks aligned with its chunks   ──jobs──► read rows [start, stop) ─► DatasetWriter.append
+                                             finish() ─► receipt (JSON, a few hundred bytes)
+    ds.add_receipts(in job order) ◄─receipts─┘
+    ds.commit(message, meta)   one atomic commit: all the import, or none of it
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import numpy as np
+
+# Rows handed to one worker task are about this many bytes: big enough that per-task overhead
+# (a few hundred microseconds) vanishes, small enough that workers x block stays far below RAM.
+DEFAULT_BLOCK_BYTES = 32 * 2**20
+# ... and at least this many, when there are that many: the dataset's default chunk size.
+MIN_BLOCK_BYTES = 8 * 2**20
+
+_EXTRA_FOR_MODULE = {
+    "dask": "dask",
+    "dask.array": "dask",
+    "dask.bag": "dask",
+    "h5py": "hdf5",
+    "zarr": "zarr",
+    "xarray": "zarr",
+}
+
+
+def require(module: str, feature: str) -> Any:
+    """Import an optional dependency, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra = _EXTRA_FOR_MODULE.get(module, module.split(".")[0])
+        raise ImportError(
+            f"{feature} needs the optional dependency {module.split('.')[0]!r}; "
+            f"install it with `pip install slicewise[{extra}]`"
+        ) from exc
+
+
+def row_blocks(
+    n_rows: int,
+    row_nbytes: int,
+    *,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    align: int = 1,
+) -> list[tuple[int, int]]:
+    """Split rows [0, n_rows) into (start, stop) blocks for workers, each a whole number of
+    `align` rows (a source's chunk height, so no source chunk is read twice).
+
+    Blocks hold at most `block_bytes`; a small import is cut finer, into about four blocks
+    per core so every worker has work to the end, but never below MIN_BLOCK_BYTES (each
+    block ends in a partial chunk of its own, and chunks should stay big)."""
+    if n_rows <= 0:
+        return []
+    align = max(1, int(align))
+    row_nbytes = max(1, row_nbytes)
+    most = max(1, block_bytes // row_nbytes)
+    least = max(1, min(most, MIN_BLOCK_BYTES // row_nbytes))
+    spread = -(-n_rows // (4 * _cores()))
+    rows = min(most, max(least, spread))
+    rows = max(align, (rows // align) * align)
+    return [(start, min(start + rows, n_rows)) for start in range(0, n_rows, rows)]
+
+
+def _cores() -> int:
+    from slicewise.engine import cpu_count
+
+    return cpu_count()
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key so that image2.tif comes before image10.tif."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def run_jobs(
+    fn: Callable[[Any], Any],
+    jobs: Sequence[Any],
+    *,
+    pool: Any = None,
+    num_workers: int | None = None,
+    backend: str = "processes",
+    progress: bool = False,
+) -> list[Any]:
+    """Run fn over jobs on the engine, results in job order.
+
+    `pool` reuses a caller's sw.Pool; `num_workers=0` runs in this process (debugging);
+    otherwise the engine's warm shared pool (the one `sw.map` uses) with `num_workers`
+    processes (default: all usable cores), so repeated imports pay no start-up. Threads
+    (for objects that cannot leave this process) get a pool of their own for the call.
+    """
+    if not jobs:
+        return []
+    if num_workers == 0 or backend == "serial":
+        return [fn(job) for job in jobs]
+    if pool is not None:
+        return list(pool.map(fn, jobs, chunksize=1, progress=progress))
+    from slicewise.engine import Pool, get_default_pool
+
+    if backend == "processes":
+        return list(get_default_pool(num_workers).map(fn, jobs, chunksize=1,
+                                                      progress=progress))
+    with Pool(num_workers, backend=backend) as owned:
+        return list(owned.map(fn, jobs, chunksize=1, progress=progress))
+
+
+def commit_receipts(ds: Any, receipts: Iterable[Any], message: str, meta: dict) -> str:
+    """Add the workers' receipts in job order and publish them, with everything else pending
+    (tensors created, info set), as one version. Returns the version id."""
+    ds.add_receipts([receipt for receipt in receipts if receipt is not None])
+    return ds.commit(message, meta=meta)
+
+
+def in_callers_block(ds: Any) -> bool:
+    """True inside the caller's own `with ds:` block: then an extend's receipts join the
+    block's pending changes and the block commits them at its end, as every write does."""
+    return getattr(ds, "_with_depth", 0) > 0
+
+
+@contextmanager
+def new_dataset(path: Any, *, overwrite: bool, chunk_target_bytes: int | None) -> Iterator[Any]:
+    """A new empty dataset whose tensor creation, info and data are published by the one
+    commit_receipts() call inside this block. If anything fails, nothing is published and
+    the empty dataset is removed again, so the same call can simply be run again."""
+    from slicewise.dataset import delete, empty
+
+    ds = empty(path, overwrite=overwrite, chunk_target_bytes=chunk_target_bytes)
+    try:
+        with ds:
+            yield ds
+    except BaseException:
+        with suppress(Exception):  # the import's own error is the one to see
+            delete(path)
+        raise
+
+
+def json_safe(value: Any) -> Any:
+    """An HDF5/Zarr attribute as a JSON value, or None when it has no JSON form."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "biuf" and value.size <= 4096:
+            return value.tolist()
+        if value.dtype.kind in "OSU" and value.size <= 4096:
+            return [json_safe(v) for v in value.tolist()]
+        return None
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    return None
+
+
+def fspath(value: Any) -> str | None:
+    """The URL, or absolute path, of a file-like location (workers may run in another
+    directory); None for an in-memory object."""
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        return path if "://" in path else os.path.abspath(path)
+    return None
+
+
+class ImportJob:
+    """One worker task of an import: rows [start, stop) of `source` into `tensor`, written
+    by a DatasetWriter of its own. Its repr is what an error names (the engine shows the
+    failing item, shortened), so it says rows, source and tensor first, briefly, and not
+    the writer spec."""
+
+    def __init__(self, spec: dict, writer_id: str, tensor: str, source: Any, start: int,
+                 stop: int) -> None:
+        self.spec, self.writer_id, self.tensor = spec, writer_id, tensor
+        self.source, self.start, self.stop = source, start, stop
+
+    def __repr__(self) -> str:
+        return f"rows [{self.start}:{self.stop}] of {self.source!r} -> tensor {self.tensor!r}"
+
+
+def write_rows_job(job: ImportJob) -> dict:
+    """Worker side of an import: read one block of rows from a source the worker opens
+    itself, append them with this job's own DatasetWriter, return the receipt.
+    `source.read(start, stop)` gives the rows (image files: the frames of files
+    [start, stop))."""
+    from slicewise.format.writer import DatasetWriter
+
+    writer = DatasetWriter.from_spec(job.spec, job.writer_id)
+    for row in job.source.read(job.start, job.stop):
+        writer.append(job.tensor, row)
+    return writer.finish()
+
+
+def import_blocks(
+    ds: Any,
+    blocks: Sequence[tuple[str, Any, int, int]],
+    *,
+    pool: Any = None,
+    num_workers: int | None = None,
+    backend: str = "processes",
+    progress: bool = False,
+) -> list[Any]:
+    """Write (tensor name, source, start, stop) blocks into `ds` on the engine; receipts in
+    block order. The caller commits them once."""
+    spec = ds.writer_spec()
+    jobs = [ImportJob(spec, f"import:{index}", tensor, source, start, stop)
+            for index, (tensor, source, start, stop) in enumerate(blocks)]
+    return run_jobs(write_rows_job, jobs, pool=pool, num_workers=num_workers, backend=backend,
+                    progress=progress)
+
+
+# What integrations/ needs to know about Tensor and Dataset objects, in one place
+
+
+def own_handle(ds: Any) -> Any:
+    """A read-only handle of `ds`'s version for one read, dropped after it (its chunk maps
+    close with it). Uncommitted rows live only in `ds` itself: then read through `ds`."""
+    if getattr(ds, "has_pending", False):
+        return ds
+    return copy.copy(ds)  # Dataset pickles (and copies) as URL + version
+
+
+class TensorRows:
+    """A picklable, array-like view of one tensor that dask's tasks index into.
+
+    It carries the dataset (which pickles as its URL and version, so it travels to workers
+    read-only) and the tensor's name. Each read opens its own read-only handle of that
+    version (a copy goes through the same light pickling, well under a millisecond) and lets
+    it go afterwards: the chunk files a handle maps are unmapped with it, so a scan of any
+    size keeps only the chunks in flight in memory, not the reader's cache of recent ones.
+    """
+
+    def __init__(self, tensor: Any) -> None:
+        self.dataset = dataset_of(tensor)
+        self.tensor_name = name_of(tensor)
+        self.shape = tuple(int(d) for d in tensor.shape)
+        self.dtype = np.dtype(tensor.dtype)
+        self.ndim = len(self.shape)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        rows = np.asarray(own_handle(self.dataset)[self.tensor_name][start:stop].numpy())
+        if rows.dtype != self.dtype:
+            rows = rows.astype(self.dtype, copy=False)
+        return rows
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        first = key[0] if key else slice(None)
+        rest = key[1:]
+        if isinstance(first, slice) and first.step in (None, 1):
+            start, stop, _ = first.indices(self.shape[0])
+            rows = self.read(start, max(start, stop))
+            return rows[(slice(None), *rest)] if rest else rows
+        if isinstance(first, (int, np.integer)):
+            index = int(first) + (self.shape[0] if first < 0 else 0)
+            return self.read(index, index + 1)[(0, *rest)]
+        # steps and lists of rows: read the covering range once, then pick
+        positions = np.arange(self.shape[0])[first]
+        if positions.size == 0:
+            return np.empty((0, *self.shape[1:]), self.dtype)[(slice(None), *rest)]
+        low, high = int(positions.min()), int(positions.max()) + 1
+        if high - low <= 4 * positions.size:
+            rows = self.read(low, high)[positions - low]
+        else:  # scattered rows: read each one, not everything between them
+            rows = np.asarray(own_handle(self.dataset)[self.tensor_name][positions].numpy())
+            rows = rows.astype(self.dtype, copy=False)
+        return rows[(slice(None), *rest)] if rest else rows
+
+    def __dask_tokenize__(self) -> Any:
+        return ("slicewise.TensorRows", dataset_token(self.dataset), self.tensor_name,
+                self.shape, str(self.dtype))
+
+    def __repr__(self) -> str:
+        return f"TensorRows({self.tensor_name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+
+
+def require_one_shape(tensor: Any) -> None:
+    """Raise a clear error unless the tensor holds numeric samples of one shape."""
+    name = name_of(tensor)
+    dtype = getattr(tensor, "dtype", None)
+    if dtype is None or np.dtype(dtype).kind in "OUSV":
+        htype = getattr(tensor, "htype", None)
+        raise TypeError(
+            f"tensor {name!r} (htype {htype!r}, dtype {dtype!r}) does not hold numeric arrays, "
+            f"so it has no dask.array form; use ds[{name!r}].dask_bag() for a dask.bag of its "
+            "samples"
+        )
+    if getattr(tensor, "is_ragged", False) or any(d is None for d in tensor.shape):
+        raise ValueError(
+            f"tensor {name!r} is ragged (its samples have different shapes: {tensor.shape}), "
+            "and a dask.array needs one shape. Use ds[...].dask_bag() for a dask.bag of "
+            "samples, or resize the samples to one shape in a transform (@sw.compute) first."
+        )
+
+
+
+
+def dataset_of(tensor: Any) -> Any:
+    for attribute in ("dataset", "ds", "_ds", "_dataset"):
+        ds = getattr(tensor, attribute, None)
+        if ds is not None:
+            return ds
+    raise TypeError(f"{type(tensor).__name__} does not say which dataset it belongs to")
+
+
+def name_of(tensor: Any) -> str:
+    for attribute in ("key", "name", "_key", "_name"):
+        value = getattr(tensor, attribute, None)
+        if isinstance(value, str):
+            return value
+    raise TypeError(f"{type(tensor).__name__} does not say its name")
+
+
+def dataset_token(ds: Any) -> Any:
+    return (str(getattr(ds, "path", getattr(ds, "url", id(ds)))),
+            str(getattr(ds, "commit_id", getattr(ds, "version", ""))))
+
+
+def tensor_name_for(source_path: str, where: str) -> str:
+    """The tensor name for an HDF5/Zarr path: tensor names hold no '/', so groups become
+    dots ("/Control/Experiment 1" -> "Control.Experiment 1")."""
+    from slicewise.format.errors import DatasetError
+    from slicewise.format.htypes import validate_tensor_name
+
+    name = source_path.strip("/").replace("/", ".")
+    try:
+        return validate_tensor_name(name)
+    except DatasetError as exc:
+        raise ValueError(
+            f"{where}: {source_path!r} gives no valid tensor name ({exc}); name it yourself "
+            f"with a dict, e.g. {{{source_path!r}: 'my_name'}}"
+        ) from None
+
+
+# Exports record a tensor's htype under this attribute; imports restore it when it is an
+# htype of plain numeric arrays (the others need more than an attribute to rebuild).
+HTYPE_ATTRIBUTE = "slicewise_htype"
+_ARRAY_HTYPES = ("generic", "image", "image.rgb", "image.gray", "embedding")
+
+
+def htype_from_attrs(attrs: dict) -> str:
+    htype = attrs.get(HTYPE_ATTRIBUTE)
+    return htype if htype in _ARRAY_HTYPES else "generic"

@@ -1,0 +1,399 @@
+"""slicewise tensors as dask collections, dask arrays written into tensors, and a sw.Pool as
+dask's scheduler.
+
+Reading (lazy: building the array reads no sample data, only the chunk index):
+
+    ds.frames.dask()  ──►  dask.array, one block per stored chunk (rows [start, stop), all of
+                           every other axis); a block's task reads that chunk when computed
+    ds.frames.dask_bag() ─► dask.bag, one partition per stored chunk: ragged samples, text
+
+Writing (parallel, bounded memory, one atomic commit):
+
+    dask array ──rechunk to whole-row blocks of ~32 MiB──► map_blocks(_write_block)
+        │ dask fuses "make the block" and "write the block" into one task per block
+        ▼
+    dask's scheduler runs those tasks on an engine Pool (the Pool is a concurrent.futures
+    Executor): a worker computes its block and writes it with its own DatasetWriter
+        │ a receipt per block (JSON)
+        ▼
+    parent: ds.add_receipts(in block order) ──► ds.commit(...)  (all the blocks, or none)
+
+At most one block per worker is in flight, so memory is bounded by workers x block size,
+whatever the size of the array.
+
+A Pool as dask's scheduler: `dask.compute(x, scheduler=pool)` works because the Pool is a
+concurrent.futures.Executor (dask then runs its local scheduler with `pool.submit`), so a
+dask graph gets the engine's crash isolation: a worker that dies raises sw.WorkerLostError
+instead of hanging. `pool_scheduler(pool)` returns the same thing as a get function, for
+`dask.config.set(scheduler=...)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import uuid
+from typing import Any
+
+import numpy as np
+
+from slicewise.integrations._common import (
+    DEFAULT_BLOCK_BYTES,
+    TensorRows,
+    commit_receipts,
+    dataset_of,
+    dataset_token,
+    in_callers_block,
+    name_of,
+    new_dataset,
+    own_handle,
+    require,
+    require_one_shape,
+)
+
+# dask keys of the tasks that write blocks (the progress bar counts these)
+WRITE_TASK_PREFIX = "slicewise-write-"
+
+__all__ = [
+    "extend_from_dask",
+    "from_dask",
+    "pool_scheduler",
+    "tensor_to_dask",
+    "tensor_to_dask_bag",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading: a tensor as a dask array or bag
+
+
+def tensor_to_dask(tensor: Any) -> Any:
+    """The tensor as a dask.array, one block per stored chunk. Builds only the graph.
+
+    >>> frames = ds.frames.dask()
+    >>> frames[:, :10].mean().compute()        # bounded memory, all cores
+    """
+    da = require("dask.array", "Tensor.dask()")
+    require_one_shape(tensor)
+    source = TensorRows(tensor)
+    row_chunks = _row_chunks(tensor, source.shape[0])
+    chunks = (row_chunks, *((int(d),) for d in source.shape[1:]))
+    name = f"slicewise-{_safe(source.tensor_name)}-{_token(source)}"
+    return da.from_array(
+        source,
+        chunks=chunks,
+        name=name,
+        lock=False,
+        asarray=False,
+        # fancy=True lets dask fuse a later x[i] into the read itself, so one row costs one
+        # row, not its chunk (dask leaves getter_nofancy reads unfused)
+        fancy=True,
+        meta=np.empty((0,) * source.ndim, source.dtype),
+    )
+
+
+def tensor_to_dask_bag(tensor: Any) -> Any:
+    """The tensor as a dask.bag of samples, one partition per stored chunk: works for ragged
+    tensors (samples of different shapes) and for non-array htypes."""
+    db = require("dask.bag", "Tensor.dask_bag()")
+    ranges = [tuple(r) for r in tensor.chunk_row_ranges()]
+    if not ranges:
+        return db.from_sequence([], npartitions=1)
+    source = _SampleReader(tensor)
+    return db.from_sequence(ranges, npartitions=len(ranges)).map_partitions(
+        _read_partition, source
+    )
+
+
+class _SampleReader:
+    """Reads samples one by one (ragged and non-array tensors), picklable like TensorRows."""
+
+    def __init__(self, tensor: Any) -> None:
+        self.dataset = dataset_of(tensor)
+        self.tensor_name = name_of(tensor)
+
+    def read(self, start: int, stop: int) -> list:
+        rows = own_handle(self.dataset)[self.tensor_name][start:stop]
+        return [_plain(value) for value in rows.numpy(aslist=True)]
+
+    def __dask_tokenize__(self) -> Any:
+        return ("slicewise._SampleReader", dataset_token(self.dataset), self.tensor_name)
+
+
+def _read_partition(ranges: list, source: _SampleReader) -> list:
+    samples: list = []
+    for start, stop in ranges:
+        samples.extend(source.read(start, stop))
+    return samples
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OUS" and value.ndim <= 1:
+        # text and json samples come back as 1-element arrays: hand out the str / object
+        return value.item() if value.size == 1 else value.tolist()
+    return value
+
+
+def _row_chunks(tensor: Any, n_rows: int) -> tuple[int, ...]:
+    """Rows per stored chunk, checked to tile [0, n_rows) exactly."""
+    ranges = [(int(a), int(b)) for a, b in tensor.chunk_row_ranges()]
+    expected = 0
+    for start, stop in ranges:
+        if start != expected or stop < start:
+            raise ValueError(
+                f"tensor {name_of(tensor)!r}: stored chunks do not tile its rows "
+                f"(chunk at rows [{start}, {stop}) after row {expected})"
+            )
+        expected = stop
+    if expected != n_rows:
+        raise ValueError(
+            f"tensor {name_of(tensor)!r}: stored chunks cover {expected} rows but it has "
+            f"{n_rows}"
+        )
+    sizes = tuple(stop - start for start, stop in ranges if stop > start)
+    return sizes or (0,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: dask arrays into tensors
+
+
+def extend_from_dask(
+    tensor: Any,
+    array: Any,
+    *,
+    pool: Any = None,
+    num_workers: int | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    message: str | None = None,
+    progress: bool = False,
+) -> str | None:
+    """Append the rows of a dask array (or numpy array) to a tensor, computing and writing
+    its blocks in parallel on the engine, as one commit. Returns the new version id (None
+    inside your own `with ds:` block, which then commits the rows with everything else).
+
+    `pool`: an sw.Pool to run on; default the engine's warm shared pool (sw.map's) with
+    `num_workers` processes (default all cores); `num_workers=0` computes and writes in
+    this process.
+    """
+    da = require("dask.array", "Tensor.extend(dask_array)")
+    ds = dataset_of(tensor)
+    name = name_of(tensor)
+    array = _match_tensor(tensor, _as_dask_array(da, array, f"tensor {name!r}"))
+    receipts = write_arrays(ds, {name: array}, pool=pool, num_workers=num_workers,
+                            block_bytes=block_bytes, progress=progress)
+    if in_callers_block(ds):
+        ds.add_receipts(receipts)
+        return None
+    meta = {"integration": "dask", "tensor": name, "rows": int(array.shape[0]),
+            "blocks": len(receipts)}
+    return commit_receipts(ds, receipts, message or f"extend {name!r} from a dask array", meta)
+
+
+def from_dask(
+    array: Any,
+    path: Any,
+    tensor: str = "data",
+    *,
+    htype: str = "generic",
+    overwrite: bool = False,
+    chunk_target_bytes: int | None = None,
+    pool: Any = None,
+    num_workers: int | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    progress: bool = False,
+    **tensor_options: Any,
+) -> Any:
+    """A new dataset at `path` whose tensor `tensor` holds the rows of a dask array (or
+    several: a dict {tensor name: dask array}), computed and written in parallel by engine
+    workers; the tensors and their data appear in one commit. Returns the dataset.
+
+    >>> x = da.random.randint(0, 255, size=(1000, 1024, 1024), chunks=(16, 1024, 1024))
+    >>> ds = sw.from_dask(x, "./video_ds", "frames")
+    >>> ds.frames.dask()[:, :10].mean().compute()
+    """
+    da = require("dask.array", "sw.from_dask")
+    arrays = array if isinstance(array, dict) else {tensor: array}
+    arrays = {key: _as_dask_array(da, value, f"tensor {key!r}") for key, value in arrays.items()}
+    with new_dataset(path, overwrite=overwrite, chunk_target_bytes=chunk_target_bytes) as ds:
+        for key, value in arrays.items():
+            ds.create_tensor(key, htype=htype, dtype=value.dtype, **tensor_options)
+        receipts = write_arrays(ds, arrays, pool=pool, num_workers=num_workers,
+                                block_bytes=block_bytes, progress=progress)
+        meta = {"integration": "dask",
+                "tensors": {key: [int(d) for d in value.shape] for key, value in arrays.items()}}
+        commit_receipts(ds, receipts, f"from_dask: {', '.join(arrays)}", meta)
+    return ds
+
+
+def write_arrays(
+    ds: Any,
+    arrays: dict[str, Any],
+    *,
+    pool: Any = None,
+    num_workers: int | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    progress: bool = False,
+) -> list:
+    """Compute the blocks of dask arrays ({tensor name: array}) on the engine and write each
+    block, in the worker that computed it, with its own DatasetWriter. One dask graph for
+    all arrays, so parts they share are computed once. Returns the receipts (tensor by
+    tensor, each in row order); commits nothing."""
+    dask = require("dask", "writing a dask array")
+    spec = ds.writer_spec()
+    writes = []
+    for tensor_name, array in arrays.items():
+        array = _whole_row_blocks(array, block_bytes)
+        if array.shape[0] == 0:
+            continue
+        writes.append(array.map_blocks(
+            _write_block,
+            spec,
+            tensor_name,
+            dtype=object,
+            drop_axis=list(range(1, array.ndim)),
+            chunks=((1,) * array.numblocks[0],),
+            meta=np.empty((0,), dtype=object),
+            name=f"{WRITE_TASK_PREFIX}{_safe(tensor_name)}-{uuid.uuid4().hex[:12]}",
+        ))
+    if not writes:
+        return []
+    n_blocks = sum(write.numblocks[0] for write in writes)
+    # a dask Callback reports while its `with` block is open
+    progress_bar = _progress_callback(n_blocks) if progress else contextlib.nullcontext()
+    with progress_bar:
+        if pool is None and num_workers == 0:
+            # the function, not the name "sync": naming it makes dask import distributed
+            local = require("dask.local", "writing a dask array")
+            results = dask.compute(*writes, scheduler=local.get_sync)
+        else:
+            from slicewise.engine import get_default_pool
+
+            # the caller's pool, or the engine's warm shared one (sw.map's): no start-up
+            run_on = pool if pool is not None else get_default_pool(num_workers)
+            results = dask.compute(*writes, scheduler=pool_scheduler(run_on))
+    return [receipt for result in results for receipt in result]
+
+
+def _write_block(block: np.ndarray, spec: Any, tensor_name: str,
+                 block_info: dict | None = None) -> np.ndarray:
+    from slicewise.format.writer import DatasetWriter
+
+    block_index = block_info[0]["chunk-location"][0] if block_info else 0
+    writer = DatasetWriter.from_spec(spec, f"dask:{tensor_name}:{block_index}")
+    for row in np.asarray(block):
+        writer.append(tensor_name, row)
+    receipt = writer.finish()
+    out = np.empty((1,), dtype=object)
+    out[0] = receipt
+    return out
+
+
+def _whole_row_blocks(array: Any, block_bytes: int) -> Any:
+    """Rechunk so that each block is whole rows (every other axis in one piece) of about
+    `block_bytes`: a worker writes one block as one writer's chunks."""
+    if array.ndim == 0:
+        raise ValueError("a 0-d dask array has no rows; reshape it to (1,) to store one value")
+    if any(math.isnan(c) for c in array.chunks[0]):
+        raise ValueError(
+            "the dask array has unknown chunk sizes along its first axis; call "
+            "array.compute_chunk_sizes() before writing it"
+        )
+    row_nbytes = max(1, int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize)
+    rows_target = max(1, block_bytes // row_nbytes)
+    other_axes_whole = all(len(c) == 1 for c in array.chunks[1:])
+    sizes = array.chunks[0]
+    well_sized = all(rows_target // 4 <= size <= rows_target * 4 for size in sizes[:-1]) and (
+        not sizes or sizes[-1] <= rows_target * 4
+    )
+    if other_axes_whole and well_sized:
+        return array
+    return array.rechunk({0: rows_target, **{axis: -1 for axis in range(1, array.ndim)}})
+
+
+def _as_dask_array(da: Any, array: Any, where: str) -> Any:
+    if isinstance(array, da.Array):
+        return array
+    if isinstance(array, np.ndarray):
+        return da.from_array(array, chunks=(max(1, DEFAULT_BLOCK_BYTES // max(1, array[0:1].nbytes)),
+                                            *array.shape[1:]) if array.ndim else ())
+    raise TypeError(f"{where}: expected a dask.array or numpy array, got {type(array).__name__}")
+
+
+def _match_tensor(tensor: Any, array: Any) -> Any:
+    """Check the array's sample shape and dtype against what the tensor already holds."""
+    name = name_of(tensor)
+    dtype = getattr(tensor, "dtype", None)
+    if dtype is not None and np.dtype(dtype) != array.dtype:
+        dtype = np.dtype(dtype)
+        if not np.can_cast(array.dtype, dtype, casting="same_kind"):
+            raise TypeError(
+                f"tensor {name!r} holds {dtype} and the dask array is {array.dtype}; "
+                f"cast it first with array.astype({str(dtype)!r})"
+            )
+        array = array.astype(dtype)
+    n_rows = len(tensor)
+    if n_rows and not getattr(tensor, "is_ragged", False):
+        sample_shape = tuple(tensor.shape[1:])
+        # a scalar row is stored as a sample of shape (1,), as Deep Lake does
+        row_shape = tuple(array.shape[1:]) or (1,)
+        if sample_shape != row_shape:
+            raise ValueError(
+                f"tensor {name!r} holds samples of shape {sample_shape}, the dask array's "
+                f"rows are {tuple(array.shape[1:])}"
+            )
+    return array
+
+
+# ---------------------------------------------------------------------------------------------
+# A Pool as dask's scheduler
+
+
+def pool_scheduler(pool: Any, *, chunksize: int = 1) -> Any:
+    """A dask get function that runs tasks on an sw.Pool: pass it as `scheduler=`.
+
+    `dask.compute(x, scheduler=pool)` does the same (the Pool is an Executor); this form also
+    fits `dask.config.set(scheduler=pool_scheduler(pool))`.
+    """
+    local = require("dask.local", "pool_scheduler")
+    return functools.partial(local.get_async, pool.submit, _worker_count(pool),
+                             chunksize=chunksize)
+
+
+def _worker_count(pool: Any) -> int:
+    for attribute in ("_max_workers", "workers", "num_workers", "_processes"):
+        value = getattr(pool, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    from slicewise.engine import cpu_count
+
+    return cpu_count()
+
+
+def _progress_callback(total: int) -> Any:
+    from dask.callbacks import Callback
+    from tqdm.auto import tqdm
+
+    class _BlocksProgress(Callback):
+        def _start(self, dsk: Any) -> None:
+            self._bar = tqdm(total=total, desc="writing blocks", unit="block")
+
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            if isinstance(key, tuple) and str(key[0]).startswith(WRITE_TASK_PREFIX):
+                self._bar.update(1)
+
+        def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
+            self._bar.close()
+
+    return _BlocksProgress()
+
+
+def _token(source: TensorRows) -> str:
+    from dask.base import tokenize
+
+    return tokenize(source)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)

@@ -1,0 +1,319 @@
+"""HDF5 in and out: `sw.from_hdf5(file, path)` and `ds.to_hdf5(file)`.
+
+Import (lazy and parallel: the parent reads only the file's structure):
+
+    experiments.h5                         parent
+    ├─ /Control/Experiment 1   ──walk──►   one tensor per HDF5 dataset ("Control.Experiment 1"),
+    ├─ /Control/Experiment 2               its attributes in the tensor's info; rows split into
+    └─ /Treatment/...                      blocks of ~32 MiB aligned with the HDF5 chunks
+                                              │ jobs (file path, dataset name, start, stop)
+                                              ▼
+                                           workers: each opens the file itself (h5py handles
+                                           do not cross processes), reads its rows, writes them
+                                           with its own DatasetWriter ─► receipt
+                                              ▼
+                                           parent: receipts in order ─► one commit
+
+Export streams one stored chunk at a time (the next one is read while the current one is
+written), so memory stays near two chunks whatever the dataset's size. HDF5 has one writer
+per file, so export writes from one process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from slicewise.integrations._common import (
+    DEFAULT_BLOCK_BYTES,
+    HTYPE_ATTRIBUTE,
+    commit_receipts,
+    fspath,
+    htype_from_attrs,
+    import_blocks,
+    json_safe,
+    new_dataset,
+    require,
+    row_blocks,
+    tensor_name_for,
+)
+
+__all__ = ["HDF5Rows", "dataset_to_hdf5", "from_hdf5"]
+
+# The tensor info key that remembers where an imported tensor came from, so that
+# ds.to_hdf5() puts it back at the same HDF5 path ("Control.Experiment 1" -> /Control/...).
+HDF5_PATH_INFO = "hdf5_path"
+
+# HDF5 reads a chunk whole; ~1 MiB chunks keep one-sample reads of the exported file cheap.
+EXPORT_CHUNK_BYTES = 2**20
+
+
+class HDF5Rows:
+    """Rows of one HDF5 dataset, opened afresh in whichever process reads them."""
+
+    def __init__(self, file: str, name: str) -> None:
+        self.file = file
+        self.name = name
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        h5py = require("h5py", "reading HDF5")
+        with h5py.File(self.file, "r") as handle:
+            return handle[self.name][start:stop]
+
+    def __repr__(self) -> str:
+        return f"HDF5 {self.name!r} in {os.path.basename(self.file)}"
+
+
+def from_hdf5(
+    file: str | os.PathLike,
+    path: Any,
+    datasets: str | Iterable[str] | dict[str, str] | None = None,
+    *,
+    overwrite: bool = False,
+    chunk_target_bytes: int | None = None,
+    pool: Any = None,
+    num_workers: int | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    progress: bool = False,
+    **tensor_options: Any,
+) -> Any:
+    """Import HDF5 datasets into a new slicewise dataset at `path`, in parallel.
+
+    `datasets` picks what to import: None for every dataset in the file; names of datasets
+    or groups (a group imports everything under it), e.g. ["Control", "Treatment/Experiment
+    1"]; or a dict {HDF5 name: tensor name}. Each HDF5 dataset becomes a tensor named by its
+    HDF5 path with groups as dots ("/Control/Experiment 1" -> "Control.Experiment 1"), its
+    first axis the rows. Attributes go to the tensor's info, with the HDF5 path under
+    "hdf5_path" (ds.to_hdf5 puts the tensor back there). `tensor_options` (e.g.
+    chunk_compression="lz4") go to create_tensor. Tensors and data appear in one commit.
+
+    >>> ds = sw.from_hdf5("experiments.h5", "./exp_ds", datasets=["Control", "Treatment"])
+    >>> ds["Control.Experiment 1"].dask().mean().compute()
+    """
+    h5py = require("h5py", "sw.from_hdf5")
+    file_path = fspath(file)
+    if file_path is None:
+        raise TypeError(f"from_hdf5 needs a file path (workers open it), got {type(file)!r}")
+    if not os.path.exists(file_path):
+        raise FileNotFoundError(f"from_hdf5: no such HDF5 file: {file_path}")
+    with h5py.File(file_path, "r") as handle:  # structure and attributes only
+        plan = _plan_import(h5py, handle, file_path, datasets)
+
+    with new_dataset(path, overwrite=overwrite, chunk_target_bytes=chunk_target_bytes) as ds:
+        blocks = []
+        for item in plan:
+            ds.create_tensor(item["tensor"], htype=item["htype"],
+                             dtype=item["dtype"], **tensor_options)
+            _set_info(ds[item["tensor"]], item["attrs"])
+            source = HDF5Rows(file_path, item["name"])
+            for start, stop in row_blocks(item["shape"][0], item["row_nbytes"],
+                                          block_bytes=block_bytes, align=item["align"]):
+                blocks.append((item["tensor"], source, start, stop))
+        receipts = import_blocks(ds, blocks, pool=pool, num_workers=num_workers,
+                                 progress=progress)
+        meta = {
+            "integration": "hdf5",
+            "source": os.path.abspath(file_path),
+            "tensors": {item["tensor"]: item["name"] for item in plan},
+        }
+        commit_receipts(ds, receipts, f"from_hdf5 {os.path.basename(file_path)}", meta)
+    return ds
+
+
+def _plan_import(h5py: Any, handle: Any, file_path: str, datasets: Any) -> list[dict]:
+    if datasets is None:
+        wanted = {"/": None}
+    elif isinstance(datasets, str):
+        wanted = {datasets: None}
+    elif isinstance(datasets, dict):
+        wanted = dict(datasets)
+    else:
+        wanted = {name: None for name in datasets}
+
+    found: dict[str, str] = {}  # HDF5 name -> tensor name, in file order
+    for name, tensor_name in wanted.items():
+        if name not in handle:
+            raise KeyError(f"from_hdf5: {file_path} has no dataset or group {name!r}")
+        node = handle[name]
+        if isinstance(node, h5py.Dataset):
+            found[node.name] = tensor_name or tensor_name_for(node.name, f"from_hdf5 {file_path}")
+        else:
+            if tensor_name is not None:
+                raise ValueError(
+                    f"from_hdf5: {name!r} in {file_path} is a group; a new name can only be "
+                    "given to a dataset"
+                )
+            for member in _datasets_under(h5py, node):
+                found.setdefault(member, tensor_name_for(member, f"from_hdf5 {file_path}"))
+    if not found:
+        raise ValueError(f"from_hdf5: nothing to import from {file_path} (no datasets found)")
+
+    plan = []
+    unsupported = []
+    for name, tensor_name in found.items():
+        dset = handle[name]
+        if dset.ndim == 0 or dset.dtype.kind not in "biuf" or dset.dtype.names:
+            unsupported.append(f"{name} (shape {dset.shape}, dtype {dset.dtype})")
+            continue
+        row_nbytes = int(np.prod(dset.shape[1:], dtype=np.int64)) * dset.dtype.itemsize
+        plan.append({
+            "name": name,
+            "tensor": tensor_name,
+            "dtype": dset.dtype,
+            "shape": dset.shape,
+            "row_nbytes": row_nbytes,
+            "align": dset.chunks[0] if dset.chunks else 1,
+            "htype": htype_from_attrs(dict(dset.attrs)),
+            "attrs": {
+                **{key: json_safe(value) for key, value in dset.attrs.items()
+                   if key != HTYPE_ATTRIBUTE},
+                HDF5_PATH_INFO: name,
+            },
+        })
+    if unsupported:
+        raise ValueError(
+            f"from_hdf5: {file_path} holds datasets slicewise cannot import as numeric "
+            f"tensors: {', '.join(unsupported)}; choose the others with datasets=[...]"
+        )
+    return plan
+
+
+def _datasets_under(h5py: Any, group: Any) -> list[str]:
+    members: list[str] = []
+
+    def visit(_: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            members.append(obj.name)
+
+    group.visititems(visit)
+    return members
+
+
+def _set_info(tensor: Any, attrs: dict) -> None:
+    attrs = {key: value for key, value in attrs.items() if value is not None}
+    info = getattr(tensor, "info", None)
+    if attrs and info is not None and hasattr(info, "update"):
+        info.update(attrs)
+
+
+def dataset_to_hdf5(
+    ds: Any,
+    file: str | os.PathLike,
+    tensors: Iterable[str] | None = None,
+    *,
+    mode: str = "w",
+    compression: str | None = None,
+) -> str:
+    """Write tensors (default: all) into an HDF5 file, one HDF5 dataset per tensor, at the
+    HDF5 path it was imported from (info["hdf5_path"]) or else at its name. Fixed-shape numeric
+    tensors become N-D datasets, text tensors variable-length strings. Returns the file path.
+
+    >>> ds.to_hdf5("experiments_copy.h5", compression="gzip")
+    """
+    h5py = require("h5py", "Dataset.to_hdf5")
+    file_path = fspath(file)
+    if file_path is None:
+        raise TypeError(f"to_hdf5 needs a file path, got {type(file)!r}")
+    names = list(tensors) if tensors is not None else list(_tensor_names(ds))
+    for name in names:
+        _check_exportable(ds, name)
+    with h5py.File(file_path, mode) as handle, ThreadPoolExecutor(1) as reader:
+        for name in names:
+            tensor = ds[name]
+            target = _hdf5_path(tensor, name)
+            if _is_text(tensor):
+                _write_text(h5py, handle, target, tensor)
+            else:
+                _write_array(handle, target, tensor, reader, compression)
+            _write_attrs(handle[target], tensor)
+    return file_path
+
+
+def _hdf5_path(tensor: Any, name: str) -> str:
+    info = getattr(tensor, "info", None)
+    remembered = info.get(HDF5_PATH_INFO) if info is not None and hasattr(info, "get") else None
+    return remembered if isinstance(remembered, str) and remembered else name
+
+
+def _write_array(handle: Any, name: str, tensor: Any, reader: ThreadPoolExecutor,
+                 compression: str | None) -> None:
+    shape = tuple(int(d) for d in tensor.shape)
+    dtype = np.dtype(tensor.dtype)
+    row_nbytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+    chunk_rows = max(1, min(shape[0], EXPORT_CHUNK_BYTES // row_nbytes)) if shape[0] else 1
+    dset = handle.create_dataset(
+        name, shape=shape, dtype=dtype, compression=compression,
+        chunks=(chunk_rows, *shape[1:]) if shape[0] and all(shape) else None,
+    )
+    ranges = [(int(a), int(b)) for a, b in tensor.chunk_row_ranges() if b > a]
+    if not ranges:
+        return
+    pending = reader.submit(_read_rows, tensor, *ranges[0])
+    for index, (start, stop) in enumerate(ranges):
+        rows = pending.result()
+        if index + 1 < len(ranges):
+            pending = reader.submit(_read_rows, tensor, *ranges[index + 1])
+        dset[start:stop] = rows
+
+
+def _read_rows(tensor: Any, start: int, stop: int) -> np.ndarray:
+    return np.asarray(tensor[start:stop].numpy())
+
+
+def _write_text(h5py: Any, handle: Any, name: str, tensor: Any) -> None:
+    values = [str(_scalar(tensor[i].numpy())) for i in range(len(tensor))]
+    handle.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype())
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return value.reshape(()).item()
+    return value
+
+
+def _write_attrs(dset: Any, tensor: Any) -> None:
+    htype = getattr(tensor, "htype", None)
+    if htype:
+        dset.attrs[HTYPE_ATTRIBUTE] = str(htype)
+    info = getattr(tensor, "info", None)
+    items = info.items() if info is not None and hasattr(info, "items") else []
+    for key, value in items:
+        if key == HDF5_PATH_INFO:
+            continue
+        safe = json_safe(value)
+        if isinstance(safe, (str, int, float, bool)):
+            dset.attrs[key] = safe
+        elif isinstance(safe, list) and safe and all(isinstance(v, (int, float)) for v in safe):
+            dset.attrs[key] = np.asarray(safe)
+
+
+def _tensor_names(ds: Any) -> Iterable[str]:
+    tensors = ds.tensors
+    return tensors.keys() if hasattr(tensors, "keys") else tensors
+
+
+def _is_text(tensor: Any) -> bool:
+    return getattr(tensor, "htype", None) == "text"
+
+
+def _check_exportable(ds: Any, name: str) -> None:
+    tensor = ds[name]
+    if _is_text(tensor):
+        return
+    htype = getattr(tensor, "htype", None)
+    dtype = getattr(tensor, "dtype", None)
+    if dtype is None or np.dtype(dtype).kind not in "biuf":
+        raise TypeError(
+            f"to_hdf5: tensor {name!r} (htype {htype!r}) does not hold numeric arrays; leave it "
+            "out with tensors=[...]"
+        )
+    if getattr(tensor, "is_ragged", False) or any(d is None for d in tensor.shape):
+        raise ValueError(
+            f"to_hdf5: tensor {name!r} is ragged (samples of different shapes), and an HDF5 "
+            "dataset has one shape; resize its samples in a transform, or leave it out with "
+            "tensors=[...]"
+        )
