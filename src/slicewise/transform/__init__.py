@@ -1,0 +1,58 @@
+"""compute, compose, eval: a user's function over many inputs, straight into a dataset.
+
+    @sw.compute
+    def file_to_ds(path, sample_out, class_names): sample_out.append({...})
+
+    file_to_ds(class_names=names).eval(files, ds, num_workers=2)      pipeline.py
+      │
+      ▼  run.py (parent)
+    target checked, inputs opened (inputs.py), resume point found (last checkpoint?)
+      │ batches of input positions, sized by time, made lazily          BatchSizer
+      ▼
+    engine Pool.imap_unordered(BatchRunner, batches)                     engine/
+      │ in a worker (worker.py), for each input of the batch:
+      │   sample_out = SampleOut()            a fresh buffer per input    sample_out.py
+      │   pipeline: stage k+1 once per row of stage k
+      │   DatasetWriter.append_row(row)       full buffers -> chunk files   format/
+      │ BatchResult: receipt (chunks written, rows) + skipped inputs + figures
+      ▼
+    ReceiptOrder: results back in input order (only the parent writes metadata)
+      │ every checkpoint_interval inputs: add_receipts + commit(meta=progress)
+      ▼
+    add_receipts + commit(meta=done): one atomic version  ──►  EvalReport (report.py)
+
+A failure anywhere before the commit leaves the dataset as it was (or at its last
+checkpoint); the chunk files written so far are unreferenced until `sw.gc`.
+`ingest.py` builds `slicewise ingest` / `sw.ingest_folder` on top of this.
+"""
+
+from slicewise.transform.errors import (
+    AllSamplesSkippedError,
+    ComposeError,
+    InvalidInputDataError,
+    InvalidOutputDatasetError,
+    TensorMismatchError,
+    TransformError,
+    UnsupportedSchedulerError,
+)
+from slicewise.transform.pipeline import ComputeFunction, Pipeline, compose, compute
+from slicewise.transform.report import EvalReport, SkippedInput, WorkerFigures
+from slicewise.transform.sample_out import SampleOut
+
+__all__ = [
+    "AllSamplesSkippedError",
+    "ComposeError",
+    "ComputeFunction",
+    "EvalReport",
+    "InvalidInputDataError",
+    "InvalidOutputDatasetError",
+    "Pipeline",
+    "SampleOut",
+    "SkippedInput",
+    "TensorMismatchError",
+    "TransformError",
+    "UnsupportedSchedulerError",
+    "WorkerFigures",
+    "compose",
+    "compute",
+]

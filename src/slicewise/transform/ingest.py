@@ -1,0 +1,168 @@
+"""`ingest_folder`: a class-per-subfolder tree of images into a dataset, in parallel.
+
+    SRC/cat/001.jpg, SRC/dog/7.png ...
+      └─ list_image_folder(SRC) -> class names (sorted subfolders), (path, class) in order
+    ingest_folder(SRC, DATASET)
+      dataset = sw.dataset(DATASET); tensors "images" (jpeg) and "labels" (class_label)
+      store_image(...).eval(files, dataset, checkpoint_interval=...)    transform/run.py
+        each worker: sw.read(path) (JPEG bytes kept as they are) or decode + resize
+      -> EvalReport; a re-run after a crash resumes from the last checkpoint, and a re-run
+         after success finds the same files already ingested and writes nothing
+
+`slicewise ingest SRC DATASET` (cli/) is this function.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slicewise.transform.pipeline import ComputeFunction
+from slicewise.transform.report import EvalReport
+from slicewise.transform.run import CHECKPOINT_KEY, head_progress
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+IMAGES, LABELS = "images", "labels"
+
+
+def list_image_folder(src: str | os.PathLike) -> tuple[list[str], list[tuple[str, str]]]:
+    """The class names (the subfolders of `src`, sorted) and every image file under them
+    as (path, class name), sorted by class then by path: the same order on every run and
+    every machine (os.listdir's order is not)."""
+    root = Path(src)
+    if not root.is_dir():
+        raise FileNotFoundError(f"ingest: source folder {str(root)!r} does not exist")
+    class_names = sorted(entry.name for entry in root.iterdir()
+                         if entry.is_dir() and not entry.name.startswith("."))
+    if not class_names:
+        raise ValueError(
+            f"ingest: {str(root)!r} has no subfolders; expected one subfolder per class "
+            "(SRC/cat/1.jpg, SRC/dog/2.jpg, ...)"
+        )
+    files: list[tuple[str, str]] = []
+    for class_name in class_names:
+        found = []
+        for directory, subdirectories, names in os.walk(root / class_name):
+            subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+            for name in names:
+                if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                    found.append(os.path.join(directory, name))
+        files.extend((path, class_name) for path in sorted(found))
+    return class_names, files
+
+
+def store_image(item: tuple[str, str], sample_out: Any, resize: tuple[int, int] | None) -> None:
+    """One file -> one row. Without `resize`, the file goes in as `sw.read(path)`: a JPEG
+    is stored byte for byte, other formats are re-encoded as JPEG by the dataset."""
+    from slicewise.dataset import read
+
+    path, class_name = item
+    if resize is None:
+        image: Any = read(path)
+    else:
+        from PIL import Image
+
+        with Image.open(path) as opened:
+            image = np.asarray(opened.convert("RGB").resize(resize, Image.BILINEAR))
+    sample_out.append({IMAGES: image, LABELS: class_name})
+
+
+def ingest_folder(
+    src: str | os.PathLike,
+    dataset: str | os.PathLike | Any,
+    *,
+    workers: int | None = None,
+    resize: tuple[int, int] | str | None = None,
+    scheduler: str = "processed",
+    progressbar: bool = True,
+    checkpoint_interval: int | None = None,
+    ignore_errors: bool = False,
+) -> EvalReport:
+    """Ingest a class-per-subfolder image tree into `dataset` (a path/URL, or an open
+    Dataset): tensors `images` (jpeg) and `labels` (class_label, the subfolder names).
+
+    `workers` defaults to the usable CPUs; `resize` ("WxH" or (W, H)) decodes and resizes
+    every image, otherwise JPEG files are stored as they are. Progress is committed every
+    `checkpoint_interval` files (default: about 20 checkpoints over the run), so a run
+    that is interrupted resumes where it stopped when started again; running it again
+    after it finished writes nothing."""
+    import slicewise as sw
+
+    size = parse_size(resize) if resize is not None else None
+    class_names, files = list_image_folder(src)
+    ds = dataset if not isinstance(dataset, (str, os.PathLike)) else sw.dataset(str(dataset))
+    _prepare_tensors(ds, class_names)
+    if workers is None:
+        workers = sw.cpu_count()
+    if checkpoint_interval is None:
+        checkpoint_interval = max(100, len(files) // 20)
+    # The name is what a checkpoint records: a run with another size is another ingest.
+    name = "ingest" if size is None else f"ingest(resize={size[0]}x{size[1]})"
+    pipeline = ComputeFunction(store_image, (), {"resize": size}, name)
+    if _already_ingested(ds, files, pipeline):
+        report = EvalReport([pipeline.name], scheduler, workers, inputs_total=len(files))
+        report.resumed_from = len(files)
+        return report
+    return pipeline.eval(
+        files,
+        ds,
+        num_workers=workers,
+        scheduler=scheduler,
+        progressbar=progressbar,
+        checkpoint_interval=checkpoint_interval,
+        ignore_errors=ignore_errors,
+    )
+
+
+def parse_size(size: tuple[int, int] | Sequence[int] | str) -> tuple[int, int]:
+    """"250x250" or (250, 250) -> (250, 250); anything else is a ValueError."""
+    if isinstance(size, str):
+        parts = size.lower().replace("*", "x").split("x")
+        if len(parts) != 2:
+            raise ValueError(f"resize must look like WIDTHxHEIGHT, e.g. 250x250; got {size!r}")
+        try:
+            width, height = (int(part) for part in parts)
+        except ValueError as error:
+            raise ValueError(f"resize must look like WIDTHxHEIGHT, got {size!r}") from error
+    else:
+        width, height = (int(part) for part in size)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"resize needs a positive width and height, got {size!r}")
+    return width, height
+
+
+def _prepare_tensors(ds: Any, class_names: list[str]) -> None:
+    existing = set(ds.tensors)
+    if not existing:
+        ds.create_tensor(IMAGES, htype="image", sample_compression="jpeg")
+        ds.create_tensor(LABELS, htype="class_label", class_names=class_names)
+        return
+    if not {IMAGES, LABELS} <= existing:
+        raise ValueError(
+            f"ingest: the dataset already has tensors {sorted(existing)}; ingesting needs "
+            f"{IMAGES!r} and {LABELS!r} (use a new dataset path)"
+        )
+
+
+def _already_ingested(ds: Any, files: list[tuple[str, str]], pipeline: Any) -> bool:
+    """The last commit is this ingest, finished, over exactly these files."""
+    from slicewise.transform.inputs import InputDigest, open_source
+
+    progress = head_progress(ds)
+    if not progress or progress.get("state") != "done":
+        return False
+    if progress.get("inputs_done") != len(files) or not progress.get("input_digest"):
+        return False
+    if progress.get("pipeline") != [pipeline.name]:
+        return False
+    source = open_source(files)
+    digest = InputDigest(source.identity, [pipeline.name])
+    source.prefix_digest(digest, len(files))
+    return digest.hexdigest() == progress["input_digest"]
+
+
+__all__ = ["CHECKPOINT_KEY", "ingest_folder", "list_image_folder", "parse_size", "store_image"]

@@ -1,0 +1,158 @@
+"""`compute` and `compose`: Deep Lake 3's decorator and pipeline, bound arguments and all.
+
+    @sw.compute
+    def resize(item, sample_out, size):            # item, sample_out, then bound arguments
+        sample_out.images.append(...)
+
+    step = resize(size=(250, 250))                 # binds arguments, runs nothing
+    step.eval(files, ds, num_workers=2)            # runs it (see transform/run.py)
+    sw.compose([load(), resize(size=(250, 250))]).eval(files, ds)
+
+A stage is plain data (function, args, kwargs, name), so a pipeline travels to process
+workers with cloudpickle: lambdas, closures and functions from `__main__` work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from slicewise.transform.errors import ComposeError
+from slicewise.transform.sample_out import SampleOut
+
+
+class ComputeFunction:
+    """A compute function with its extra arguments bound: `fn(item, sample_out, *args,
+    **kwargs)`. Its return value is ignored (Deep Lake 3's functions return sample_out)."""
+
+    def __init__(self, func: Callable[..., Any], args: tuple, kwargs: dict, name: str | None):
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.name = name or getattr(func, "__qualname__", None) or repr(func)
+
+    def run(self, sample_in: Any, sample_out: SampleOut) -> None:
+        self.func(sample_in, sample_out, *self.args, **self.kwargs)
+
+    def eval(self, data_in: Any, ds_out: Any = None, *args: Any, **kwargs: Any):
+        """Run this function over `data_in` into `ds_out`; the parameters (positional
+        too, in Deep Lake 3's order) are `Pipeline.eval`'s."""
+        return Pipeline([self]).eval(data_in, ds_out, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<compute function {self.name}>"
+
+
+class Pipeline:
+    """Compute functions run one after the other: stage k+1 runs once per row that stage
+    k produced, and the last stage's rows go to the dataset."""
+
+    def __init__(self, functions: Sequence[ComputeFunction]):
+        self.functions = list(functions)
+
+    def __len__(self) -> int:
+        return len(self.functions)
+
+    @property
+    def names(self) -> list[str]:
+        return [function.name for function in self.functions]
+
+    def run_one(self, item: Any, output_tensors: frozenset[str] | None) -> SampleOut:
+        """All stages on one input; returns the last stage's buffer."""
+        inputs: Any = (item,)
+        last = len(self.functions) - 1
+        sample_out = SampleOut(output_tensors)
+        for position, function in enumerate(self.functions):
+            sample_out = SampleOut(output_tensors if position == last else None)
+            for sample_in in inputs:
+                function.run(sample_in, sample_out)
+            inputs = sample_out
+        return sample_out
+
+    def eval(
+        self,
+        data_in: Any,
+        ds_out: Any = None,
+        num_workers: int = 0,
+        scheduler: str = "threaded",
+        progressbar: bool = True,
+        skip_ok: bool = False,
+        check_lengths: bool = True,
+        pad_data_in: bool = False,
+        read_only_ok: bool = False,
+        cache_size: int = 16,
+        checkpoint_interval: int = 0,
+        ignore_errors: bool = False,
+        **kwargs: Any,
+    ):
+        """Run the pipeline over every item of `data_in`, appending the rows to `ds_out`
+        (`None`: in place, into `data_in`, which must then be a Dataset) and committing
+        one new version. Returns an `EvalReport`. Deep Lake 3's parameters and meaning;
+        see docs/guides/transform.md for what slicewise adds (resume, reports)."""
+        from slicewise.transform.run import run_eval
+
+        return run_eval(
+            self,
+            data_in,
+            ds_out,
+            num_workers=num_workers,
+            scheduler=scheduler,
+            progressbar=progressbar,
+            skip_ok=skip_ok,
+            check_lengths=check_lengths,
+            pad_data_in=pad_data_in,
+            read_only_ok=read_only_ok,
+            cache_size=cache_size,
+            checkpoint_interval=checkpoint_interval,
+            ignore_errors=ignore_errors,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"<pipeline {' -> '.join(self.names)}>"
+
+
+def compute(fn: Callable[..., Any] | None = None, name: str | None = None):
+    """Decorator: `@sw.compute` (or `@sw.compute(name="...")`) turns `fn(item, sample_out,
+    *args, **kwargs)` into a factory; calling it binds the extra arguments and returns a
+    `ComputeFunction` with `.eval(...)`."""
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., ComputeFunction]:
+        if not callable(function):
+            raise TypeError(f"sw.compute decorates a function, got {function!r}")
+
+        def bind(*args: Any, **kwargs: Any) -> ComputeFunction:
+            return ComputeFunction(function, args, kwargs, name)
+
+        bind.__name__ = getattr(function, "__name__", "compute_function")
+        bind.__qualname__ = getattr(function, "__qualname__", bind.__name__)
+        bind.__doc__ = function.__doc__
+        bind.__wrapped__ = function  # type: ignore[attr-defined]
+        return bind
+
+    if fn is None:
+        return decorate
+    return decorate(fn)
+
+
+def compose(functions: Sequence[ComputeFunction]) -> Pipeline:
+    """`sw.compose([f(), g()])`: one pipeline; g runs once per row that f produced."""
+    functions = list(functions)
+    if not functions:
+        raise ComposeError("compose() needs at least one compute function")
+    for position, function in enumerate(functions):
+        if isinstance(function, Pipeline):
+            raise ComposeError(
+                f"compose() item {position} is a pipeline; pass its functions instead"
+            )
+        if not isinstance(function, ComputeFunction):
+            hint = (
+                " (did you forget the parentheses? compose([f()]) not compose([f]))"
+                if callable(function)
+                else ""
+            )
+            raise ComposeError(
+                f"compose() item {position} is {function!r}, not a bound compute function"
+                + hint
+            )
+    return Pipeline(functions)

@@ -1,0 +1,107 @@
+"""The report an eval returns: what was written, what was skipped and why, how fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SkippedInput:
+    """An input that ignore_errors=True skipped: its global index, why, and a short repr."""
+
+    index: int
+    reason: str
+    kind: str = "exception"  # "exception" | "worker_lost" | "timeout" | ...
+    sample: str = ""
+
+
+@dataclass
+class WorkerFigures:
+    worker: str
+    batches: int = 0
+    inputs: int = 0
+    rows: int = 0
+    busy_s: float = 0.0
+
+    @property
+    def inputs_per_s(self) -> float:
+        return self.inputs / self.busy_s if self.busy_s > 0 else 0.0
+
+
+@dataclass
+class EvalReport:
+    """What `eval` did. `rows_written` counts rows this call added (not those committed by
+    the checkpoints of an earlier, interrupted run it resumed)."""
+
+    pipeline: list[str]
+    scheduler: str
+    num_workers: int
+    inputs_total: int | None = None
+    inputs_processed: int = 0
+    resumed_from: int = 0
+    rows_written: int = 0
+    skipped: list[SkippedInput] = field(default_factory=list)
+    seconds: float = 0.0
+    batches: int = 0
+    checkpoints: int = 0
+    version: Any = None
+    workers: dict[str, WorkerFigures] = field(default_factory=dict)
+
+    @property
+    def inputs_per_s(self) -> float:
+        return self.inputs_processed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_written / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "scheduler": self.scheduler,
+            "num_workers": self.num_workers,
+            "inputs_total": self.inputs_total,
+            "inputs_processed": self.inputs_processed,
+            "resumed_from": self.resumed_from,
+            "rows_written": self.rows_written,
+            "skipped": [vars(skipped) for skipped in self.skipped],
+            "seconds": self.seconds,
+            "inputs_per_s": self.inputs_per_s,
+            "batches": self.batches,
+            "checkpoints": self.checkpoints,
+            "version": str(self.version) if self.version is not None else None,
+            "workers": {
+                name: {**vars(figures), "inputs_per_s": figures.inputs_per_s}
+                for name, figures in self.workers.items()
+            },
+        }
+
+    def summary(self, max_skipped: int = 10) -> str:
+        lines = [
+            f"eval {' -> '.join(self.pipeline)}: {self.rows_written} rows from "
+            f"{self.inputs_processed} inputs in {self.seconds:.2f} s "
+            f"({self.inputs_per_s:,.0f} inputs/s), {self.scheduler} x {self.num_workers}, "
+            f"{self.batches} batches"
+        ]
+        if self.resumed_from:
+            lines.append(f"  resumed after input {self.resumed_from} (last checkpoint)")
+        if self.checkpoints:
+            lines.append(f"  {self.checkpoints} checkpoint commit(s)")
+        if self.version is not None:
+            lines.append(f"  committed version {self.version}")
+        for figures in sorted(self.workers.values(), key=lambda figures: figures.worker):
+            lines.append(
+                f"  {figures.worker}: {figures.inputs} inputs, {figures.rows} rows, "
+                f"{figures.batches} batches, busy {figures.busy_s:.2f} s"
+            )
+        if self.skipped:
+            lines.append(f"  skipped {len(self.skipped)} input(s):")
+            for skipped in self.skipped[:max_skipped]:
+                lines.append(f"    [{skipped.index}] {skipped.sample}: {skipped.reason}")
+            if len(self.skipped) > max_skipped:
+                lines.append(f"    ... and {len(self.skipped) - max_skipped} more")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()

@@ -1,0 +1,736 @@
+"""`eval`, the parent side: inputs in, one atomic commit out.
+
+    run_eval(pipeline, data_in, ds_out)
+      target = ds_out (or data_in, in place); checked before anything runs
+      source = open_source(data_in)                      inputs.py
+      resume = find_resume_point(target, source)         last commit an unfinished checkpoint
+                                                         of the same eval? skip its inputs
+      pool.imap_unordered(BatchRunner, batches)          engine; batches sized by time, made
+                                                         lazily, one per free worker
+        └─ worker: pipeline per input -> chunk files -> BatchResult (receipt)   worker.py
+      ReceiptOrder: results back in input order          only the parent touches metadata
+        every checkpoint_interval inputs: add_receipts + commit(meta=progress)  (optional)
+      add_receipts(rest) + commit(meta=done)             one atomic version
+      return EvalReport
+
+Failure rule: the dataset changes only by `commit`. Until then the workers' chunk files
+are unreferenced, so an exception, a Ctrl-C or a kill -9 anywhere leaves `ds_out` at its
+previous version (or its last checkpoint) and the files for `sw.gc`.
+
+The checkpoint meta, stored with each commit this module makes (key CHECKPOINT_KEY):
+  state          "checkpoint" while inputs remain, "done" for the final commit
+  pipeline       the stage names
+  inputs_done    how many inputs (from 0) the dataset holds the rows of
+  input_digest   InputDigest of those inputs: a re-run resumes only when its own first
+                 `inputs_done` inputs hash the same
+  rows_before    the dataset's row count before the first run started
+  rows_written   rows the whole eval (all runs) has added so far
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import pickle
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from slicewise.transform.errors import (
+    AllSamplesSkippedError,
+    InvalidInputDataError,
+    InvalidOutputDatasetError,
+    TensorMismatchError,
+    TransformError,
+    UnsupportedSchedulerError,
+)
+from slicewise.transform.inputs import InputDigest, InputSource, open_source, unpack
+from slicewise.transform.pipeline import Pipeline
+from slicewise.transform.report import EvalReport, SkippedInput, WorkerFigures
+from slicewise.transform.worker import (
+    Batch,
+    BatchResult,
+    BatchRunner,
+    ItemFailure,
+    ProbeRunner,
+)
+
+CHECKPOINT_KEY = "slicewise.transform"
+SCHEDULERS = {"serial": "serial", "threaded": "threads", "processed": "processes"}
+LATER_SCHEDULERS = ("dask", "ray")
+
+
+def run_eval(
+    pipeline: Pipeline,
+    data_in: Any,
+    ds_out: Any = None,
+    *,
+    num_workers: int = 0,
+    scheduler: str = "threaded",
+    progressbar: bool = True,
+    skip_ok: bool = False,
+    check_lengths: bool = True,
+    pad_data_in: bool = False,
+    read_only_ok: bool = False,
+    cache_size: int = 16,
+    checkpoint_interval: int = 0,
+    ignore_errors: bool = False,
+    batch_seconds: float = 0.25,
+    **unknown: Any,
+) -> EvalReport:
+    del cache_size  # Deep Lake 3's per-worker cache (MB); slicewise writers need none
+    unknown.pop("verbose", None)  # Deep Lake 3 accepted it; the report says it all
+    if unknown:
+        raise TypeError(f"eval() got unexpected keyword arguments {sorted(unknown)}")
+    backend, workers = choose_backend(scheduler, num_workers)
+    if not isinstance(checkpoint_interval, int) or checkpoint_interval < 0:
+        raise ValueError(f"checkpoint_interval must be an int >= 0, got {checkpoint_interval!r}")
+    target = _resolve_target(data_in, ds_out, read_only_ok)
+    if backend == "processes" and str(target.path).startswith("memory://"):
+        raise InvalidOutputDatasetError(
+            f"the output dataset {target.path!r} lives in this process's memory, where "
+            "worker processes cannot write; use scheduler='threaded' or a path on disk"
+        )
+    if not check_lengths:
+        skip_ok = True  # Deep Lake 3: no length check means tensors may be left out
+    output_tensors = frozenset(_tensor_names(target))
+    if not output_tensors:
+        raise InvalidOutputDatasetError(
+            "the output dataset has no tensors; create them (ds.create_tensor) before eval"
+        )
+    if check_lengths:
+        _check_equal_lengths(target)
+    if pad_data_in:
+        warnings.warn("pad_data_in is ignored: a Dataset input is read for its len() rows",
+                      stacklevel=3)
+    source = _open_input(data_in, backend)
+
+    report = EvalReport(pipeline.names, scheduler, workers, inputs_total=source.length)
+    run = _Run(
+        pipeline=pipeline,
+        target=target,
+        source=source,
+        report=report,
+        backend=backend,
+        workers=workers,
+        checkpoint_interval=checkpoint_interval,
+        ignore_errors=ignore_errors,
+        progressbar=progressbar,
+        batch_seconds=batch_seconds,
+        runner_tensors=(output_tensors, frozenset() if skip_ok else output_tensors),
+    )
+    try:
+        return run.execute()
+    except (TransformError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # Deep Lake 3: every other problem is a TransformError
+        raise TransformError(
+            f"eval of {' -> '.join(pipeline.names)} failed: {type(error).__name__}: {error}"
+        ) from error
+
+
+def choose_backend(scheduler: str, num_workers: int) -> tuple[str, int]:
+    """Deep Lake 3's (scheduler, num_workers) -> the engine backend and its worker count."""
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+    if scheduler in LATER_SCHEDULERS:
+        raise UnsupportedSchedulerError(
+            f"scheduler {scheduler!r} is not available yet; use 'serial', 'threaded' or "
+            "'processed'"
+        )
+    if scheduler not in SCHEDULERS:
+        raise UnsupportedSchedulerError(
+            f"unknown scheduler {scheduler!r}; use 'serial', 'threaded' or 'processed'"
+        )
+    if num_workers == 0 or scheduler == "serial":
+        return "serial", 1
+    return SCHEDULERS[scheduler], num_workers
+
+
+@dataclass
+class _Run:
+    """One eval call's state. Only the parent thread touches the dataset."""
+
+    pipeline: Pipeline
+    target: Any
+    source: InputSource
+    report: EvalReport
+    backend: str
+    workers: int
+    checkpoint_interval: int
+    ignore_errors: bool
+    progressbar: bool
+    batch_seconds: float
+    runner_tensors: tuple[frozenset[str], frozenset[str]]
+
+    def execute(self) -> EvalReport:
+        started = time.perf_counter()
+        target, report = self.target, self.report
+        resume = find_resume_point(target, self.source, self.pipeline)
+        self.first_input = resume.inputs_done if resume else 0
+        self.rows_before = resume.rows_before if resume else _row_count(target)
+        self.rows_committed_earlier = resume.rows_written if resume else 0
+        report.resumed_from = self.first_input
+        self.digest = resume.digest if resume else None
+        if self.digest is None and self.checkpoint_interval:
+            self.digest = InputDigest(self.source.identity, self.pipeline.names)
+        self.committed_position = self.first_input  # inputs whose results are in order
+        self.checkpoint_position = self.first_input  # inputs the dataset holds (committed)
+        self.checkpoint_digest = resume.digest.hexdigest() if resume else None
+        self.pending_results: list[BatchResult] = []
+        self.digest_at: dict[int, str] = {}
+        self.inflight: dict[int, Batch] = {}  # handed to the engine, result not seen yet
+        self.stopping = False  # a failure ends the eval: hand out no more batches
+        self.handed_out = self.first_input  # inputs put into batches so far
+        self.sizer = BatchSizer(
+            self.workers, self.source.length, self.first_input,
+            self.checkpoint_interval, self.batch_seconds,
+        )
+        runner = BatchRunner(
+            pipeline=self.pipeline,
+            writer_spec=target.writer_spec(),
+            run_id=uuid.uuid4().hex[:12],
+            output_tensors=self.runner_tensors[0],
+            required_tensors=self.runner_tensors[1],
+            ignore_errors=self.ignore_errors,
+        )
+        progress = _progress_bar(self.progressbar, self.source.length, self.first_input,
+                                 report.pipeline)
+        lost: list[tuple[Batch, Any]] = []
+        order = ReceiptOrder(self.first_input)
+        try:
+            with _open_pool(self.backend, self.workers) as pool:
+                results = pool.imap_unordered(
+                    runner, self._batches(), chunksize=1, on_error="collect"
+                )
+                fatal: list[tuple[int, Batch, Any]] = []
+                try:
+                    for outcome in results:
+                        failed = self._take(outcome, order, lost, progress)
+                        if failed is not None:
+                            fatal.append(failed)
+                            self.stopping = True  # no new batches from here on
+                        if fatal and self._earlier_batches_done(
+                            min(position for position, _, _ in fatal)
+                        ):
+                            break
+                finally:
+                    _close_iterator(results)
+                if fatal:
+                    self._raise_first_failure(pool, min(fatal, key=lambda entry: entry[0]))
+                for batch, failure in lost:
+                    self._resolve_lost_batch(pool, runner, batch, failure, order, progress)
+        finally:
+            progress.close()
+        self._drain(order)
+        if order.waiting():
+            raise TransformError("internal error: batch results left unordered at the end")
+        total_inputs = self.committed_position - self.first_input
+        if total_inputs and len(report.skipped) == total_inputs and report.rows_written == 0:
+            raise AllSamplesSkippedError(
+                f"every one of the {total_inputs} inputs failed and was skipped; nothing was "
+                f"written. First failure: [{report.skipped[0].index}] {report.skipped[0].reason}",
+                index=report.skipped[0].index,
+            )
+        self._commit(state="done")
+        report.seconds = time.perf_counter() - started
+        if report.skipped:
+            print(report.summary(), file=sys.stderr)
+        return report
+
+    # -- the batch stream (runs where the engine pulls tasks) -------------------------
+    def _batches(self) -> Iterator[Batch]:
+        payloads = self.source.payloads(self.first_input, self.sizer.next_size)
+        batch_id = 0
+        while not self.stopping:
+            try:
+                start, count, payload = next(payloads)
+            except StopIteration:
+                return
+            except Exception as error:  # a generator or __getitem__ of data_in raised
+                raise InvalidInputDataError(
+                    f"reading data_in failed after input {self.handed_out - 1}: "
+                    f"{type(error).__name__}: {error}",
+                    index=self.handed_out,
+                ) from error
+            self.handed_out = start + count
+            if self.digest is not None:
+                self.source.digest_payload(self.digest, payload)
+                self.digest_at[start + count] = self.digest.hexdigest()
+            batch = Batch(batch_id, start, count, payload)
+            self.inflight[batch_id] = batch
+            batch_id += 1
+            yield batch
+
+    # -- results, in whatever order workers finish -------------------------------------
+    def _take(self, outcome: Any, order: ReceiptOrder, lost: list, progress: Any):
+        """Account for one finished batch. Returns (first input index it may concern,
+        batch, failure) when the eval must stop: the caller waits for the batches before
+        it (one of them may hold an earlier failure, and the error must name the first
+        failing input, as a serial run would) and then raises."""
+        if _is_engine_failure(outcome):
+            batch = self.inflight.pop(outcome.index)
+            if _failure_kind(outcome) == "exception":  # not the user's function: ours failed
+                raise TransformError(
+                    f"writing inputs {batch.start}..{batch.start + batch.count - 1} failed: "
+                    f"{_failure_reason(outcome)}\n\nworker traceback:\n{outcome.traceback}",
+                    index=batch.start,
+                ) from _failure_exception(outcome)
+            if not self.ignore_errors:
+                return batch.start, batch, outcome
+            lost.append((batch, outcome))
+            return None
+        result: BatchResult = outcome
+        batch = self.inflight.pop(result.batch_id)
+        if result.failure is not None:
+            return result.failure.index, batch, result.failure
+        self.sizer.observe(result.items, result.busy_s)
+        progress.update(batch.count)
+        order.add(batch, result)
+        self._commit_ready(order)
+        return None
+
+    def _earlier_batches_done(self, position: int) -> bool:
+        return all(batch.start >= position for batch in list(self.inflight.values()))
+
+    def _raise_first_failure(self, pool: Any, entry: tuple[int, Batch, Any]) -> None:
+        _, batch, failure = entry
+        if isinstance(failure, ItemFailure):
+            self._raise_item_failure(batch, failure)
+        self._raise_for_lost_batch(pool, batch, failure)
+
+    def _drain(self, order: ReceiptOrder) -> None:
+        for batch, result in order.pop_ready():
+            self.pending_results.append(result)
+            self.committed_position = batch.start + batch.count
+            self._account(result)
+
+    def _commit_ready(self, order: ReceiptOrder) -> None:
+        self._drain(order)
+        position, length = self.committed_position, self.source.length
+        if (
+            self.checkpoint_interval
+            and position - self.checkpoint_position >= self.checkpoint_interval
+            and (length is None or position < length)  # the final commit comes next anyway
+        ):
+            self._commit(state="checkpoint")
+
+    def _account(self, result: BatchResult) -> None:
+        report = self.report
+        report.batches += 1
+        report.inputs_processed += result.items
+        report.rows_written += result.rows
+        for failure in result.skipped:
+            report.skipped.append(_skipped(failure))
+        figures = report.workers.setdefault(result.worker, WorkerFigures(result.worker))
+        figures.batches += 1
+        figures.inputs += result.items
+        figures.rows += result.rows
+        figures.busy_s += result.busy_s
+
+    def _commit(self, state: str) -> None:
+        receipts = [result.receipt for result in self.pending_results if result.receipt]
+        position = self.committed_position
+        nothing_new = not receipts and position == self.checkpoint_position
+        if state == "checkpoint" and nothing_new:
+            return
+        if state == "done" and nothing_new and position == self.first_input == 0:
+            return  # empty input: a no-op, no version
+        rows_so_far = self.rows_committed_earlier + self.report.rows_written
+        meta = {
+            CHECKPOINT_KEY: {
+                "state": state,
+                "pipeline": self.pipeline.names,
+                "inputs_done": position,
+                "input_digest": self._digest_of_prefix(position),
+                "rows_before": self.rows_before,
+                "rows_written": rows_so_far,
+                "skipped": len(self.report.skipped),
+            }
+        }
+        if state == "checkpoint" and meta[CHECKPOINT_KEY]["input_digest"] is None:
+            return  # cannot prove a later run's inputs match: no resumable checkpoint
+        if receipts:
+            self.target.add_receipts(receipts)
+        names = " -> ".join(self.pipeline.names)
+        message = (
+            f"eval {names}: checkpoint after {position} inputs"
+            if state == "checkpoint"
+            else f"eval {names}: {rows_so_far} rows from {position} inputs"
+        )
+        version = self.target.commit(message, meta=meta)
+        self.report.version = version if version is not None else _version_of(self.target)
+        self.pending_results.clear()
+        self.checkpoint_digest = self._digest_of_prefix(position)
+        for key in [key for key in self.digest_at if key <= position]:
+            del self.digest_at[key]
+        self.checkpoint_position = position
+        if state == "checkpoint":
+            self.report.checkpoints += 1
+
+    def _digest_of_prefix(self, position: int) -> str | None:
+        """The input digest of inputs [0, position), when this run knows it."""
+        if self.digest is None:
+            return None
+        if position == self.checkpoint_position:
+            return self.checkpoint_digest
+        return self.digest_at.get(position)
+
+    # -- failures ----------------------------------------------------------------------
+    def _item_of(self, batch: Batch, index: int) -> Any:
+        offset = batch.positions.index(index) if batch.positions is not None \
+            else index - batch.start
+        for position, item in enumerate(unpack(batch.payload)):
+            if position == offset:
+                return item
+        return None
+
+    def _raise_item_failure(self, batch: Batch, failure: ItemFailure) -> None:
+        sample = self._item_of(batch, failure.index)
+        cause = failure.exception
+        error_class = type(cause) if isinstance(cause, TransformError) else TransformError
+        message = (
+            f"transform failed at input index {failure.index} ({failure.sample_repr}): "
+            f"{failure.reason}\n\nworker traceback:\n{failure.traceback}"
+        )
+        try:
+            error = error_class(message, index=failure.index, sample=sample)
+        except TypeError:  # a TransformError subclass with its own signature
+            error = TransformError(message, index=failure.index, sample=sample)
+        raise error from cause
+
+    def _raise_for_lost_batch(self, pool: Any, batch: Batch, engine_failure: Any) -> None:
+        # Which input killed the worker? Re-run the batch's inputs one by one (writing
+        # nothing) through the engine, which isolates the exact item.
+        killers = self._find_killers(pool, batch)
+        failure = killers[0][1] if killers else engine_failure
+        index = killers[0][0] if killers else None
+        sample = self._item_of(batch, index) if index is not None else None
+        where = f"input index {index}" if index is not None else (
+            f"one of inputs {batch.start}..{batch.start + batch.count - 1} (no single input "
+            "fails alone)")
+        raise TransformError(
+            f"transform failed at {where}: {_failure_reason(failure)}", index=index,
+            sample=sample,
+        ) from _failure_exception(failure)
+
+    def _find_killers(self, pool: Any, batch: Batch) -> list[tuple[int, Any]]:
+        """The inputs of `batch` that kill a worker on their own, with the engine's
+        Failure for each."""
+        probe = ProbeRunner(self.pipeline, self.runner_tensors[0])
+        items = list(unpack(batch.payload))
+        outcomes = list(pool.imap(probe, items, chunksize=1, on_error="collect"))
+        killers = []
+        for offset, outcome in enumerate(outcomes):
+            if _is_engine_failure(outcome) and _failure_kind(outcome) != "exception":
+                killers.append((batch.position_of(offset), outcome))
+        return killers
+
+    def _resolve_lost_batch(self, pool, runner, batch, engine_failure, order, progress):
+        """ignore_errors=True: skip the inputs that kill a worker, run the rest again."""
+        killers = self._find_killers(pool, batch)
+        killer_positions = {index for index, _ in killers}  # none: a transient loss
+        kept = [
+            (batch.position_of(offset), item)
+            for offset, item in enumerate(unpack(batch.payload))
+            if batch.position_of(offset) not in killer_positions
+        ]
+        retry = Batch(
+            batch.batch_id, batch.start, batch.count, ("items", [item for _, item in kept]),
+            positions=[position for position, _ in kept],
+        )
+        retry.count = len(kept)
+        outcomes = list(pool.imap(runner, [retry], chunksize=1, on_error="collect"))
+        outcome = outcomes[0]
+        if _is_engine_failure(outcome):
+            result = BatchResult(batch.batch_id, worker="(lost)")
+            result.skipped = [
+                ItemFailure(position, _failure_kind(outcome), _failure_reason(outcome))
+                for position, _ in kept
+            ]
+        else:
+            result = outcome
+            if result.failure is not None:
+                self._raise_item_failure(retry, result.failure)
+        for index, failure in killers:
+            result.skipped.append(
+                ItemFailure(
+                    index, _failure_kind(failure), _failure_reason(failure),
+                    sample_repr=_failure_item_repr(failure),
+                )
+            )
+        result.skipped.sort(key=lambda failure: failure.index)
+        result.items = batch.count
+        self.inflight.pop(batch.batch_id, None)
+        progress.update(batch.count)
+        order.add(Batch(batch.batch_id, batch.start, batch.count, batch.payload), result)
+        self._commit_ready(order)
+
+
+class ReceiptOrder:
+    """Batch results arrive in any order; the dataset gets them in input order. Holds the
+    results that finished ahead of an earlier, slower batch."""
+
+    def __init__(self, first_position: int):
+        self._next = first_position
+        self._waiting: dict[int, tuple[Batch, BatchResult]] = {}
+
+    def add(self, batch: Batch, result: BatchResult) -> None:
+        self._waiting[batch.start] = (batch, result)
+
+    def pop_ready(self) -> Iterator[tuple[Batch, BatchResult]]:
+        while self._next in self._waiting:
+            batch, result = self._waiting.pop(self._next)
+            self._next = batch.start + batch.count
+            yield batch, result
+
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+
+class BatchSizer:
+    """How many inputs the next batch gets: aimed at `batch_seconds` of work, measured
+    from finished batches (no static split: workers pull batches as they free up), and
+    small enough near the end that every worker gets a share of the tail."""
+
+    MAX_ITEMS = 8192
+    # Each batch ends in its own chunk files (a write and an fsync each): never split the
+    # tail into batches shorter than this much work.
+    MIN_BATCH_SECONDS = 0.02
+
+    def __init__(self, workers, length, first, checkpoint_interval, batch_seconds):
+        self.workers = workers
+        self.length = length
+        self.checkpoint_interval = checkpoint_interval
+        self.batch_seconds = batch_seconds
+        self.seconds_per_item: float | None = None
+        if length is None:
+            self.initial = 16
+        else:
+            self.initial = max(1, min(256, (length - first) // (4 * workers)))
+
+    def observe(self, items: int, busy_s: float) -> None:
+        if items <= 0 or busy_s <= 0:
+            return
+        measured = busy_s / items
+        previous = self.seconds_per_item
+        self.seconds_per_item = measured if previous is None else 0.5 * previous + 0.5 * measured
+
+    def next_size(self, position: int) -> int:
+        if self.seconds_per_item is None:
+            size = self.initial
+        else:
+            size = int(self.batch_seconds / max(self.seconds_per_item, 1e-7))
+        if self.length is not None:
+            remaining = self.length - position
+            tail_share = math.ceil(remaining / (2 * self.workers))
+            if self.seconds_per_item is not None:
+                tail_share = max(tail_share, int(self.MIN_BATCH_SECONDS / self.seconds_per_item))
+            size = min(size, max(1, tail_share))
+        if self.checkpoint_interval:  # batches end on checkpoint boundaries
+            interval = self.checkpoint_interval
+            size = min(size, (position // interval + 1) * interval - position)
+        return max(1, min(size, self.MAX_ITEMS))
+
+
+# -- resume ------------------------------------------------------------------------------
+@dataclass
+class ResumePoint:
+    inputs_done: int
+    rows_before: int
+    rows_written: int
+    digest: InputDigest
+
+
+def find_resume_point(target: Any, source: InputSource, pipeline: Pipeline) -> ResumePoint | None:
+    """The dataset's last commit is an unfinished checkpoint of this pipeline, and this
+    run's first inputs hash the same as that checkpoint's: resume after them."""
+    progress = head_progress(target)
+    if progress is None or progress.get("state") != "checkpoint":
+        return None
+    if progress.get("pipeline") != pipeline.names or not progress.get("input_digest"):
+        return None
+    done = int(progress.get("inputs_done", 0))
+    digest = InputDigest(source.identity, pipeline.names)
+    if not source.prefix_digest(digest, done) or digest.hexdigest() != progress["input_digest"]:
+        warnings.warn(
+            f"the dataset's last commit is a checkpoint of an unfinished eval of "
+            f"{' -> '.join(pipeline.names)} on other inputs; not resuming it (its rows stay, "
+            "this eval appends after them)",
+            stacklevel=4,
+        )
+        return None
+    return ResumePoint(
+        inputs_done=done,
+        rows_before=int(progress.get("rows_before", 0)),
+        rows_written=int(progress.get("rows_written", 0)),
+        digest=digest,
+    )
+
+
+# -- the dataset and the engine, as this module uses them --------------------------------
+def _resolve_target(data_in: Any, ds_out: Any, read_only_ok: bool) -> Any:
+    from slicewise.dataset import Dataset
+
+    if ds_out is None:
+        if not isinstance(data_in, Dataset):
+            raise InvalidOutputDatasetError(
+                "ds_out is None (in place) but data_in is not a slicewise Dataset; pass the "
+                "output dataset as the second argument of eval"
+            )
+        target = data_in
+    else:
+        if not isinstance(ds_out, Dataset):
+            raise InvalidOutputDatasetError(
+                f"ds_out must be a slicewise Dataset (sw.empty / sw.load), got "
+                f"{type(ds_out).__name__}"
+            )
+        target = ds_out
+    if getattr(target, "read_only", False) and not read_only_ok:
+        raise InvalidOutputDatasetError(
+            f"the output dataset {getattr(target, 'path', '')!r} is open read-only; load it "
+            "with read_only=False"
+        )
+    return target
+
+
+def _tensor_names(ds: Any) -> list[str]:
+    return list(ds.tensors)
+
+
+def _row_count(ds: Any) -> int:
+    return max((len(ds[name]) for name in _tensor_names(ds)), default=0)
+
+
+def _check_equal_lengths(ds: Any) -> None:
+    lengths = {name: len(ds[name]) for name in _tensor_names(ds)}
+    if len(set(lengths.values())) > 1:
+        raise InvalidOutputDatasetError(
+            f"the output dataset's tensors have different lengths {lengths}; eval appends "
+            "whole rows (pass check_lengths=False to allow it)"
+        )
+
+
+def _head_meta(ds: Any) -> dict:
+    """The meta dict of the dataset's current version ({} when it has none)."""
+    meta = ds.version_info.get("meta")
+    return meta if isinstance(meta, dict) else {}
+
+
+def head_progress(ds: Any) -> dict | None:
+    """What the eval that made the dataset's current version recorded, if one did."""
+    progress = _head_meta(ds).get(CHECKPOINT_KEY)
+    return progress if isinstance(progress, dict) else None
+
+
+def _version_of(ds: Any) -> Any:
+    version = getattr(ds, "version", None)
+    return getattr(version, "id", version)
+
+
+def _open_input(data_in: Any, backend: str) -> InputSource:
+    source = open_source(data_in)
+    if source.kind == "indexed":
+        source.data = _read_handle(data_in, backend)
+    return source
+
+
+def _read_handle(data_in: Any, backend: str) -> Any:
+    """A read-only handle on the committed version of a Dataset (or Tensor) input, which
+    workers index: the eval's own commits (in place, checkpoints) do not move it, and it
+    pickles as (url, version) for process workers."""
+    dataset = getattr(data_in, "dataset", data_in)
+    if getattr(dataset, "has_pending", False):
+        raise InvalidInputDataError(
+            f"data_in ({dataset.path!r}) has uncommitted changes, which workers cannot "
+            "see; commit them first (ds.commit())"
+        )
+    if backend == "processes" and str(dataset.path).startswith("memory://"):
+        raise InvalidInputDataError(
+            f"data_in is the in-memory dataset {dataset.path!r}, which process workers "
+            "cannot see; use scheduler='threaded', or store the dataset on disk"
+        )
+    return pickle.loads(pickle.dumps(data_in))
+
+
+@contextlib.contextmanager
+def _open_pool(backend: str, workers: int) -> Iterator[Any]:
+    """Processes: the engine's warm shared pool (an eval on a warm pool pays no worker
+    start-up), left running afterwards. Threads and serial: a pool of this eval's own."""
+    from slicewise.engine import Pool, get_default_pool
+
+    if backend == "processes":
+        yield get_default_pool(workers, "processes")
+        return
+    with Pool(workers, backend=backend) as pool:
+        yield pool
+
+
+def _close_iterator(results: Any) -> None:
+    close = getattr(results, "close", None)
+    if callable(close):
+        close()
+
+
+def _is_engine_failure(outcome: Any) -> bool:
+    from slicewise.engine.errors import Failure
+
+    return isinstance(outcome, Failure)
+
+
+def _failure_kind(failure: Any) -> str:
+    return str(getattr(failure, "kind", "exception"))
+
+
+def _failure_reason(failure: Any) -> str:
+    kind = _failure_kind(failure)
+    exception = getattr(failure, "exception", None)
+    if kind == "worker_lost":
+        signal = getattr(failure, "signal", None)
+        exitcode = getattr(failure, "exitcode", None)
+        how = f"killed by {signal}" if signal else f"exit code {exitcode}"
+        return f"the worker process died ({how}) while running it"
+    if kind == "timeout":
+        return f"ran longer than the timeout of {getattr(failure, 'timeout', None)} s"
+    if exception is not None:
+        return f"{kind}: {type(exception).__name__}: {exception}"
+    return kind
+
+
+def _failure_exception(failure: Any) -> Any:
+    exception = getattr(failure, "exception", None)
+    return exception if isinstance(exception, BaseException) else None
+
+
+def _failure_item_repr(failure: Any) -> str:
+    return str(getattr(failure, "item_repr", ""))
+
+
+def _skipped(failure: ItemFailure) -> SkippedInput:
+    return SkippedInput(failure.index, failure.reason, failure.kind, failure.sample_repr)
+
+
+def _progress_bar(enabled: bool, total: int | None, initial: int, names: list[str]):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="input",
+        desc=f"eval {' -> '.join(names)}",
+        disable=not enabled,
+        dynamic_ncols=True,
+    )
+
+
+__all__ = [
+    "CHECKPOINT_KEY",
+    "EvalReport",
+    "InvalidInputDataError",
+    "TensorMismatchError",
+    "run_eval",
+]
