@@ -83,29 +83,36 @@ TREE_SAMPLER = textwrap.dedent(
     """
 )
 
-MEAN_SLICEWISE = TREE_SAMPLER + textwrap.dedent(
+
+
+def timed_mean_script(open_frames: str) -> str:
+    """A child script that opens the video with `open_frames` (code that sets `frames`, a
+    dask array, from the path in sys.argv[1]) and times its mean under the sampler. Both
+    tools run this one script, so they differ in nothing but how the frames are opened."""
+    return TREE_SAMPLER + textwrap.dedent(open_frames) + textwrap.dedent(
+        """
+        peak = Peak()
+        start = time.perf_counter()
+        value = float(frames.mean().compute())
+        seconds = time.perf_counter() - start
+        peak.stop()
+        print(json.dumps({"seconds": seconds, "rss": peak.rss, "anon": peak.anon,
+                          "value": value}))
+        """
+    )
+
+
+MEAN_SLICEWISE = timed_mean_script(
     """
     import slicewise as sw
     frames = sw.load(sys.argv[1]).frames.dask()
-    peak = Peak()
-    start = time.perf_counter()
-    value = float(frames.mean().compute())
-    seconds = time.perf_counter() - start
-    peak.stop()
-    print(json.dumps({"seconds": seconds, "rss": peak.rss, "anon": peak.anon, "value": value}))
     """
 )
 
-MEAN_ZARR = TREE_SAMPLER + textwrap.dedent(
+MEAN_ZARR = timed_mean_script(
     """
     import dask.array as da
     frames = da.from_zarr(sys.argv[1], component="frames")
-    peak = Peak()
-    start = time.perf_counter()
-    value = float(frames.mean().compute())
-    seconds = time.perf_counter() - start
-    peak.stop()
-    print(json.dumps({"seconds": seconds, "rss": peak.rss, "anon": peak.anon, "value": value}))
     """
 )
 

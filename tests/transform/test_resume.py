@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -108,14 +109,22 @@ print("finished", flush=True)
 """
 
 
-def _start_child(tmp_path, count, interval):
+@contextlib.contextmanager
+def _running_child(tmp_path, count, interval):
+    """A child process running CHILD's eval into tmp_path/ds; it never outlives the block,
+    whatever the test asserts or raises inside it."""
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(count=count, interval=interval))
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    return subprocess.Popen(
+    child = subprocess.Popen(
         [sys.executable, str(script), str(tmp_path / "ds")], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
 
 
 def _wait_for(condition, child):
@@ -125,13 +134,19 @@ def _wait_for(condition, child):
         time.sleep(0.05)
 
 
+def _kill_9_once(condition, child):
+    """kill -9 the child as soon as `condition()` holds, and wait until it is gone."""
+    _wait_for(condition, child)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+
+
 @pytest.mark.timeout(120)
 def test_kill_9_of_the_parent_then_rerun_resumes_from_the_last_checkpoint(tmp_path):
     ds = new_ds(tmp_path / "ds")
     ds.x.append(np.int64(-1))
     ds.name.append("before")
     ds.commit("one row before the eval")
-    child = _start_child(tmp_path, count=400, interval=25)
     observer = sw.load(str(tmp_path / "ds"), read_only=True)
 
     def checkpointed():
@@ -139,13 +154,8 @@ def test_kill_9_of_the_parent_then_rerun_resumes_from_the_last_checkpoint(tmp_pa
         progress = progress_of(observer)
         return progress is not None and progress["inputs_done"] >= 50
 
-    try:
-        _wait_for(checkpointed, child)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    with _running_child(tmp_path, count=400, interval=25) as child:
+        _kill_9_once(checkpointed, child)
     reopened = sw.load(str(tmp_path / "ds"))
     progress = progress_of(reopened)
     assert progress["state"] == "checkpoint"  # killed before the end
@@ -165,15 +175,9 @@ def test_kill_9_of_the_parent_then_rerun_resumes_from_the_last_checkpoint(tmp_pa
 def test_kill_9_without_checkpoints_leaves_the_previous_version(tmp_path):
     ds = new_ds(tmp_path / "ds")
     version = ds.version
-    child = _start_child(tmp_path, count=300, interval=0)
-    try:
-        _wait_for(lambda: (tmp_path / "ds" / "chunks").exists() and any(
+    with _running_child(tmp_path, count=300, interval=0) as child:
+        _kill_9_once(lambda: (tmp_path / "ds" / "chunks").exists() and any(
             len(files) for _, _, files in os.walk(tmp_path / "ds" / "chunks")), child)
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
     reopened = sw.load(str(tmp_path / "ds"))
     assert reopened.version == version and len(reopened) == 0
     report = sw.compute(lambda item, out: out.append(
@@ -187,15 +191,11 @@ def test_kill_9_without_checkpoints_leaves_the_previous_version(tmp_path):
 def test_ctrl_c_during_an_eval_leaves_the_previous_version(tmp_path):
     ds = new_ds(tmp_path / "ds")
     version = ds.version
-    child = _start_child(tmp_path, count=400, interval=0)
-    try:
+    with _running_child(tmp_path, count=400, interval=0) as child:
         _wait_for(lambda: child.stdout.readline().startswith("started"), child)
         time.sleep(0.5)  # inside the eval: workers are writing chunk files
         os.kill(child.pid, signal.SIGINT)
         _, stderr = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
     assert child.returncode != 0 and "KeyboardInterrupt" in stderr
     reopened = sw.load(str(tmp_path / "ds"))
     assert reopened.version == version and len(reopened) == 0

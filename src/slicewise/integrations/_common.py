@@ -295,6 +295,31 @@ class TensorRows:
         return f"TensorRows({self.tensor_name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
+def row_nbytes(row_shape: Sequence[int], dtype: Any) -> int:
+    """Bytes of one row of `row_shape` (the shape without its first axis), at least 1 so
+    that callers can divide by it (a row of a zero-length axis holds no bytes)."""
+    return max(1, int(np.prod(tuple(row_shape), dtype=np.int64)) * np.dtype(dtype).itemsize)
+
+
+def is_ragged(tensor: Any) -> bool:
+    """True when the tensor's samples differ in shape (a shape of None on some axis), so it
+    has no single N-D array form: no dask.array, HDF5 dataset or Zarr array."""
+    return bool(getattr(tensor, "is_ragged", False)) or any(d is None for d in tensor.shape)
+
+
+def set_tensor_info(tensor: Any, info: dict) -> None:
+    """Put an import's attributes into the tensor's info; values with no JSON form
+    (json_safe gave None) are left out rather than stored as null."""
+    info = {key: value for key, value in info.items() if value is not None}
+    target = getattr(tensor, "info", None)
+    if info and target is not None and hasattr(target, "update"):
+        target.update(info)
+
+
+def info_value(tensor: Any, key: str) -> Any:
+    """One value of the tensor's info (e.g. what an import remembered there), or None."""
+    info = getattr(tensor, "info", None)
+    return info.get(key) if info is not None and hasattr(info, "get") else None
 
 
 def require_one_shape(tensor: Any) -> None:
@@ -308,14 +333,12 @@ def require_one_shape(tensor: Any) -> None:
             f"so it has no dask.array form; use ds[{name!r}].dask_bag() for a dask.bag of its "
             "samples"
         )
-    if getattr(tensor, "is_ragged", False) or any(d is None for d in tensor.shape):
+    if is_ragged(tensor):
         raise ValueError(
             f"tensor {name!r} is ragged (its samples have different shapes: {tensor.shape}), "
             "and a dask.array needs one shape. Use ds[...].dask_bag() for a dask.bag of "
             "samples, or resize the samples to one shape in a transform (@sw.compute) first."
         )
-
-
 
 
 def dataset_of(tensor: Any) -> Any:
@@ -353,6 +376,19 @@ def tensor_name_for(source_path: str, where: str) -> str:
             f"{where}: {source_path!r} gives no valid tensor name ({exc}); name it yourself "
             f"with a dict, e.g. {{{source_path!r}: 'my_name'}}"
         ) from None
+
+
+def selected_sources(selection: Any, everything: Iterable[str]) -> dict[str, str | None]:
+    """What an import's `datasets=` / `arrays=` argument picks, as {source path: tensor
+    name, or None for the name the path gives}: None picks `everything`, a string one path
+    (of a dataset, array or group), a dict renames, any other iterable lists paths."""
+    if selection is None:
+        return {name: None for name in everything}
+    if isinstance(selection, str):
+        return {selection: None}
+    if isinstance(selection, dict):
+        return dict(selection)
+    return {name: None for name in selection}
 
 
 # Exports record a tensor's htype under this attribute; imports restore it when it is an

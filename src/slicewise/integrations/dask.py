@@ -50,6 +50,7 @@ from slicewise.integrations._common import (
     own_handle,
     require,
     require_one_shape,
+    row_nbytes,
 )
 
 # dask keys of the tasks that write blocks (the progress bar counts these)
@@ -300,8 +301,7 @@ def _whole_row_blocks(array: Any, block_bytes: int) -> Any:
             "the dask array has unknown chunk sizes along its first axis; call "
             "array.compute_chunk_sizes() before writing it"
         )
-    row_nbytes = max(1, int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize)
-    rows_target = max(1, block_bytes // row_nbytes)
+    rows_target = max(1, block_bytes // row_nbytes(array.shape[1:], array.dtype))
     other_axes_whole = all(len(c) == 1 for c in array.chunks[1:])
     sizes = array.chunks[0]
     well_sized = all(rows_target // 4 <= size <= rows_target * 4 for size in sizes[:-1]) and (

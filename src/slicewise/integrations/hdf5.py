@@ -35,10 +35,15 @@ from slicewise.integrations._common import (
     fspath,
     htype_from_attrs,
     import_blocks,
+    info_value,
+    is_ragged,
     json_safe,
     new_dataset,
     require,
     row_blocks,
+    row_nbytes,
+    selected_sources,
+    set_tensor_info,
     tensor_name_for,
 )
 
@@ -108,7 +113,7 @@ def from_hdf5(
         for item in plan:
             ds.create_tensor(item["tensor"], htype=item["htype"],
                              dtype=item["dtype"], **tensor_options)
-            _set_info(ds[item["tensor"]], item["attrs"])
+            set_tensor_info(ds[item["tensor"]], item["attrs"])
             source = HDF5Rows(file_path, item["name"])
             for start, stop in row_blocks(item["shape"][0], item["row_nbytes"],
                                           block_bytes=block_bytes, align=item["align"]):
@@ -125,15 +130,7 @@ def from_hdf5(
 
 
 def _plan_import(h5py: Any, handle: Any, file_path: str, datasets: Any) -> list[dict]:
-    if datasets is None:
-        wanted = {"/": None}
-    elif isinstance(datasets, str):
-        wanted = {datasets: None}
-    elif isinstance(datasets, dict):
-        wanted = dict(datasets)
-    else:
-        wanted = {name: None for name in datasets}
-
+    wanted = selected_sources(datasets, everything=["/"])  # the root group: the whole file
     found: dict[str, str] = {}  # HDF5 name -> tensor name, in file order
     for name, tensor_name in wanted.items():
         if name not in handle:
@@ -159,13 +156,12 @@ def _plan_import(h5py: Any, handle: Any, file_path: str, datasets: Any) -> list[
         if dset.ndim == 0 or dset.dtype.kind not in "biuf" or dset.dtype.names:
             unsupported.append(f"{name} (shape {dset.shape}, dtype {dset.dtype})")
             continue
-        row_nbytes = int(np.prod(dset.shape[1:], dtype=np.int64)) * dset.dtype.itemsize
         plan.append({
             "name": name,
             "tensor": tensor_name,
             "dtype": dset.dtype,
             "shape": dset.shape,
-            "row_nbytes": row_nbytes,
+            "row_nbytes": row_nbytes(dset.shape[1:], dset.dtype),
             "align": dset.chunks[0] if dset.chunks else 1,
             "htype": htype_from_attrs(dict(dset.attrs)),
             "attrs": {
@@ -191,13 +187,6 @@ def _datasets_under(h5py: Any, group: Any) -> list[str]:
 
     group.visititems(visit)
     return members
-
-
-def _set_info(tensor: Any, attrs: dict) -> None:
-    attrs = {key: value for key, value in attrs.items() if value is not None}
-    info = getattr(tensor, "info", None)
-    if attrs and info is not None and hasattr(info, "update"):
-        info.update(attrs)
 
 
 def dataset_to_hdf5(
@@ -234,8 +223,7 @@ def dataset_to_hdf5(
 
 
 def _hdf5_path(tensor: Any, name: str) -> str:
-    info = getattr(tensor, "info", None)
-    remembered = info.get(HDF5_PATH_INFO) if info is not None and hasattr(info, "get") else None
+    remembered = info_value(tensor, HDF5_PATH_INFO)
     return remembered if isinstance(remembered, str) and remembered else name
 
 
@@ -243,8 +231,8 @@ def _write_array(handle: Any, name: str, tensor: Any, reader: ThreadPoolExecutor
                  compression: str | None) -> None:
     shape = tuple(int(d) for d in tensor.shape)
     dtype = np.dtype(tensor.dtype)
-    row_nbytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
-    chunk_rows = max(1, min(shape[0], EXPORT_CHUNK_BYTES // row_nbytes)) if shape[0] else 1
+    bytes_per_row = row_nbytes(shape[1:], dtype)
+    chunk_rows = max(1, min(shape[0], EXPORT_CHUNK_BYTES // bytes_per_row)) if shape[0] else 1
     dset = handle.create_dataset(
         name, shape=shape, dtype=dtype, compression=compression,
         chunks=(chunk_rows, *shape[1:]) if shape[0] and all(shape) else None,
@@ -311,7 +299,7 @@ def _check_exportable(ds: Any, name: str) -> None:
             f"to_hdf5: tensor {name!r} (htype {htype!r}) does not hold numeric arrays; leave it "
             "out with tensors=[...]"
         )
-    if getattr(tensor, "is_ragged", False) or any(d is None for d in tensor.shape):
+    if is_ragged(tensor):
         raise ValueError(
             f"to_hdf5: tensor {name!r} is ragged (samples of different shapes), and an HDF5 "
             "dataset has one shape; resize its samples in a transform, or leave it out with "

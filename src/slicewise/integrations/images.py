@@ -31,6 +31,7 @@ from slicewise.integrations._common import (
     natural_key,
     new_dataset,
     row_blocks,
+    row_nbytes,
 )
 
 __all__ = ["ImageFiles", "from_images"]
@@ -174,7 +175,7 @@ def from_images(
     if htype is None:
         htype = "image" if dtype == np.uint8 and len(frame_shape) in (2, 3) else "generic"
 
-    frame_nbytes = max(1, int(np.prod(frame_shape, dtype=np.int64)) * dtype.itemsize)
+    frame_nbytes = row_nbytes(frame_shape, dtype)  # a frame is one row of the tensor
     file_blocks = row_blocks(len(paths), frame_nbytes, block_bytes=block_bytes)
     checked_shape = None if allow_ragged else tuple(frame_shape)
     with new_dataset(path, overwrite=overwrite, chunk_target_bytes=chunk_target_bytes) as ds:

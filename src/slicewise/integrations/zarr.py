@@ -41,13 +41,17 @@ from slicewise.integrations._common import (
     fspath,
     htype_from_attrs,
     import_blocks,
+    info_value,
     json_safe,
     name_of,
     new_dataset,
     require,
     require_one_shape,
     row_blocks,
+    row_nbytes,
     run_jobs,
+    selected_sources,
+    set_tensor_info,
     tensor_name_for,
 )
 
@@ -139,13 +143,13 @@ def from_zarr(
             array = item["array"]
             ds.create_tensor(item["tensor"], htype=item["htype"], dtype=array.dtype,
                              **tensor_options)
-            _set_info(ds[item["tensor"]], item["info"])
+            set_tensor_info(ds[item["tensor"]], item["info"])
             if url is not None:
                 source = ZarrRows(url, item["path"], storage_options=storage_options)
             else:
                 source = ZarrRows(None, item["path"], array=array)
-            row_nbytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
-            for start, stop in row_blocks(array.shape[0], row_nbytes, block_bytes=block_bytes,
+            bytes_per_row = row_nbytes(array.shape[1:], array.dtype)
+            for start, stop in row_blocks(array.shape[0], bytes_per_row, block_bytes=block_bytes,
                                           align=array.chunks[0]):
                 blocks.append((item["tensor"], source, start, stop))
 
@@ -171,14 +175,7 @@ def _plan_import(zarr: Any, node: Any, arrays: Any, where: str, url: str | None)
         return [_plan_item(node, "", tensor_name_for(name, where), where)]
 
     members = dict(_walk_arrays(zarr, node))
-    if arrays is None:
-        wanted: dict[str, str | None] = {key: None for key in members}
-    elif isinstance(arrays, str):
-        wanted = {arrays: None}
-    elif isinstance(arrays, dict):
-        wanted = dict(arrays)
-    else:
-        wanted = {name: None for name in arrays}
+    wanted = selected_sources(arrays, everything=members)
 
     chosen: dict[str, str] = {}
     for name, tensor_name in wanted.items():
@@ -245,13 +242,6 @@ def _dimension_names(array: Any) -> tuple | None:
     return tuple(names) if names else None
 
 
-def _set_info(tensor: Any, info: dict) -> None:
-    info = {key: value for key, value in info.items() if value is not None}
-    target = getattr(tensor, "info", None)
-    if info and target is not None and hasattr(target, "update"):
-        target.update(info)
-
-
 # ---------------------------------------------------------------------------------------------
 # Export
 
@@ -315,8 +305,8 @@ def tensor_to_zarr(
             f"to_zarr: tensor {array_name!r} has {len(shape)} dimensions {shape}, "
             f"dimension_names has {len(dims)}: {dims}"
         )
-    row_nbytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * source.dtype.itemsize)
-    rows = int(chunk_rows) if chunk_rows else max(1, EXPORT_CHUNK_BYTES // row_nbytes)
+    bytes_per_row = row_nbytes(shape[1:], source.dtype)
+    rows = int(chunk_rows) if chunk_rows else max(1, EXPORT_CHUNK_BYTES // bytes_per_row)
     rows = max(1, min(rows, shape[0])) if shape[0] else 1
     chunks = (rows, *(max(1, d) for d in shape[1:]))
 
@@ -341,8 +331,8 @@ def tensor_to_zarr(
                                   **array_options)
 
     # Blocks are whole multiples of the Zarr chunk height: each Zarr chunk has one writer.
-    blocks = row_blocks(shape[0], row_nbytes, block_bytes=max(DEFAULT_BLOCK_BYTES, rows *
-                                                              row_nbytes), align=rows)
+    blocks = row_blocks(shape[0], bytes_per_row,
+                        block_bytes=max(DEFAULT_BLOCK_BYTES, rows * bytes_per_row), align=rows)
     if url is not None:
         target: Any = _ZarrTarget(url, array.path, storage_options)
         jobs = [(target, source, start, stop) for start, stop in blocks]
@@ -361,9 +351,7 @@ def tensor_to_zarr(
 
 
 def _default_dims(tensor: Any, shape: tuple) -> tuple:
-    info = getattr(tensor, "info", None)
-    remembered = info.get(DIMENSION_NAMES_INFO) if info is not None and hasattr(info, "get") \
-        else None
+    remembered = info_value(tensor, DIMENSION_NAMES_INFO)
     if isinstance(remembered, list) and len(remembered) == len(shape):
         return tuple(str(name) for name in remembered)  # imported from Zarr: keep its names
     htype = str(getattr(tensor, "htype", "") or "")

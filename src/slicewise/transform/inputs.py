@@ -60,16 +60,26 @@ class InputSource:
         return True
 
 
+def batch_ranges(
+    first: int, length: int, next_size: Callable[[int], int]
+) -> Iterator[tuple[int, int]]:
+    """[start, stop) ranges that cut inputs [first, length) into consecutive batches. Sizes
+    are asked for one batch at a time, as it is cut, because they follow how fast the
+    workers have been so far."""
+    position = first
+    while position < length:
+        stop = position + min(next_size(position), length - position)
+        yield position, stop
+        position = stop
+
+
 class SequenceSource(InputSource):
     def payloads(self, first, next_size):
-        position = first
-        while position < self.length:
-            count = min(next_size(position), self.length - position)
-            items = self.data[position : position + count]
+        for start, stop in batch_ranges(first, self.length, next_size):
+            items = self.data[start:stop]
             if not isinstance(items, list):
                 items = list(items)
-            yield position, len(items), ("items", items)
-            position += count
+            yield start, len(items), ("items", items)
 
 
 class IterableSource(InputSource):
@@ -106,11 +116,8 @@ class ArraySource(InputSource):
     kind = "array"
 
     def payloads(self, first, next_size):
-        position = first
-        while position < self.length:
-            count = min(next_size(position), self.length - position)
-            yield position, count, ("array", self.data[position : position + count])
-            position += count
+        for start, stop in batch_ranges(first, self.length, next_size):
+            yield start, stop - start, ("array", self.data[start:stop])
 
     def digest_payload(self, digest, payload):
         block = np.ascontiguousarray(payload[1])
@@ -122,11 +129,8 @@ class FrameSource(InputSource):
     kind = "frame"
 
     def payloads(self, first, next_size):
-        position = first
-        while position < self.length:
-            count = min(next_size(position), self.length - position)
-            yield position, count, ("frame", self.data.iloc[position : position + count])
-            position += count
+        for start, stop in batch_ranges(first, self.length, next_size):
+            yield start, stop - start, ("frame", self.data.iloc[start:stop])
 
     def digest_payload(self, digest, payload):
         import pandas as pd
@@ -142,11 +146,8 @@ class IndexedSource(InputSource):
     kind = "indexed"
 
     def payloads(self, first, next_size):
-        position = first
-        while position < self.length:
-            count = min(next_size(position), self.length - position)
-            yield position, count, ("indexed", self.data, position, position + count)
-            position += count
+        for start, stop in batch_ranges(first, self.length, next_size):
+            yield start, stop - start, ("indexed", self.data, start, stop)
 
     def digest_payload(self, digest, payload):
         # The dataset's identity and version stand for its contents (see open_source).

@@ -67,21 +67,24 @@ LATER_SCHEDULERS = ("dask", "ray")
 def run_eval(
     pipeline: Pipeline,
     data_in: Any,
-    ds_out: Any = None,
+    ds_out: Any,
     *,
-    num_workers: int = 0,
-    scheduler: str = "threaded",
-    progressbar: bool = True,
-    skip_ok: bool = False,
-    check_lengths: bool = True,
-    pad_data_in: bool = False,
-    read_only_ok: bool = False,
-    cache_size: int = 16,
-    checkpoint_interval: int = 0,
-    ignore_errors: bool = False,
+    num_workers: int,
+    scheduler: str,
+    progressbar: bool,
+    skip_ok: bool,
+    check_lengths: bool,
+    pad_data_in: bool,
+    read_only_ok: bool,
+    cache_size: int,
+    checkpoint_interval: int,
+    ignore_errors: bool,
     batch_seconds: float = 0.25,
     **unknown: Any,
 ) -> EvalReport:
+    """Pipeline.eval's work. Its parameters have no defaults here: Pipeline.eval, the
+    public signature, holds Deep Lake 3's defaults, once. `batch_seconds` is not Deep
+    Lake's: the work each batch aims at (see BatchSizer)."""
     del cache_size  # Deep Lake 3's per-worker cache (MB); slicewise writers need none
     unknown.pop("verbose", None)  # Deep Lake 3 accepted it; the report says it all
     if unknown:
