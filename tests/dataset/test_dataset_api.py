@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -347,6 +349,12 @@ def test_gc_retention_and_grace(tmp_path):
     receipt = leftover.finish()  # written, never committed: a dead writer's chunk
     tensor_id = ds.x.meta.id
     dead = [f"chunks/{tensor_id}/{c['key']}" for c in receipt["tensors"]["x"]["chunks"]]
+    recent = sw.gc(url, keep_last=2)  # every version was newest a moment ago: all stay
+    assert recent.removed_versions == [] and recent.removed_files == []
+    assert sw.load(url, version=versions[0]).x.numpy().ravel().tolist() == [0]
+    an_hour_ago = time.time() - 3600  # the versions were superseded long ago
+    for name in os.listdir(os.path.join(url, "versions")):
+        os.utime(os.path.join(url, "versions", name), (an_hour_ago, an_hour_ago))
     fresh = sw.gc(url, keep_last=2)  # default grace: the fresh leftover stays
     assert fresh.removed_files == [] and len(fresh.removed_versions) == 4
     assert sw.load(url, version=versions[-2]).x.numpy().ravel().tolist() == [0, 1, 2]

@@ -36,7 +36,7 @@ def die():
 
 if mode == "put-mid":  # die halfway through writing the target-th chunk file
     original = storage_mod.LocalStorage.put
-    def put(self, key, data):
+    def put(self, key, data, **kwargs):
         calls["put"] += 1
         if calls["put"] == target:
             path_ = self._path(key)
@@ -46,7 +46,7 @@ if mode == "put-mid":  # die halfway through writing the target-th chunk file
                 f.write(blob[: len(blob) // 2])
                 f.flush(); os.fsync(f.fileno())
             die()
-        return original(self, key, data)
+        return original(self, key, data, **kwargs)
     storage_mod.LocalStorage.put = put
 elif mode in ("before-link", "after-link"):  # die inside the commit's put-if-absent
     original_tmp = storage_mod.LocalStorage.put_tmp

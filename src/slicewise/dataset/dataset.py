@@ -19,8 +19,14 @@ import numpy as np
 from slicewise.dataset.tensor import Tensor, TensorView, _normalize_index
 from slicewise.format.chunk import encode_chunk
 from slicewise.format.commit import Transaction, apply, publish
-from slicewise.format.errors import DatasetError, ReadOnlyError
-from slicewise.format.htypes import SampleEncoder, make_tensor_meta, validate_tensor_name
+from slicewise.format.errors import CorruptionError, DatasetError, ReadOnlyError
+from slicewise.format.htypes import (
+    SampleEncoder,
+    apply_label_remap,
+    make_tensor_meta,
+    validate_tensor_name,
+    with_location,
+)
 from slicewise.format.manifest import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -35,6 +41,10 @@ from slicewise.format.manifest import (
 from slicewise.format.reader import ChunkReader
 from slicewise.format.storage import Storage, open_storage
 from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES, DatasetWriter
+
+# What a dataset marker may ask for (a marker may come from a stranger).
+MIN_CHUNK_TARGET = 1
+MAX_CHUNK_TARGET = 1024**3
 
 
 class Dataset:
@@ -365,11 +375,16 @@ class Dataset:
             else:
                 data = bytes(payload[int(head.offsets[i]) : int(head.offsets[i + 1])])
                 shape = head.shape(i)
-                if remap is not None:  # store view-global ids; they are local to `encoder`
-                    ids = np.frombuffer(_maybe_decompress(data, meta), dtype=np.uint32)
-                    base, table = remap
-                    ids = np.where(ids >= base, table[np.minimum(ids - base, len(table) - 1)], ids)
-                    data = encoder._compress(ids.astype(np.uint32).tobytes())
+                if meta.htype == "class_label":
+                    ids = np.frombuffer(_maybe_decompress(data, meta, shape), dtype=np.uint32)
+                    if remap is not None:  # store view-global ids; local to `encoder`
+                        try:
+                            ids = apply_label_remap(ids, remap)
+                        except CorruptionError as exc:
+                            raise with_location(exc, self._storage.full_path(key), i) from None
+                        data = encoder._compress(ids.astype(np.uint32).tobytes())
+                    if ids.size:  # unnamed ids must not share a chunk with local names
+                        encoder._check_unnamed_ids(int(ids.max()))
             samples.append(data)
             shapes.append(tuple(shape))
         dtype = encoder.dtype_name if meta.dtype is None else meta.dtype
@@ -442,6 +457,8 @@ class Dataset:
         """Publish pending changes as a new version (works inside `with ds:` too)."""
         self._check_writable()
         if meta is not None:
+            if not isinstance(meta, dict):
+                raise DatasetError(f"commit meta must be a dict, got {type(meta).__name__}")
             try:
                 json.dumps(meta)
             except TypeError as exc:
@@ -619,11 +636,11 @@ class RowView:
         return f"RowView({self._dataset.path!r}, {self._index()})"
 
 
-def _maybe_decompress(data: bytes, meta) -> bytes:
-    from slicewise.format.codecs import BYTE_COMPRESSIONS, decompress_bytes
+def _maybe_decompress(data: bytes, meta, shape) -> bytes:
+    from slicewise.format.codecs import BYTE_COMPRESSIONS, decompress_bounded
 
     if meta.sample_compression in BYTE_COMPRESSIONS:
-        return decompress_bytes(data, meta.sample_compression)
+        return decompress_bounded(data, meta.sample_compression, 4 * int(np.prod(shape)))
     return data
 
 
@@ -646,17 +663,21 @@ def _read_marker(storage: Storage) -> dict | None:
         return None
     where = storage.full_path(MARKER_KEY)
     try:
+        if len(data) > 64 * 1024:
+            raise ValueError(f"{len(data)} bytes, a marker is a few dozen")
         doc = json.loads(data.decode("utf-8"))
-        if doc.get("format") != FORMAT_NAME:
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise ValueError("not a slicewise marker")
+        target = doc.get("chunk_target_bytes", DEFAULT_CHUNK_TARGET_BYTES)
+        if type(target) is not int or not MIN_CHUNK_TARGET <= target <= MAX_CHUNK_TARGET:
+            raise ValueError(f"chunk_target_bytes {str(target)[:40]} is not a sane chunk size")
     except Exception as exc:
-        from slicewise.format.errors import CorruptionError
-
         raise CorruptionError(f"{where} is not a slicewise dataset marker: {exc}", where) from exc
     if doc.get("format_version") != FORMAT_VERSION:
-        raise DatasetError(
-            f"{where}: format_version {doc.get('format_version')!r}; this slicewise reads "
-            f"{FORMAT_VERSION}"
+        raise CorruptionError(
+            f"{where}: format_version {str(doc.get('format_version'))[:40]}; this slicewise "
+            f"reads {FORMAT_VERSION} (written by a newer slicewise?)",
+            where,
         )
     return doc
 
@@ -698,6 +719,11 @@ def empty(
             f"{storage.url} is not empty and is not a slicewise dataset; refusing to write there"
         )
     target = int(chunk_target_bytes or DEFAULT_CHUNK_TARGET_BYTES)
+    if not MIN_CHUNK_TARGET <= target <= MAX_CHUNK_TARGET:
+        raise DatasetError(
+            f"chunk_target_bytes={target}: choose between {MIN_CHUNK_TARGET} and "
+            f"{MAX_CHUNK_TARGET} (about 8-16 MB is best)"
+        )
     if not storage.set_if_not_exists(MARKER_KEY, _marker(target)):
         raise DatasetError(f"another process created a dataset at {storage.url} meanwhile")
     first = publish(storage, Version.empty(), Transaction(), "create dataset")

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from slicewise.format.errors import DatasetError
-from slicewise.format.htypes import decode_sample
+from slicewise.format.errors import CorruptionError, DatasetError
+from slicewise.format.htypes import apply_label_remap, decode_sample, with_location
 from slicewise.format.manifest import TensorState, chunk_key
 
 if TYPE_CHECKING:
@@ -169,15 +169,19 @@ class Tensor:
         reader = self.dataset._reader
         head = reader.header(key)
         meta = state.meta
-        if meta.sample_compression is None and meta.htype not in ("text", "json"):
-            span = reader.span_bytes(key, local, local + 1)
-            array = np.frombuffer(span, dtype=head.dtype).reshape(head.shape(local)).copy()
-            remap = state.chunk_remap(k)
-            if remap is not None:
-                array = decode_sample(meta, array.tobytes(), array.shape, head.dtype, remap)
-            return array
-        data = reader.sample_bytes(key, local)
-        return decode_sample(meta, data, head.shape(local), head.dtype, state.chunk_remap(k))
+        try:
+            if meta.sample_compression is None and meta.htype not in ("text", "json"):
+                # the header check guarantees the span's length fits shape and dtype
+                span = reader.span_bytes(key, local, local + 1)
+                array = np.frombuffer(span, dtype=head.dtype).reshape(head.shape(local)).copy()
+                remap = state.chunk_remap(k)
+                if remap is not None:
+                    array = apply_label_remap(array, remap)
+                return array
+            data = reader.sample_bytes(key, local)
+            return decode_sample(meta, data, head.shape(local), head.dtype, state.chunk_remap(k))
+        except CorruptionError as exc:
+            raise with_location(exc, reader.storage.full_path(key), local) from None
 
     def _read_rows(self, rows) -> list:
         """Decoded samples of `rows` (range or array), reading each chunk once."""
@@ -217,7 +221,10 @@ class Tensor:
                 base = int(head.offsets[a])
                 for i in range(a, b):
                     lo, hi = int(head.offsets[i]) - base, int(head.offsets[i + 1]) - base
-                    value = decode_sample(meta, span[lo:hi], head.shape(i), head.dtype, remap)
+                    try:
+                        value = decode_sample(meta, span[lo:hi], head.shape(i), head.dtype, remap)
+                    except CorruptionError as exc:
+                        raise with_location(exc, reader.storage.full_path(key), i) from None
                     if isinstance(value, np.ndarray) and not value.flags.writeable:
                         value = value.copy()
                     if stack:
@@ -413,7 +420,11 @@ class TensorView:
         tensor = self.tensor
         if self._single is not None:
             k, local = tensor._locate(self._single)
-            head = tensor.dataset._reader.header(tensor._chunk_key(k))
+            reader = tensor.dataset._reader
+            key = tensor._chunk_key(k)
+            head = reader.header(key)
+            if local >= head.n:
+                raise reader._short(key, head, local + 1)
             shape = head.shape(local)
             if tensor.htype == "image.rgb" and len(shape) == 2:
                 shape = (*shape, 3)

@@ -7,18 +7,22 @@
                                                                  CommitConflictError
     reads:  Version.tensors[t].cum_rows ──► ChunkReader (reader.py: cached headers, mmap)
         ──► decode_sample (htypes.py)
-    maintenance.py: verify (every file, every checksum) and gc (retention, leftovers)
+    maintenance.py: verify (every file, every checksum) and gc (retention, leftovers;
+                    spares versions readers may hold and commits that land meanwhile)
 
 Modules:
-- storage.py   Storage interface (get, get_range, put, set_if_not_exists, list(refresh),
-               delete) and its races; LocalStorage, FsspecStorage, open_storage.
-- chunk.py     chunk file layout: encode_chunk, parse_header, CRC-32 checks.
+- storage.py   Storage interface (get, get_range, put(sync), sync_file, touch_all,
+               set_if_not_exists, list(refresh), delete) and its races; LocalStorage,
+               FsspecStorage, open_storage.
+- chunk.py     chunk file layout: encode_chunk, parse_header (every field checked against
+               the file before it sizes anything: files may come from strangers), CRC-32.
 - codecs.py    lz4/zstd/zlib and jpeg/png/webp; image format and shape sniffing.
 - htypes.py    htype registry, TensorMeta, SampleEncoder (the one encode path),
                decode_sample, FileSample (sw.read).
 - manifest.py  Version / TensorState (JSON manifests), reading versions.
 - commit.py    Transaction, apply, publish (the commit protocol).
-- writer.py    DatasetWriter and its receipts (workers and ds.append both use it).
+- writer.py    DatasetWriter and its receipts (workers and ds.append both use it); chunk
+               files are flushed on a helper thread, finish() waits (FORMAT.md 3.1).
 - reader.py    ChunkReader with header, mmap and payload caches.
 - errors.py    DatasetError, CorruptionError, CommitConflictError, SampleError, ReadOnlyError.
 

@@ -77,6 +77,57 @@ def decompress_bytes(data: bytes | memoryview, method: str) -> bytes:
     raise DatasetError(f"unknown byte compression {method!r}")
 
 
+_DECOMPRESS_STEP = 16 * 1024 * 1024
+
+
+def decompress_bounded(data: bytes | memoryview, method: str, limit: int) -> bytes:
+    """Decompress one frame into at most `limit` bytes, or raise ValueError.
+
+    For stored data (which may come from a stranger): memory grows with the output the
+    frame really produces, in steps of at most 16 MiB, and stops one byte past `limit`.
+    Sizes written inside the frame (lz4 and zstd record a content size) are never trusted
+    to size an allocation."""
+    step = max(1, min(_DECOMPRESS_STEP, limit + 1))
+    out = bytearray()
+    if method == "zlib":
+        engine = zlib.decompressobj()
+        pending = bytes(data)
+        while True:
+            out += engine.decompress(pending, step)
+            pending = engine.unconsumed_tail
+            if len(out) > limit:
+                raise ValueError(f"decompresses to more than the {limit} bytes expected")
+            if engine.eof or not pending:
+                break
+        if not engine.eof:
+            raise ValueError("truncated zlib stream")
+    elif method == "zstd":
+        reader = _zstd().ZstdDecompressor().stream_reader(bytes(data), read_across_frames=False)
+        with reader:
+            while True:
+                piece = reader.read(step)
+                if not piece:
+                    break
+                out += piece
+                if len(out) > limit:
+                    raise ValueError(f"decompresses to more than the {limit} bytes expected")
+    elif method == "lz4":
+        engine = _lz4().LZ4FrameDecompressor()
+        pending = bytes(data)
+        while True:
+            out += engine.decompress(pending, max_length=step)
+            pending = b""
+            if len(out) > limit:
+                raise ValueError(f"decompresses to more than the {limit} bytes expected")
+            if engine.eof or engine.needs_input:
+                break
+        if not engine.eof:
+            raise ValueError("truncated lz4 frame")
+    else:
+        raise DatasetError(f"unknown byte compression {method!r}")
+    return bytes(out)
+
+
 # ---- image sniffing -------------------------------------------------------------------------
 
 

@@ -20,11 +20,13 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from slicewise.format.errors import CommitConflictError, DatasetError
+from slicewise.format.errors import CommitConflictError, CorruptionError, DatasetError
 from slicewise.format.htypes import TensorMeta
 from slicewise.format.manifest import (
     TensorState,
     Version,
+    chunk_key,
+    decode_version,
     list_version_seqs,
     read_version,
     version_key,
@@ -84,10 +86,36 @@ class Transaction:
                 }
             entries = self.appended.setdefault(name, [])
             for entry in tensor["chunks"]:
+                _check_entry(receipt, name, entry)
                 entry = dict(entry)
                 if labels is not None:
                     entry["labels"] = labels
                 entries.append(entry)
+
+
+def _check_entry(receipt: dict, name: str, entry: dict) -> None:
+    """A receipt's chunk entry becomes manifest content: refuse what a reader would refuse
+    (FORMAT.md 2.4) here, naming the writer, rather than publish an unreadable version."""
+    try:
+        TensorState.from_json(
+            {
+                "id": "t0",
+                "htype": "generic",
+                "chunks": {
+                    "keys": [entry["key"]],
+                    "rows": [entry["rows"]],
+                    "nbytes": [entry["nbytes"]],
+                    "min_shape": [entry["min_shape"]],
+                    "max_shape": [entry["max_shape"]],
+                    "remap": [None],
+                },
+            }
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DatasetError(
+            f"receipt from writer {receipt.get('writer_id')!r}, tensor {name!r}: bad chunk "
+            f"entry {str(entry)[:200]}: {exc}"
+        ) from None
 
 
 def new_version_id(seq: int) -> str:
@@ -149,7 +177,7 @@ def apply(base: Version, txn: Transaction, message: str = "", meta: dict | None 
         id=new_version_id(seq),
         parent=base.id or None,
         time=time.time(),
-        message=message,
+        message=str(message or ""),
         meta=dict(meta or {}),
         changes=txn.changes(),
         tensors=tensors,
@@ -219,16 +247,36 @@ def publish(
     meta: dict | None = None,
 ) -> Version:
     """Publish `txn` as the version after `base`, rebasing over concurrent append-only commits."""
-    _sync_chunk_dirs(storage, base, txn)
+    _prepare_chunks(storage, base, txn)
     for attempt in range(MAX_COMMIT_ATTEMPTS):
         version = apply(base, txn, message, meta)
-        if storage.set_if_not_exists(version_key(version.seq), version.encode()):
+        encoded = version.encode()
+        # what readers will refuse must never be published: the newest version would be
+        # unreadable (costs one parse of the manifest per commit)
+        try:
+            decode_version(encoded, storage.full_path(version_key(version.seq)))
+        except CorruptionError as exc:
+            raise DatasetError(f"refusing to publish an unreadable version: {exc}") from None
+        if storage.set_if_not_exists(version_key(version.seq), encoded):
             return version
-        seqs = [s for s in list_version_seqs(storage) if s > base.seq]
-        if not seqs:  # the slot is taken but not listed yet: listing lag, look again
+        # The slot is taken. Read every version after `base` by its key: a GET sees what
+        # landed even where a listing lags (s3), and a version missing from a stale listing
+        # would otherwise escape the conflict check. The listing only says how far to go.
+        newest = max([version.seq, *list_version_seqs(storage)])
+        landed = []
+        for seq in range(base.seq + 1, newest + 1):
+            try:
+                landed.append(read_version(storage, seq))
+            except DatasetError as exc:
+                if seq < version.seq or isinstance(exc, CorruptionError):
+                    raise CommitConflictError(
+                        f"commit conflict: cannot read version {seq}, which landed after "
+                        f"{base.id or 'the empty dataset'} ({exc}); nothing was published"
+                    ) from exc
+                break  # listed but gone (or not yet visible) past our slot: retry from here
+        if not landed:  # the slot's owner is not readable yet: look again
             time.sleep(0.001 * (attempt + 1))
-            seqs = [version.seq]
-        landed = [read_version(storage, s) for s in seqs]
+            continue
         check_rebase(txn, landed)
         base = landed[-1]
         time.sleep(random.random() * 0.002 * min(attempt, 10))
@@ -237,13 +285,38 @@ def publish(
     )
 
 
-def _sync_chunk_dirs(storage: Storage, base: Version, txn: Transaction) -> None:
-    """Directory entries of the new chunk files must be durable before a manifest names them."""
-    tensor_ids = set()
+def new_chunk_keys(base: Version, txn: Transaction) -> list[str]:
+    """Storage keys of the chunk files `txn` would publish."""
+    keys = []
     for name in list(txn.appended) + list(txn.replaced):
         meta = txn.created.get(name) or (base.tensors[name].meta if name in base.tensors else None)
-        if meta is not None:
-            tensor_ids.add(meta.id)
-    for tensor_id in tensor_ids:
-        storage.sync(f"chunks/{tensor_id}")
+        if meta is None:
+            continue
+        entries = list(txn.appended.get(name, [])) + list(txn.replaced.get(name, {}).values())
+        keys += [chunk_key(meta.id, entry["key"]) for entry in entries]
+    return keys
+
+
+def _prepare_chunks(storage: Storage, base: Version, txn: Transaction) -> None:
+    """Before a manifest names them: every new chunk file must still exist (gc removes
+    unreferenced files past their grace period; a worker's disk may have lost one), its
+    modification time is refreshed where the storage allows (so gc's grace period counts
+    from now), and the directory entries are durable (the writers fsynced the data)."""
+    keys = new_chunk_keys(base, txn)
+    missing = storage.touch_all(keys)
+    if missing:
+        where = storage.full_path(missing[0])
+        raise CorruptionError(
+            f"chunk file {where} written for this commit is missing ({len(missing)} of "
+            f"{len(keys)} missing): removed by gc (a grace period shorter than the time "
+            "from the write to this commit?) or lost by the storage. Nothing was published.",
+            where,
+        )
+    if not keys:
+        return
+    for prefix in sorted({key.rsplit("/", 1)[0] for key in keys}):
+        storage.sync(prefix)
+    # the folders' own entries too: a worker that created one may have died before its
+    # own fsync of the parent, and other workers then skip it (the folder existed)
     storage.sync("chunks")
+    storage.sync("")

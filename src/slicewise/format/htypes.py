@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from slicewise.format.chunk import MAX_CHUNK_UNCOMPRESSED, is_stored_dtype
 from slicewise.format.codecs import (
     BYTE_COMPRESSIONS,
     CHUNK_COMPRESSIONS,
@@ -27,13 +28,13 @@ from slicewise.format.codecs import (
     SAMPLE_COMPRESSIONS,
     compress_bytes,
     decode_image,
-    decompress_bytes,
+    decompress_bounded,
     encode_image,
     encoded_image_shape,
     normalize_compression,
     sniff_image_format,
 )
-from slicewise.format.errors import DatasetError, SampleError
+from slicewise.format.errors import CorruptionError, DatasetError, SampleError
 
 # htype -> (default dtype, allowed sample compressions, extra keyword arguments it accepts)
 HTYPES: dict[str, dict] = {
@@ -54,6 +55,7 @@ HTYPES: dict[str, dict] = {
 
 _NAME_MAX = 200
 _RESERVED = re.compile(r"[/\\\x00]")
+_TENSOR_ID = re.compile(r"^t[0-9a-f]{1,32}$")
 
 
 def validate_tensor_name(name: object) -> str:
@@ -93,15 +95,52 @@ class TensorMeta:
 
     @classmethod
     def from_json(cls, data: dict) -> TensorMeta:
+        """Build from a manifest's JSON, checking every field (a manifest may come from a
+        stranger): ValueError says which field is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("a tensor entry must be an object")
+        tensor_id = data.get("id")
+        if not isinstance(tensor_id, str) or not _TENSOR_ID.match(tensor_id):
+            raise ValueError(f"tensor id {str(tensor_id)[:40]!r} is not 't' + hex digits")
+        htype = data.get("htype")
+        if htype not in HTYPES:
+            raise ValueError(f"unknown htype {str(htype)[:40]!r}")
+        dtype = data.get("dtype")
+        if dtype is not None and not is_stored_dtype(dtype):
+            raise ValueError(f"unsupported dtype {str(dtype)[:40]!r}")
+        if (dtype == "str") != (HTYPES[htype]["dtype"] == "str"):
+            raise ValueError(f"dtype {dtype!r} does not fit htype {htype!r}")
+        sample_compression = data.get("sample_compression")
+        if (
+            sample_compression is not None
+            and sample_compression not in HTYPES[htype]["compressions"]
+        ):
+            raise ValueError(f"sample_compression {str(sample_compression)[:40]!r}")
+        chunk_compression = data.get("chunk_compression")
+        if chunk_compression is not None and chunk_compression not in CHUNK_COMPRESSIONS:
+            raise ValueError(f"chunk_compression {str(chunk_compression)[:40]!r}")
+        htype_kwargs = data.get("htype_kwargs") or {}
+        info = data.get("info") or {}
+        if not isinstance(htype_kwargs, dict) or not isinstance(info, dict):
+            raise ValueError("htype_kwargs and info must be objects")
+        class_names = data.get("class_names")
+        if class_names is not None:
+            if not isinstance(class_names, list) or not all(
+                isinstance(n, str) for n in class_names
+            ):
+                raise ValueError("class_names must be a list of strings")
+            if len(set(class_names)) != len(class_names):
+                raise ValueError("class_names has duplicates")
+            class_names = list(class_names)
         return cls(
-            id=data["id"],
-            htype=data["htype"],
-            dtype=data.get("dtype"),
-            sample_compression=data.get("sample_compression"),
-            chunk_compression=data.get("chunk_compression"),
-            htype_kwargs=dict(data.get("htype_kwargs") or {}),
-            class_names=list(data["class_names"]) if data.get("class_names") is not None else None,
-            info=dict(data.get("info") or {}),
+            id=tensor_id,
+            htype=htype,
+            dtype=dtype,
+            sample_compression=sample_compression,
+            chunk_compression=chunk_compression,
+            htype_kwargs=dict(htype_kwargs),
+            class_names=class_names,
+            info=dict(info),
         )
 
     @property
@@ -228,8 +267,7 @@ class FileSample:
                 with fsspec.open(self.path, "rb", **(self.storage_options or {})) as f:
                     return f.read()
             path = self.path[len("file://") :] if self.path.startswith("file://") else self.path
-            with open(path, "rb") as f:
-                return f.read()
+            return _read_local_file(path)
         except OSError as exc:
             raise SampleError(f"cannot read file {self.path!r}: {exc}") from exc
 
@@ -258,6 +296,24 @@ class FileSample:
     numpy = array
 
 
+def _read_local_file(path: str) -> bytes:
+    """The whole file in one read() sized by fstat (a third cheaper than open().read() for
+    the ~100 KB files of an image ingest); a file that changes size meanwhile is read to
+    its end all the same."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)
+        if len(data) == size:
+            return data
+        parts = [data]
+        while parts[-1]:
+            parts.append(os.read(fd, 1 << 20))
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 # ---- encode ---------------------------------------------------------------------------------
 
 
@@ -284,6 +340,8 @@ class SampleEncoder:
         self.class_names: list[str] = list(meta.class_names or [])
         self.class_base = len(self.class_names) if class_base is None else int(class_base)
         self.class_index = {n: i for i, n in enumerate(self.class_names)}
+        # the first int id this writer stored that has no name (see _check_unnamed_ids)
+        self._unnamed_id: int | None = None
 
     @property
     def local_class_names(self) -> list[str]:
@@ -331,6 +389,8 @@ class SampleEncoder:
             label = str(label)
             idx = self.class_index.get(label)
             if idx is None:
+                if self._unnamed_id is not None:
+                    raise self._mixed_labels(self._unnamed_id, label)
                 idx = len(self.class_names)
                 self.class_names.append(label)
                 self.class_index[label] = idx
@@ -340,9 +400,29 @@ class SampleEncoder:
         if isinstance(label, (int, np.integer)):
             if label < 0 or label > 0xFFFFFFFF:
                 raise SampleError(f"tensor {self.name!r}: class label {label} out of range")
+            self._check_unnamed_ids(int(label))
             return int(label)
         raise SampleError(
             f"tensor {self.name!r} (class_label) takes ints or strings, got {type(label).__name__}"
+        )
+
+    def _check_unnamed_ids(self, largest: int) -> None:
+        """An int id at or past the names this writer knows has no name. It must not share a
+        chunk with writer-local ids (>= class_base, remapped by name at commit), or the
+        commit would remap it into some other class. So: unnamed ids only while this writer
+        has no local names, and no new string names after an unnamed id."""
+        if largest < len(self.class_names):
+            return
+        if self.local_class_names:
+            raise self._mixed_labels(largest, self.local_class_names[0])
+        self._unnamed_id = largest if self._unnamed_id is None else self._unnamed_id
+
+    def _mixed_labels(self, label_id: int, name: str) -> SampleError:
+        return SampleError(
+            f"tensor {self.name!r}: class id {label_id} has no class name (there are "
+            f"{len(self.class_names)}), and the new class name {name!r} would get an id of "
+            "its own at commit: the two cannot be told apart. Give every class a name "
+            "(class_names=... or info.update(class_names=...)) or use only ids"
         )
 
     def _encode_labels(self, value) -> tuple[bytes, tuple[int, ...]]:
@@ -350,6 +430,8 @@ class SampleEncoder:
             if value.dtype.kind in "iu":
                 if value.size and (value.min() < 0 or value.max() > 0xFFFFFFFF):
                     raise SampleError(f"tensor {self.name!r}: class label out of range")
+                if value.size:
+                    self._check_unnamed_ids(int(value.max()))
                 ids = value.astype(np.uint32).reshape(-1)
                 return self._compress(ids.tobytes()), (ids.size,)
             value = value.reshape(-1).tolist()
@@ -477,7 +559,29 @@ def decode_sample(
     dtype: str,
     remap: tuple[int, np.ndarray] | None = None,
 ):
-    """Stored bytes -> the value `numpy()` returns for one sample."""
+    """Stored bytes -> the value `numpy()` returns for one sample.
+
+    Stored bytes that do not decode raise CorruptionError without a path; the caller, who
+    knows the chunk file and row, adds them (`with_location`)."""
+    try:
+        return _decode_sample(meta, data, shape, dtype, remap)
+    except DatasetError as exc:
+        if isinstance(exc, CorruptionError) or "pip install" not in str(exc):
+            raise CorruptionError(str(exc)) from exc
+        raise  # a missing optional codec package is not corruption
+    except Exception as exc:
+        raise CorruptionError(f"stored sample does not decode: {exc}") from exc
+
+
+def with_location(exc: CorruptionError, where: str, row: int | None = None) -> CorruptionError:
+    """`exc` (from decode_sample) restated with the chunk file (and row) it came from."""
+    if exc.path is not None:
+        return exc
+    at = f"chunk file {where}" + (f", sample {row}" if row is not None else "")
+    return CorruptionError(f"{at}: {exc}", where)
+
+
+def _decode_sample(meta, data, shape, dtype, remap):
     comp = meta.sample_compression
     if comp in IMAGE_COMPRESSIONS:
         array = decode_image(data)
@@ -492,18 +596,39 @@ def decode_sample(
                 array = _convert_image(array, mode)
         return array
     if comp in BYTE_COMPRESSIONS:
-        data = decompress_bytes(data, comp)
+        if meta.htype in ("text", "json"):
+            limit = MAX_CHUNK_UNCOMPRESSED
+        else:
+            limit = np.dtype(dtype).itemsize
+            for dim in shape:
+                limit *= int(dim)
+            if limit > MAX_CHUNK_UNCOMPRESSED:
+                raise CorruptionError(f"a sample of shape {tuple(shape)} is over the limit")
+        data = decompress_bounded(data, comp, limit)
     if meta.htype == "text":
         return bytes(data).decode("utf-8")
     if meta.htype == "json":
         return json.loads(bytes(data).decode("utf-8"))
     array = np.frombuffer(data, dtype=dtype).reshape(shape)
     if remap is not None:
-        base, ids = remap
-        if array.size and array.max() >= base:
-            array = array.copy()
-            local = array >= base
-            array[local] = ids[array[local] - base]
+        array = apply_label_remap(array, remap)
+    return array
+
+
+def apply_label_remap(array: np.ndarray, remap: tuple[int, np.ndarray]) -> np.ndarray:
+    """Writer-local class ids (>= base) to global ids (FORMAT.md 2.2)."""
+    base, ids = remap
+    if not array.size or array.max() < base:
+        return array
+    local = array >= base
+    positions = array[local].astype(np.int64) - base
+    if positions.max() >= len(ids):
+        raise CorruptionError(
+            f"class id {int(positions.max()) + base} is past the chunk's label table "
+            f"({base} + {len(ids)} ids)"
+        )
+    array = array.copy()
+    array[local] = ids[positions]
     return array
 
 

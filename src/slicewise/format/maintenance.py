@@ -131,29 +131,32 @@ def gc_storage(
     dry_run: bool = False,
 ) -> GcReport:
     """Remove old versions (all but the newest `keep_last`; None keeps all) and every
-    unreferenced chunk or temporary file older than `grace_seconds`."""
+    unreferenced chunk or temporary file older than `grace_seconds`. FORMAT.md §5 says
+    which races this is safe against, and why."""
     report = GcReport(storage.url, dry_run=dry_run)
     seqs = list_version_seqs(storage)
     if not seqs:
         raise DatasetError(f"no versions at {storage.url}: not a dataset, nothing removed")
+    now = time.time()
+    drop: list[int] = []
     if keep_last is not None:
         if keep_last < 1:
             raise DatasetError("keep_last must be at least 1 (the newest version is always kept)")
-        drop, seqs = seqs[:-keep_last], seqs[-keep_last:]
-    else:
-        drop = []
+        # A version stays while it was the newest less than grace_seconds ago: a reader
+        # that opened it then may still be reading its chunks.
+        for index, seq in enumerate(seqs[:-keep_last]):
+            superseded_at = _published_at(storage, seqs[index + 1])
+            if grace_seconds > 0 and (superseded_at is None or now - superseded_at < grace_seconds):
+                break
+            drop.append(seq)
+        seqs = seqs[len(drop) :]
     report.kept_versions = list(seqs)
+    # Every kept manifest must be read: one that cannot be read stops gc (its chunks are
+    # unknown, so nothing may be deleted).
     referenced: set[str] = set()
     for seq in seqs:
-        version = read_version(storage, seq)
-        for state in version.tensors.values():
-            referenced.update(chunk_key(state.meta.id, k) for k in state.keys)
-    # Versions go first: if gc dies midway, every remaining manifest is still whole.
-    for seq in drop:
-        if not dry_run:
-            storage.delete(version_key(seq))
-        report.removed_versions.append(seq)
-    now = time.time()
+        referenced |= _references(read_version(storage, seq))
+    candidates = []
     for key in storage.list("", refresh=True):
         if key == MARKER_KEY or key in referenced:
             continue
@@ -163,10 +166,51 @@ def gc_storage(
         is_tmp = "/.tmp-" in key or key.startswith(".tmp-")
         if not (is_chunk or is_tmp):
             continue  # not ours: leave foreign files alone
-        mtime = storage.mtime(key)
-        if grace_seconds > 0 and (mtime is None or now - mtime < grace_seconds):
+        if _young(storage, key, now, grace_seconds):
+            continue
+        candidates.append(key)
+    # Commits that landed while we listed may reference candidates (a writer that took
+    # longer than grace_seconds): read them and spare their files.
+    for seq in list_version_seqs(storage):
+        if seq > seqs[-1]:
+            referenced |= _references(read_version(storage, seq))
+    # Versions go first: if gc dies midway, every remaining manifest is still whole.
+    for seq in drop:
+        if not dry_run:
+            storage.delete(version_key(seq))
+        report.removed_versions.append(seq)
+    for key in candidates:
+        if key in referenced:
+            continue
+        # a commit about to publish this file refreshes its mtime first (commit.py): look
+        # again right before deleting
+        if _young(storage, key, time.time(), grace_seconds):
             continue
         if not dry_run:
             storage.delete(key)
         report.removed_files.append(key)
     return report
+
+
+def _references(version: Version) -> set[str]:
+    return {
+        chunk_key(state.meta.id, name) for state in version.tensors.values() for name in state.keys
+    }
+
+
+def _young(storage: Storage, key: str, now: float, grace_seconds: float) -> bool:
+    if grace_seconds <= 0:
+        return False
+    mtime = storage.mtime(key)
+    return mtime is None or now - mtime < grace_seconds
+
+
+def _published_at(storage: Storage, seq: int) -> float | None:
+    """When version `seq` was published: its manifest's mtime, else the time it records."""
+    mtime = storage.mtime(version_key(seq))
+    if mtime is not None:
+        return mtime
+    try:
+        return read_version(storage, seq).time
+    except DatasetError:
+        return None

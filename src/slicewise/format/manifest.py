@@ -8,13 +8,15 @@ which is all a reader needs to find the chunk of a row in O(log chunks).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from slicewise.format.chunk import MAX_NDIM
 from slicewise.format.errors import CorruptionError, DatasetError
-from slicewise.format.htypes import TensorMeta
+from slicewise.format.htypes import TensorMeta, validate_tensor_name
 from slicewise.format.storage import Storage
 
 FORMAT_NAME = "slicewise"
@@ -23,6 +25,7 @@ MARKER_KEY = "slicewise.json"
 VERSIONS_PREFIX = "versions/"
 _VERSION_FILE = re.compile(r"^versions/(\d{12})\.json$")
 _VERSION_ID = re.compile(r"^v(\d+)-([0-9a-f]{16})$")
+_CHUNK_NAME = re.compile(r"^[0-9a-f]{32}$")
 
 
 def version_key(seq: int) -> str:
@@ -111,22 +114,69 @@ class TensorState:
 
     @classmethod
     def from_json(cls, data: dict) -> TensorState:
+        """Build from a manifest's JSON, checking every field: chunk names become file
+        paths, so nothing path-like or out of range may pass (ValueError says what)."""
+        meta = TensorMeta.from_json(data)
         chunks = data.get("chunks") or {}
-        state = cls(
-            meta=TensorMeta.from_json(data),
-            keys=list(chunks.get("keys", [])),
-            rows=[int(r) for r in chunks.get("rows", [])],
-            nbytes=[int(b) for b in chunks.get("nbytes", [])],
-            min_shape=list(chunks.get("min_shape", [])),
-            max_shape=list(chunks.get("max_shape", [])),
-            remap=list(chunks.get("remap", [])),
-            label_remaps=list(data.get("label_remaps") or []),
-        )
-        n = len(state.keys)
+        if not isinstance(chunks, dict):
+            raise ValueError("'chunks' must be an object")
+        columns = {}
         for name in CHUNK_FIELDS:
-            if len(getattr(state, name)) != n:
+            column = chunks.get(name, [])
+            if not isinstance(column, list):
+                raise ValueError(f"chunk list {name!r} must be a list")
+            columns[name] = column
+        n = len(columns["keys"])
+        for name in CHUNK_FIELDS:
+            if len(columns[name]) != n:
                 raise ValueError(f"chunk list {name!r} has the wrong length")
-        return state
+        for key in columns["keys"]:
+            if not isinstance(key, str) or not _CHUNK_NAME.match(key):
+                raise ValueError(f"chunk name {str(key)[:40]!r} is not 32 hex digits")
+        rows = [_count(r, "rows", 1) for r in columns["rows"]]
+        nbytes = [_count(b, "nbytes", 0) for b in columns["nbytes"]]
+        min_shape = [_shape(s) for s in columns["min_shape"]]
+        max_shape = [_shape(s) for s in columns["max_shape"]]
+        if len({len(s) for s in min_shape + max_shape}) > 1:
+            raise ValueError("chunk shapes have different numbers of dimensions")
+        label_remaps = data.get("label_remaps") or []
+        if not isinstance(label_remaps, list):
+            raise ValueError("'label_remaps' must be a list")
+        names = len(meta.class_names or [])
+        for table in label_remaps:
+            if not isinstance(table, dict) or set(table) != {"base", "ids"}:
+                raise ValueError("a label remap must be {'base': int, 'ids': [int, ...]}")
+            if not isinstance(table["ids"], list) or _count(table["base"], "base", 0) > names:
+                raise ValueError("a label remap's base is past the class names")
+            if any(_count(i, "ids", 0) >= names for i in table["ids"]):
+                raise ValueError("a label remap maps to a class id past the class names")
+        remap = []
+        for index in columns["remap"]:
+            if index is not None and _count(index, "remap", 0) >= len(label_remaps):
+                raise ValueError(f"chunk remap index {index} has no label remap")
+            remap.append(index)
+        return cls(
+            meta=meta,
+            keys=list(columns["keys"]),
+            rows=rows,
+            nbytes=nbytes,
+            min_shape=min_shape,
+            max_shape=max_shape,
+            remap=remap,
+            label_remaps=[{"base": t["base"], "ids": list(t["ids"])} for t in label_remaps],
+        )
+
+
+def _count(value, what: str, minimum: int) -> int:
+    if type(value) is not int or not minimum <= value < 2**63:
+        raise ValueError(f"{what} value {str(value)[:40]} is not an integer >= {minimum}")
+    return value
+
+
+def _shape(value) -> list[int]:
+    if not isinstance(value, list) or len(value) > MAX_NDIM:
+        raise ValueError(f"shape {str(value)[:40]} is not a list of at most {MAX_NDIM} ints")
+    return [_count(d, "shape", 0) for d in value]
 
 
 @dataclass
@@ -175,30 +225,65 @@ class Version:
 
 
 def decode_version(data: bytes, where: str) -> Version:
+    """Parse and check one manifest. Anything wrong with it, down to a chunk name that is
+    not 32 hex digits, raises CorruptionError naming the file: a manifest may come from a
+    stranger, and its names become file paths."""
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = json.loads(bytes(data).decode("utf-8"))
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
         if doc.get("format") != FORMAT_NAME:
             raise ValueError("missing 'format': 'slicewise'")
         if doc.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(
-                f"manifest {where} has format_version {doc.get('format_version')!r}; "
-                f"this slicewise reads {FORMAT_VERSION}"
+            raise ValueError(
+                f"format_version {str(doc.get('format_version'))[:40]}; this slicewise reads "
+                f"{FORMAT_VERSION} (written by a newer slicewise?)"
             )
-        tensors = {name: TensorState.from_json(t) for name, t in doc["tensors"].items()}
+        seq = _count(doc.get("seq"), "seq", 0)
+        version_id = doc.get("id")
+        match = _VERSION_ID.match(version_id) if isinstance(version_id, str) else None
+        if seq and (match is None or int(match.group(1)) != seq):
+            raise ValueError(f"id {str(version_id)[:40]!r} does not fit seq {seq}")
+        parent = doc.get("parent")
+        if parent is not None and (not isinstance(parent, str) or not _VERSION_ID.match(parent)):
+            raise ValueError(f"parent {str(parent)[:40]!r} is not a version id")
+        time_ = doc.get("time")
+        if type(time_) not in (int, float) or not math.isfinite(time_):
+            raise ValueError("'time' must be a number")
+        message = doc.get("message", "")
+        meta = doc.get("meta") or {}
+        changes = doc.get("changes") or {}
+        tensors_doc = doc.get("tensors")
+        if not isinstance(message, str) or not isinstance(meta, dict):
+            raise ValueError("'message' must be a string and 'meta' an object")
+        if not isinstance(changes, dict) or not all(
+            isinstance(v, list) and all(isinstance(n, str) for n in v) for v in changes.values()
+        ):
+            raise ValueError("'changes' must map to lists of tensor names")
+        if not isinstance(tensors_doc, dict):
+            raise ValueError("'tensors' must be an object")
+        tensors = {}
+        for name, tensor in tensors_doc.items():
+            try:
+                validate_tensor_name(name)
+            except DatasetError as exc:
+                raise ValueError(str(exc)) from None
+            try:
+                tensors[name] = TensorState.from_json(tensor)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ValueError(f"tensor {name!r}: {exc}") from None
+        if len({t.meta.id for t in tensors.values()}) != len(tensors):
+            raise ValueError("two tensors share an id")
         return Version(
-            seq=int(doc["seq"]),
-            id=str(doc["id"]),
-            parent=doc.get("parent"),
-            time=float(doc["time"]),
-            message=str(doc.get("message", "")),
-            meta=dict(doc.get("meta") or {}),
-            changes=dict(doc.get("changes") or {}),
+            seq=seq,
+            id=str(version_id) if seq else "",
+            parent=parent,
+            time=float(time_),
+            message=message,
+            meta=dict(meta),
+            changes=dict(changes),
             tensors=tensors,
         )
-    except DatasetError:
-        raise
     except Exception as exc:
         raise CorruptionError(
             f"manifest {where} is not a valid slicewise manifest: {exc}", where

@@ -19,7 +19,13 @@ import threading
 from collections import OrderedDict
 
 from slicewise.format.chunk import PREFIX_SIZE as _PREFIX
-from slicewise.format.chunk import ChunkHeader, check_payload, parse_header, parse_prefix
+from slicewise.format.chunk import (
+    ChunkHeader,
+    check_header_fits,
+    check_payload,
+    parse_header,
+    parse_prefix,
+)
 from slicewise.format.errors import CorruptionError
 from slicewise.format.storage import Storage
 
@@ -41,6 +47,13 @@ class ChunkReader:
         where = self.storage.full_path(key)
         return CorruptionError(f"chunk file {where} is missing (referenced by the manifest)", where)
 
+    def _short(self, key: str, head: ChunkHeader, rows: int) -> CorruptionError:
+        where = self.storage.full_path(key)
+        return CorruptionError(
+            f"chunk file {where} holds {head.n} samples, the manifest needs at least {rows}",
+            where,
+        )
+
     # -- headers
 
     def header(self, key: str) -> ChunkHeader:
@@ -59,7 +72,7 @@ class ChunkReader:
         mm = self._map(key, path)
         where = self.storage.full_path(key)
         fields = parse_prefix(mm[:_PREFIX], where)
-        end = _PREFIX + fields[7]
+        end = check_header_fits(fields, len(mm), where)
         return parse_header(mm[:end], len(mm), where)
 
     def _remote_header(self, key: str) -> ChunkHeader:
@@ -70,8 +83,8 @@ class ChunkReader:
         except FileNotFoundError:
             raise self._missing(key) from None
         fields = parse_prefix(head, where)
-        end = _PREFIX + fields[7]
-        if len(head) < end and size >= end:
+        end = check_header_fits(fields, size, where)
+        if len(head) < end:
             head = self.storage.get_range(key, 0, end)
         return parse_header(head, size, where)
 
@@ -132,10 +145,12 @@ class ChunkReader:
         """Stored bytes of sample i of chunk `key` (one ranged read, or an mmap slice)."""
         head = self._headers.get(key)
         mm = self._maps.get(key)
-        if head is not None and mm is not None and head.chunk_compression is None:
+        if head is not None and mm is not None and head.chunk_compression is None and i < head.n:
             base = head.payload_start  # warm local path: two dict hits and a slice
             return mm[base + int(head.offsets[i]) : base + int(head.offsets[i + 1])]
         head = self.header(key)
+        if not 0 <= i < head.n:
+            raise self._short(key, head, i + 1)
         start, stop = int(head.offsets[i]), int(head.offsets[i + 1])
         if head.chunk_compression is not None:
             return bytes(self.payload(key)[start:stop])
@@ -157,6 +172,8 @@ class ChunkReader:
         """Stored bytes of samples start..stop of a chunk, contiguous (payload order).
         A read of the whole chunk checks its payload checksum when verify=True."""
         head = self.header(key)
+        if not 0 <= start <= stop <= head.n:
+            raise self._short(key, head, stop)
         if head.chunk_compression is not None or (verify and start == 0 and stop == head.n):
             payload = self.payload(key)
             return memoryview(payload)[int(head.offsets[start]) : int(head.offsets[stop])]

@@ -9,11 +9,17 @@ Keys are '/'-separated relative paths under the dataset's root ("versions/000000
 
 What the commit protocol relies on, and what each implementation guarantees:
 
-`put(key, data)`
-    Writes the whole value. Durable when it returns (local: file fsynced; the directory
-    entry is made durable by `sync(prefix)`, called once before a commit). A crash during
-    `put` may leave a partial file under `key` on local disks: callers only `put` keys
-    nobody references yet (fresh uuids), so a partial file is an unreferenced leftover.
+`put(key, data, sync=True)`
+    Writes the whole value. Durable when it returns (local: file fdatasynced; the directory
+    entry is made durable by `sync(prefix)`, called once before a commit). With sync=False
+    (local disks, `deferred_sync`) the caller flushes later with `sync_file(key)`: writers
+    do that on a helper thread and wait for it before they hand out a receipt. A crash
+    during `put` may leave a partial file under `key` on local disks: callers only `put`
+    keys nobody references yet (fresh uuids), so a partial file is an unreferenced leftover.
+`touch_all(keys) -> missing`
+    Before a commit names chunk files: which are gone (gc took them, or the storage lost
+    them), and, on local disks, a fresh mtime for the others so gc's grace period counts
+    from the commit.
 `set_if_not_exists(key, data) -> bool`
     Put-if-absent: creates `key` with `data` and returns True, or returns False and changes
     nothing when `key` exists. A reader never sees a partly written value under `key`.
@@ -50,6 +56,7 @@ class Storage(ABC):
     url: str
     supports_listing: bool = True
     atomic_create: bool = True
+    deferred_sync: bool = False
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...
@@ -61,8 +68,14 @@ class Storage(ABC):
     def size(self, key: str) -> int: ...
 
     @abstractmethod
-    def put(self, key: str, data: bytes | memoryview | list) -> None:
-        """Write `data` (bytes, or a list of buffers written in order) under `key`."""
+    def put(self, key: str, data: bytes | memoryview | list, sync: bool = True) -> None:
+        """Write `data` (bytes, or a list of buffers written in order) under `key`.
+        sync=False: the caller makes the data durable later with `sync_file(key)`."""
+
+    def sync_file(self, key: str) -> None:
+        """Make the data of `key`, written with put(sync=False), durable (local: fdatasync).
+        Object stores need nothing: a finished PUT is durable."""
+        return None
 
     @abstractmethod
     def set_if_not_exists(self, key: str, data: bytes) -> bool: ...
@@ -79,6 +92,21 @@ class Storage(ABC):
     def mtime(self, key: str) -> float | None:
         """Last modification time in seconds since the epoch, None when unknown."""
         return None
+
+    def touch_all(self, keys: list[str]) -> list[str]:
+        """The keys that do not exist; the others get their modification time set to now
+        where the storage allows (a commit does this to the chunks it is about to publish,
+        so `gc`'s grace period counts from the commit, not from the write). The default
+        lists each folder once (a HEAD per key costs a round trip each on object stores)
+        and refreshes nothing."""
+        by_folder: dict[str, list[str]] = {}
+        for key in keys:
+            by_folder.setdefault(key.rsplit("/", 1)[0] if "/" in key else "", []).append(key)
+        missing = []
+        for folder, wanted in by_folder.items():
+            present = set(self.list(folder, refresh=True))
+            missing += [key for key in wanted if key not in present]
+        return missing
 
     def sync(self, prefix: str) -> None:
         """Make the directory entries of keys written under `prefix` durable (local fsync).
@@ -115,6 +143,10 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+# fdatasync flushes a file's data and the metadata needed to read it back (its size and
+# blocks), skipping only timestamps: enough for a new file. Where it is missing, fsync.
+_datasync = getattr(os, "fdatasync", os.fsync)
+
 _IOV_MAX = 512
 
 
@@ -137,13 +169,20 @@ def _write_all(fd: int, parts: list) -> None:
 class LocalStorage(Storage):
     """A local directory through direct os calls."""
 
+    deferred_sync = True  # put(sync=False) + sync_file() is cheaper than fsync in put
+
     def __init__(self, root: str):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.url = self.root
         self._made_dirs: set[str] = set()
 
     def _path(self, key: str) -> str:
-        return os.path.join(self.root, *key.split("/"))
+        parts = key.split("/")
+        # keys are made by this package, but a manifest from a stranger names chunk files:
+        # refuse anything that could leave the dataset's directory
+        if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts) and key:
+            raise ValueError(f"invalid storage key {key[:80]!r}")
+        return os.path.join(self.root, *parts)
 
     def local_path(self, key: str) -> str | None:
         return self._path(key)
@@ -180,16 +219,33 @@ class LocalStorage(Storage):
     def size(self, key: str) -> int:
         return os.stat(self._path(key)).st_size
 
-    def put(self, key: str, data: bytes | memoryview | list) -> None:
+    def put(self, key: str, data: bytes | memoryview | list, sync: bool = True) -> None:
         path = self._path(key)
         self._ensure_parent(path)
         parts = data if isinstance(data, list) else [data]
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_all(fd, parts)
-            os.fsync(fd)
+            if sync:
+                _datasync(fd)
         finally:
             os.close(fd)
+
+    def sync_file(self, key: str) -> None:
+        fd = os.open(self._path(key), os.O_RDONLY)
+        try:
+            _datasync(fd)
+        finally:
+            os.close(fd)
+
+    def touch_all(self, keys: list[str]) -> list[str]:
+        missing = []
+        for key in keys:
+            try:
+                os.utime(self._path(key))
+            except FileNotFoundError:
+                missing.append(key)
+        return missing
 
     def set_if_not_exists(self, key: str, data: bytes) -> bool:
         path = self._path(key)
@@ -215,7 +271,7 @@ class LocalStorage(Storage):
     def put_tmp(self, tmp: str, data: bytes) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, data)
+            _write_all(fd, [data])
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -228,7 +284,7 @@ class LocalStorage(Storage):
         except FileExistsError:
             return False
         try:
-            os.write(fd, data)
+            _write_all(fd, [data])
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -301,7 +357,7 @@ class FsspecStorage(Storage):
     def size(self, key: str) -> int:
         return int(self.fs.size(self._path(key)))
 
-    def put(self, key: str, data: bytes | memoryview | list) -> None:
+    def put(self, key: str, data: bytes | memoryview | list, sync: bool = True) -> None:
         if isinstance(data, list):
             data = b"".join(data)
         self.fs.pipe_file(self._path(key), bytes(data))

@@ -5,8 +5,11 @@
     w.append_row({"images": sw.read(f), "labels": "cat"})   # encode via htypes.SampleEncoder
         │ per-tensor buffer reaches chunk_target_bytes
         ▼
-    chunks/<tensor_id>/<uuid4> written straight into storage (fsync), never touched again
-    receipt = w.finish()                             # flush the rest; JSON-able receipt
+    chunks/<tensor_id>/<uuid4> written straight into storage (one writev), never touched
+        again; on local disks its fdatasync runs on a helper thread (_BackgroundSync) while
+        the next chunk is encoded
+    receipt = w.finish()                             # flush the rest, wait for every sync;
+                                                     # JSON-able receipt of durable chunks
     ds.add_receipts([receipt, ...]); ds.commit(...)  # parent: publish atomically
 
 A chunk's file is chunks/<tensor id>/<key>; the tensor id is in the spec's tensor metas.
@@ -30,6 +33,7 @@ them onto the dataset's names without rewriting a chunk (FORMAT.md §2.2).
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from slicewise.format.chunk import encode_chunk_parts
 from slicewise.format.errors import DatasetError, SampleError
@@ -38,6 +42,37 @@ from slicewise.format.manifest import FORMAT_VERSION, chunk_key
 from slicewise.format.storage import Storage, open_storage
 
 DEFAULT_CHUNK_TARGET_BYTES = 8 * 1024 * 1024
+
+
+class _BackgroundSync:
+    """Flushes written chunk files to stable storage on one helper thread, in write order,
+    so the disk flushes chunk k while the writer reads and writes chunk k+1 (fdatasync
+    releases the GIL). `wait()` returns when every file handed over is durable and
+    re-raises the first failure: a receipt is only made after it."""
+
+    def __init__(self, storage: Storage):
+        self._storage = storage
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def submit(self, key: str) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="slicewise-sync")
+        self._pending.append(self._executor.submit(self._storage.sync_file, key))
+
+    @property
+    def idle(self) -> bool:
+        return self._executor is None
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        executor, self._executor = self._executor, None
+        try:
+            for future in pending:
+                future.result()
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True)
 
 
 class _TensorBuffer:
@@ -73,6 +108,9 @@ class DatasetWriter:
             name: _TensorBuffer(name, meta, bases.get(name)) for name, meta in tensors.items()
         }
         self._finished = False
+        # local disks: write now, fdatasync on a helper thread (see _BackgroundSync)
+        self._deferred_sync = bool(getattr(storage, "deferred_sync", False))
+        self._syncs = _BackgroundSync(storage)
 
     # -- construction in another process
 
@@ -155,7 +193,7 @@ class DatasetWriter:
         if buf.nbytes >= self.chunk_target_bytes:
             self._flush(buf)
 
-    def _flush(self, buf: _TensorBuffer) -> None:
+    def _flush(self, buf: _TensorBuffer, final: bool = False) -> None:
         if not buf.samples:
             return
         meta = buf.meta
@@ -164,11 +202,21 @@ class DatasetWriter:
             buf.samples, buf.shapes, dtype, meta.sample_compression, meta.chunk_compression
         )
         key = chunk_key(meta.id, uuid.uuid4().hex)
-        self.storage.put(key, parts)
+        if not self._deferred_sync:
+            self.storage.put(key, parts)  # durable when it returns (object stores, memory)
+        elif final and self._syncs.idle:
+            self.storage.put(key, parts, sync=True)  # nothing to overlap with: sync inline
+        else:
+            self.storage.put(key, parts, sync=False)
+            self._syncs.submit(key)
         nbytes = sum(len(part) for part in parts)
         ndim = len(buf.shapes[0])
-        min_shape = [min(s[d] for s in buf.shapes) for d in range(ndim)]
-        max_shape = [max(s[d] for s in buf.shapes) for d in range(ndim)]
+        first = buf.shapes[0]
+        if all(shape == first for shape in buf.shapes):  # the common case, one pass
+            min_shape, max_shape = list(first), list(first)
+        else:
+            min_shape = [min(s[d] for s in buf.shapes) for d in range(ndim)]
+            max_shape = [max(s[d] for s in buf.shapes) for d in range(ndim)]
         buf.chunks.append(
             {
                 "key": key.rsplit("/", 1)[1],
@@ -213,11 +261,25 @@ class DatasetWriter:
             encoder.dtype = dtype
 
     def flush(self) -> None:
+        """Write every buffered sample to chunk files and wait until they are durable."""
         for buf in self._buffers.values():
-            self._flush(buf)
+            self._flush(buf, final=True)
+        self._syncs.wait()
+
+    def abort(self) -> None:
+        """Drop buffered samples and finish without a receipt. Chunk files written so far
+        stay unreferenced until `gc`."""
+        self._finished = True
+        for buf in self._buffers.values():
+            buf.samples, buf.shapes, buf.nbytes = [], [], 0
+        try:
+            self._syncs.wait()
+        except OSError:
+            pass  # nothing will reference these files
 
     def finish(self) -> dict:
-        """Flush every buffer and return the receipt (see module docstring)."""
+        """Flush every buffer, wait until every chunk file is durable, and return the
+        receipt (see module docstring)."""
         self.flush()
         self._finished = True
         tensors = {}
