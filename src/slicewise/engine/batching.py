@@ -1,0 +1,67 @@
+"""Batch sizes by time, not by count.
+
+The first batches hold one item each, so the first results come back fast and measure the
+work. From then on a batch aims at `TARGET_SECONDS` of work: long enough that the ~0.1 ms a
+batch costs in messages is noise, short enough that no worker sits idle at the end while
+another finishes a long batch. When the input's length is known, a batch never takes more
+than 1/(2*workers) of what is left (unless that is under TAIL_SECONDS of work), so the last
+batches shrink and every worker stays busy to the end.
+"""
+
+from __future__ import annotations
+
+import math
+
+TARGET_SECONDS = 0.025
+TAIL_SECONDS = 0.002
+MAX_BATCH = 250_000
+STRIDE_BELOW_SECONDS = 5e-6
+TINY_ITEM_STRIDE = 64
+
+
+class BatchSizer:
+    """Per-call batch sizing: `observe()` what batches cost, ask `next_size()` for the next."""
+
+    def __init__(self, workers: int, chunksize: int | str = "auto") -> None:
+        if chunksize != "auto" and (not isinstance(chunksize, int) or chunksize < 1):
+            raise ValueError(f"chunksize must be 'auto' or a positive int, got {chunksize!r}")
+        self.workers = max(1, workers)
+        self.fixed = None if chunksize == "auto" else int(chunksize)
+        self.seconds_per_item: float | None = None
+
+    def observe(self, items: int, seconds: float) -> None:
+        if items <= 0 or seconds < 0:
+            return
+        sample = seconds / items
+        if self.seconds_per_item is None:
+            self.seconds_per_item = sample
+        else:  # smooth, but follow a change in the work within a few batches
+            self.seconds_per_item = 0.5 * self.seconds_per_item + 0.5 * sample
+
+    def progress_stride(self) -> int:
+        """How often a worker should record which item it is on: every item, unless items
+        take so little time (under STRIDE_BELOW_SECONDS) that the record costs more."""
+        if self.seconds_per_item is None or self.seconds_per_item >= STRIDE_BELOW_SECONDS:
+            return 1
+        return TINY_ITEM_STRIDE
+
+    def expected_seconds(self, items: int) -> float | None:
+        if self.seconds_per_item is None:
+            return None
+        return items * self.seconds_per_item
+
+    def next_size(self, remaining: int | None) -> int:
+        """How many items the next batch should take; `remaining` is how many items are
+        left to hand out when the input's length is known, else None."""
+        if self.fixed is not None:
+            return self.fixed
+        if self.seconds_per_item is None:
+            return 1
+        per_item = max(self.seconds_per_item, 1e-9)
+        size = int(TARGET_SECONDS / per_item)
+        if remaining is not None:
+            # shrink toward the end, but never below TAIL_SECONDS of work: a batch that
+            # short cannot unbalance the workers, and more batches only add messages
+            tail = max(math.ceil(remaining / (2 * self.workers)), int(TAIL_SECONDS / per_item))
+            size = min(size, tail)
+        return max(1, min(size, MAX_BATCH))

@@ -1,0 +1,186 @@
+"""What a failed item looks like: `Failure` (a record) and `TaskError` (an exception).
+
+A `Failure` is plain data that travels well: `on_error="collect"` puts one at the failed
+position, `.errors` lists them all, and `Failure.to_error()` makes the matching exception.
+`kind` says what went wrong, `stage` says where:
+
+    kind          stage                       meaning
+    exception     call                        the function raised
+    worker_lost   call | unpickling_args ...  the worker process died (exit code / signal)
+    timeout       call                        the item ran longer than `timeout` seconds
+    pickling      pickling_args               the parent could not pickle the item
+                  unpickling_args             the worker could not unpickle the item
+                  unpickling_function         the worker could not unpickle the function
+                  pickling_result             the worker could not pickle the result
+                  unpickling_result           the parent could not unpickle the result
+"""
+
+from __future__ import annotations
+
+import reprlib
+import signal as _signal
+from dataclasses import dataclass
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
+_short.maxlevel = 2
+
+STAGE_TEXT = {
+    "call": "while running the function",
+    "pickling_args": "while pickling the arguments in the parent",
+    "unpickling_args": "while unpickling the arguments in the worker",
+    "unpickling_function": "while unpickling the function in the worker",
+    "pickling_result": "while pickling the result in the worker",
+    "unpickling_result": "while unpickling the result in the parent",
+}
+
+
+def short_repr(item: object) -> str:
+    """A repr of at most ~80 characters that never raises (items can have broken reprs)."""
+    try:
+        text = _short.repr(item)
+    except Exception as exc:  # a user's __repr__ may fail; the error must still be reported
+        text = f"<{type(item).__name__} object (repr failed: {exc!r})>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def signal_name(exitcode: int | None) -> str | None:
+    """`-11` -> `"SIGSEGV"`: multiprocessing reports death by signal as a negative exit code."""
+    if exitcode is None or exitcode >= 0:
+        return None
+    try:
+        return _signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker's formatted traceback; chained under a re-raised exception."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n\nWorker traceback:\n" + self.text
+
+
+class TaskError(Exception):
+    """An item failed. `.index` is its position in the input, `.item_repr` a short repr,
+    `.worker_traceback` the traceback in the worker; the original exception is `__cause__`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int | None = None,
+        item_repr: str = "",
+        worker_traceback: str = "",
+        kind: str = "exception",
+        stage: str = "call",
+    ) -> None:
+        super().__init__(message)
+        self.index = index
+        self.item_repr = item_repr
+        self.worker_traceback = worker_traceback
+        self.kind = kind
+        self.stage = stage
+
+    def __reduce__(self):
+        return (
+            _rebuild_error,
+            (type(self), self.args[0], dict(self.__dict__)),
+        )
+
+
+def _rebuild_error(cls, message, state):
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class WorkerLostError(TaskError):
+    """The worker process died while it held the item: `.exitcode` (negative for a
+    signal, as in multiprocessing) and `.signal` (e.g. "SIGKILL"; an OOM kill is a SIGKILL)."""
+
+    def __init__(self, message: str, *, exitcode: int | None = None, **fields) -> None:
+        super().__init__(message, kind="worker_lost", **fields)
+        self.exitcode = exitcode
+        self.signal = signal_name(exitcode)
+
+
+class TaskTimeoutError(TaskError, TimeoutError):
+    """The item ran longer than the per-item `timeout`; its worker was killed and replaced.
+    Also a `TimeoutError`, so code written for `concurrent.futures` still catches it."""
+
+    def __init__(self, message: str, *, timeout: float | None = None, **fields) -> None:
+        super().__init__(message, kind="timeout", **fields)
+        self.timeout = timeout
+
+
+class InitializerError(RuntimeError):
+    """The pool's `initializer` raised in a worker; the pool cannot run anything."""
+
+
+class PoolClosedError(ValueError):
+    """Work was given to a pool after close(), shutdown() or terminate()."""
+
+
+@dataclass
+class Failure:
+    """One failed item, as `on_error="collect"` reports it (and `.errors` lists it)."""
+
+    index: int
+    item_repr: str
+    kind: str  # "exception" | "worker_lost" | "timeout" | "pickling"
+    exception: BaseException | None = None
+    traceback: str = ""
+    stage: str = "call"
+    exitcode: int | None = None
+    signal: str | None = None
+    timeout: float | None = None
+    attempts: int = 1
+
+    def describe(self) -> str:
+        where = STAGE_TEXT.get(self.stage, self.stage)
+        head = f"item {self.index} ({self.item_repr})"
+        if self.kind == "worker_lost":
+            how = f"signal {self.signal}" if self.signal else f"exit code {self.exitcode}"
+            hint = " (a SIGKILL is often the out-of-memory killer)" if self.signal == "SIGKILL" else ""
+            text = f"{head}: the worker process died ({how}{hint}) {where}"
+        elif self.kind == "timeout":
+            text = f"{head}: ran longer than the timeout of {self.timeout} s; worker killed"
+        else:
+            exc = self.exception
+            name = type(exc).__name__ if exc is not None else "error"
+            text = f"{head} failed {where}: {name}: {exc}"
+        if self.attempts > 1:
+            text += f" (after {self.attempts} attempts)"
+        if self.traceback:
+            text += "\n\nWorker traceback:\n" + self.traceback.rstrip()
+        return text
+
+    def to_error(self) -> TaskError:
+        fields = dict(
+            index=self.index,
+            item_repr=self.item_repr,
+            worker_traceback=self.traceback,
+            stage=self.stage,
+        )
+        if self.kind == "worker_lost":
+            error: TaskError = WorkerLostError(self.describe(), exitcode=self.exitcode, **fields)
+        elif self.kind == "timeout":
+            error = TaskTimeoutError(self.describe(), timeout=self.timeout, **fields)
+        else:
+            error = TaskError(self.describe(), kind=self.kind, **fields)
+        error.__cause__ = self.exception
+        return error
+
+    def __repr__(self) -> str:
+        return (
+            f"Failure(index={self.index}, kind={self.kind!r}, stage={self.stage!r}, "
+            f"item={self.item_repr}, error={self.exception!r})"
+        )

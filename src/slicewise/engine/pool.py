@@ -1,0 +1,358 @@
+"""`Pool`: a drop-in for `multiprocessing.Pool` that is also a real
+`concurrent.futures.Executor`, over any backend."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.context
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from typing import Any
+
+from slicewise.engine.cpu import cpu_count
+from slicewise.engine.errors import Failure, PoolClosedError
+from slicewise.engine.jobs import Job
+from slicewise.engine.scheduler import Scheduler
+from slicewise.engine.worker import MODE_CALL, MODE_ONE, MODE_STAR
+
+MapOptions = dict[str, Any]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class ResultIterator(Iterator):
+    """What `imap` and `imap_unordered` return. `.errors` lists the failed items seen so
+    far (on_error="skip"/"collect"); `close()` (or dropping it) cancels the rest."""
+
+    def __init__(self, pool: Pool, job: Job) -> None:
+        self._pool = pool
+        self._job = job
+        self._stream = job.iter_results()
+
+    @property
+    def errors(self) -> list[Failure]:
+        with self._job.lock:
+            return list(self._job.errors)
+
+    def __iter__(self) -> ResultIterator:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._stream)
+        except KeyboardInterrupt:
+            self._pool.terminate()
+            raise
+
+    def close(self) -> None:
+        self._job.cancel()
+        self._pool._scheduler.wake()
+
+    def __del__(self) -> None:
+        try:
+            if not self._job.done:
+                self.close()
+        except Exception:
+            pass
+
+
+class AsyncResult:
+    """multiprocessing's AsyncResult: `get(timeout)`, `wait`, `ready`, `successful`."""
+
+    def __init__(self, job: Job, single: bool, callback=None, error_callback=None) -> None:
+        self._job = job
+        self._single = single
+        self._outcome: tuple[bool, Any] | None = None
+        self._outcome_lock = threading.Lock()
+        if callback is not None or error_callback is not None:
+            def notify(_job: Job) -> None:
+                ok, value = self._resolve()
+                if ok and callback is not None:
+                    callback(value)
+                elif not ok and error_callback is not None:
+                    error_callback(value)
+
+            job.add_done_callback(notify)
+
+    def _resolve(self) -> tuple[bool, Any]:
+        with self._outcome_lock:
+            if self._outcome is None:
+                job = self._job
+                if self._single:
+                    future = job.future
+                    exc = future.exception() if not future.cancelled() else PoolClosedError(
+                        "cancelled"
+                    )
+                    self._outcome = (False, exc) if exc is not None else (True, future.result())
+                else:
+                    try:
+                        self._outcome = (True, job.result_list())
+                    except BaseException as exc:
+                        self._outcome = (False, exc)
+            return self._outcome
+
+    def ready(self) -> bool:
+        return self._job.done
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._resolve()[0]
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._job.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        if not self._job.wait(timeout):
+            raise multiprocessing.TimeoutError(f"no result within {timeout} s")
+        ok, value = self._resolve()
+        if ok:
+            return value
+        raise value
+
+
+class Pool(Executor):
+    """A pool of workers. `sw.Pool()` uses every usable CPU with worker processes.
+
+    Also accepts the stdlib constructors' arguments, so existing code changes one name:
+    `multiprocessing.Pool(processes, initializer, initargs, maxtasksperchild, context)`
+    and `ProcessPoolExecutor(max_workers, mp_context, initializer, initargs,
+    max_tasks_per_child=...)`.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        backend: Any = "processes",
+        *stdlib_args: Any,
+        initializer: Callable | None = None,
+        initargs: Iterable = (),
+        max_tasks_per_worker: int | None = None,
+        start_method: str | None = None,
+        processes: int | None = None,
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        max_tasks_per_child: int | None = None,
+    ) -> None:
+        # stdlib positional forms: Pool(4, init, args, maxtasks, ctx) and
+        # ProcessPoolExecutor(4, ctx, init, args)
+        if not isinstance(backend, str):
+            positional = [backend, *stdlib_args]
+            backend = "processes"
+            if positional and isinstance(positional[0], multiprocessing.context.BaseContext):
+                context = positional.pop(0)
+            names = ["initializer", "initargs", "maxtasksperchild", "context"]
+            given = dict(zip(names, positional, strict=False))
+            if len(positional) > len(names):
+                raise TypeError(f"too many positional arguments: {positional!r}")
+            initializer = given.get("initializer", initializer)
+            initargs = given.get("initargs", initargs)
+            maxtasksperchild = given.get("maxtasksperchild", maxtasksperchild)
+            context = given.get("context", context)
+        elif stdlib_args:
+            raise TypeError(
+                "Pool(workers, backend, ...) takes its other options by keyword: "
+                "initializer=, initargs=, max_tasks_per_worker=, start_method="
+            )
+        workers = next((w for w in (workers, processes, max_workers) if w is not None), None)
+        max_tasks = next(
+            (m for m in (max_tasks_per_worker, maxtasksperchild, max_tasks_per_child) if m),
+            None,
+        )
+        context = context or mp_context
+        if context is not None and start_method is None:
+            start_method = context.get_start_method()
+        if backend == "serial":
+            workers = 1
+        elif workers is None:
+            workers = cpu_count()
+        if not _is_int(workers) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        self._scheduler = Scheduler(
+            backend,
+            workers,
+            initializer=initializer,
+            initargs=tuple(initargs or ()),
+            max_tasks_per_worker=max_tasks,
+            start_method=start_method,
+        )
+        self.workers = workers
+        self.backend = backend
+
+    @property
+    def start_method(self) -> str | None:
+        return getattr(self._scheduler.backend, "start_method", None)
+
+    def __repr__(self) -> str:
+        return f"<slicewise.Pool backend={self.backend!r} workers={self.workers} {self._scheduler.state}>"
+
+    def __reduce__(self):
+        raise TypeError("a Pool cannot be pickled or sent to a worker")
+
+    # ------------------------------------------------------------ plumbing
+
+    def _start(self, fn: Callable, iterable: Iterable, mode: int, options: MapOptions,
+               stream: bool = False, future: Future | None = None) -> Job:
+        if not callable(fn):
+            raise TypeError(f"the function to map is not callable: {fn!r}")
+        unknown = set(options) - {"chunksize", "ordered", "progress", "on_error", "retries",
+                                  "timeout"}
+        if unknown:
+            raise TypeError(f"unknown option(s) {sorted(unknown)}; see help(slicewise.Pool.map)")
+        job = Job(fn, iterable, mode, workers=self.workers, stream=stream, future=future,
+                  **options)
+        self._scheduler.submit(job)
+        if job.pump is not None and not stream:
+            job.wait()  # serial: futures and async results are finished when returned
+        return job
+
+    def _wait(self, job: Job) -> list:
+        if threading.current_thread() is self._scheduler.thread:
+            raise RuntimeError(
+                "a callback waited for the results of its own pool, which would deadlock: "
+                "submit the work from the callback and collect it elsewhere"
+            )
+        try:
+            return job.result_list()
+        except KeyboardInterrupt:
+            self.terminate()
+            raise
+
+    @staticmethod
+    def _map_arguments(iterables: tuple, chunksize: Any) -> tuple[Iterable, int, Any]:
+        if not iterables:
+            raise TypeError("map() needs an iterable of items")
+        if len(iterables) == 2 and _is_int(iterables[1]):
+            # multiprocessing.Pool.map(func, iterable, chunksize)
+            return iterables[0], MODE_ONE, iterables[1]
+        if len(iterables) == 1:
+            return iterables[0], MODE_ONE, chunksize
+        return zip(*iterables, strict=False), MODE_STAR, chunksize  # Executor.map(fn, *iterables)
+
+    # ------------------------------------------------------------ map family
+
+    def map(self, fn: Callable, *iterables: Iterable, chunksize: int | str = "auto",
+            ordered: bool = True, progress: bool | str = False, on_error: str = "raise",
+            retries: int = 0, timeout: float | None = None) -> list:
+        """`fn` on every item; a list of results in input order.
+
+        `pool.map(fn, items, 8)` is multiprocessing's chunksize; `pool.map(fn, xs, ys)`
+        zips like `Executor.map`. Options: `chunksize` ("auto": batches of ~25 ms),
+        `ordered`, `progress` (True or a description), `on_error` ("raise", "skip":
+        failed items left out, "collect": a `Failure` in their place; both give the list
+        an `.errors`), `retries` per item, `timeout` seconds per item (TaskTimeoutError,
+        a TimeoutError).
+        """
+        iterable, mode, chunksize = self._map_arguments(iterables, chunksize)
+        options = dict(chunksize=chunksize, ordered=ordered, progress=progress,
+                       on_error=on_error, retries=retries, timeout=timeout)
+        return self._wait(self._start(fn, iterable, mode, options))
+
+    def starmap(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",
+                **options: Any) -> list:
+        """`fn(*args)` for every tuple `args`; a list, as `map`."""
+        options["chunksize"] = chunksize
+        return self._wait(self._start(fn, iterable, MODE_STAR, options))
+
+    def imap(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",
+             **options: Any) -> ResultIterator:
+        """Results one by one, in input order, as they come; the input is read lazily."""
+        options["chunksize"] = chunksize
+        return ResultIterator(self, self._start(fn, iterable, MODE_ONE, options, stream=True))
+
+    def imap_unordered(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",
+                       **options: Any) -> ResultIterator:
+        """Results one by one, in the order they finish."""
+        options["chunksize"] = chunksize
+        options["ordered"] = False
+        return ResultIterator(self, self._start(fn, iterable, MODE_ONE, options, stream=True))
+
+    def map_async(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",
+                  callback: Callable | None = None, error_callback: Callable | None = None,
+                  **options: Any) -> AsyncResult:
+        options["chunksize"] = chunksize
+        job = self._start(fn, iterable, MODE_ONE, options)
+        return AsyncResult(job, False, callback, error_callback)
+
+    def starmap_async(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",
+                      callback: Callable | None = None, error_callback: Callable | None = None,
+                      **options: Any) -> AsyncResult:
+        options["chunksize"] = chunksize
+        job = self._start(fn, iterable, MODE_STAR, options)
+        return AsyncResult(job, False, callback, error_callback)
+
+    # ------------------------------------------------------------ single calls
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        """Executor.submit: a Future of `fn(*args, **kwargs)`. A failure raises the
+        function's own exception from `result()` (WorkerLostError if the worker died)."""
+        future: Future = Future()
+        job = self._start(fn, [(args, kwargs)], MODE_CALL, {"chunksize": 1}, future=future)
+        future.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
+        return future
+
+    def apply_async(self, fn: Callable, args: tuple = (), kwds: dict | None = None,
+                    callback: Callable | None = None,
+                    error_callback: Callable | None = None) -> AsyncResult:
+        future: Future = Future()
+        job = self._start(fn, [(tuple(args), dict(kwds or {}))], MODE_CALL, {"chunksize": 1},
+                          future=future)
+        return AsyncResult(job, True, callback, error_callback)
+
+    def apply(self, fn: Callable, args: tuple = (), kwds: dict | None = None) -> Any:
+        result = self.apply_async(fn, args, kwds)
+        try:
+            return result.get()
+        except KeyboardInterrupt:
+            self.terminate()
+            raise
+
+    # ------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """No more work; the workers exit once the work already given is done."""
+        self._scheduler.close()
+
+    def join(self) -> None:
+        """Wait for the workers to exit (after close() or terminate())."""
+        self._scheduler.join()
+
+    def terminate(self) -> None:
+        """Stop now: kill the workers; unfinished calls raise PoolClosedError."""
+        self._scheduler.terminate()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Executor.shutdown: close; with `cancel_futures`, drop submitted calls that have
+        not started; with `wait`, block until the workers are gone."""
+        if cancel_futures:
+            for future in self._scheduler.pending_futures():
+                future.cancel()  # only those not running yet can be cancelled
+        self.close()
+        if wait:
+            self._scheduler.join()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # Executor semantics (multiprocessing.Pool would terminate): finish the work
+        # already submitted, then stop. When the block raised (Ctrl-C included), nobody
+        # will read the results: stop at once.
+        if exc_type is not None:
+            self.terminate()
+        else:
+            self.shutdown(wait=True)
+
+    def __del__(self) -> None:
+        scheduler = getattr(self, "_scheduler", None)
+        if scheduler is not None and scheduler.state == "running":
+            try:
+                scheduler.close()
+            except Exception:
+                pass
+

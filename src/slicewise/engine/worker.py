@@ -1,0 +1,290 @@
+"""What runs inside a worker: the batch loop, and the process worker's main loop.
+
+`run_batch` is shared by every backend: it calls the function on each item of a batch,
+keeps going past a failing item (the exception and traceback are recorded for its
+position), and writes the position of the item it is running into the worker's
+*progress slot* before calling it. The slot is how the parent knows, without asking,
+which item a worker is on: when a process worker dies, the item at the slot's position is
+the one that killed it; when an item runs past its timeout, the slot says which and since
+when.
+
+The progress slot is four int64s, `[batch_seq, phase, position, started_ns]`. For a
+process worker it lives in a shared array created by the parent (one slot per worker);
+for a thread worker it is a plain list. `started_ns` is written only when the call has a
+per-item timeout (CLOCK_MONOTONIC is the same clock in every process on the machine).
+
+The process worker (`process_main`) speaks with the parent over its own duplex pipe:
+
+    parent -> worker   header: pickle((seq, fn_token, fn_bytes | None, mode, timed, stride,
+                                       segments, given_back))
+                       body:   the batch's items, pickled by shm.dumps (big buffers in shm)
+                       an empty header means: exit
+    worker -> parent   ("ready", pid)                          once, after the initializer
+                       ("init_failed", traceback, exception)   and exit
+                       ("done", seq, seconds, segments, failures)  + body: the results
+                       ("bad", seq, stage, failure)            the batch could not be unpickled
+
+Big results go into shared-memory segments the worker owns (shm.SegmentWriter); when the
+parent's last view of one dies, its name comes back in a later header (`given_back`) and
+the worker writes the next result into it. Functions arrive cloudpickled once per call and
+worker: the header carries the bytes only
+the first time a worker sees `fn_token`; the worker keeps the unpickled function.
+The worker ignores SIGINT (the parent decides what Ctrl-C means and kills it) and exits by
+itself when the parent process goes away.
+
+This module is preloaded by the forkserver, so it imports little: no numpy.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from typing import Any
+
+import cloudpickle  # noqa: F401  (preloaded: every function arrives cloudpickled)
+
+from slicewise.engine import shm
+
+# call modes: how one item becomes a call
+MODE_ONE = 0  # fn(item)
+MODE_STAR = 1  # fn(*item)
+MODE_CALL = 2  # fn(*args, **kwargs) with item = (args, kwargs)
+
+# progress slot fields and phases
+SEQ, PHASE, POS, STARTED = 0, 1, 2, 3
+SLOT_WIDTH = 4
+IDLE, UNPICKLING, RUNNING, PICKLING = 0, 1, 2, 3
+
+PARENT_POLL_SECONDS = 0.2
+IDLE_RELEASE_SECONDS = 2.0
+FUNCTION_CACHE_SIZE = 16
+
+
+# ---------------------------------------------------------------- failures on the wire
+
+
+def pack_failure(pos: int, stage: str, exc: BaseException) -> tuple:
+    """A failure as plain data: the exception pickled if it can be, and its traceback."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        data: bytes | None = pickle.dumps(exc, protocol=5)
+    except Exception:
+        try:
+            data = cloudpickle.dumps(exc, protocol=5)
+        except Exception:
+            data = None
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<str() of the exception failed>"
+    return (pos, stage, data, text, type(exc).__qualname__, message)
+
+
+class RemoteError(Exception):
+    """Stands in for a worker's exception that could not be pickled or unpickled."""
+
+
+def unpack_exception(data: bytes | None, type_name: str, message: str) -> BaseException:
+    if data is not None:
+        try:
+            exc = pickle.loads(data)
+            if isinstance(exc, BaseException):
+                return exc
+        except Exception:
+            pass
+    return RemoteError(f"{type_name}: {message}")
+
+
+# ---------------------------------------------------------------- the batch loop
+
+
+def _caller(fn: Any, mode: int) -> Any:
+    if mode == MODE_ONE:
+        return fn
+    if mode == MODE_STAR:
+        return lambda item: fn(*item)
+    return lambda item: fn(*item[0], **item[1])
+
+
+def run_batch(
+    fn: Any, mode: int, items: list, slot: Any, timed: bool, stride: int = 1
+) -> tuple[list, list[tuple], float]:
+    """Call `fn` on every item. Returns (values, failures, seconds spent calling).
+    A failed position holds None in `values` and a packed failure in `failures`.
+
+    The slot's POS is written before each item, or, with `stride` > 1 (the parent asks
+    for it when items take microseconds, where the write itself would cost ~30%), before
+    each window of `stride` items: a death is then pinned to a window, which the parent
+    re-runs one item at a time. With a timeout (`timed`) every item is stamped with its
+    start time, STARTED before POS so the parent never pairs a new POS with an old time.
+    """
+    call = _caller(fn, mode)
+    values: list = []
+    failures: list[tuple] = []
+    append = values.append
+    clock = time.monotonic_ns
+    count = len(items)
+    slot[PHASE] = RUNNING
+    started = time.perf_counter()
+    pos = 0
+    while pos < count:
+        try:
+            if timed:
+                for item in items[pos:]:
+                    slot[STARTED] = clock()
+                    slot[POS] = pos
+                    append(call(item))
+                    pos += 1
+            elif stride <= 1:
+                for item in items[pos:]:
+                    slot[POS] = pos
+                    append(call(item))
+                    pos += 1
+            else:
+                while pos < count:
+                    slot[POS] = pos
+                    for item in items[pos : pos + stride]:
+                        append(call(item))
+                    pos = len(values)
+        except KeyboardInterrupt:
+            raise  # Ctrl-C in an in-process (serial) call stops the call, not the item
+        except BaseException as exc:  # SystemExit from user code is a failed item too
+            pos = len(values)  # one value per finished position: this one failed
+            append(None)
+            failures.append(pack_failure(pos, "call", exc))
+            pos += 1
+    seconds = time.perf_counter() - started
+    slot[PHASE] = PICKLING
+    return values, failures, seconds
+
+
+# ---------------------------------------------------------------- the process worker
+
+
+def _watch_parent(parent_pid: int, segment_prefix: str) -> None:
+    """Exit when the parent is gone, so a killed parent never leaves workers behind."""
+    first_ppid = os.getppid()
+    while True:
+        time.sleep(PARENT_POLL_SECONDS)
+        gone = os.getppid() != first_ppid
+        if not gone and os.name == "posix":  # on Windows os.kill(pid, 0) would kill it
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                gone = True
+            except PermissionError:
+                pass
+        if gone:
+            shm.unlink_prefix(segment_prefix)
+            shm.unlink_prefix(shm.shared_array_prefix(os.getpid()))
+            os._exit(0)
+
+
+def _dump_results(
+    values: list, failures: list, writer: shm.SegmentWriter
+) -> tuple[bytes, shm.Segments]:
+    """Pickle the results; if that fails, find the items whose result will not pickle."""
+    try:
+        return shm.dumps(values, None, writer)
+    except BaseException:
+        pass
+    failed = {f[0] for f in failures}
+    for pos, value in enumerate(values):
+        if pos in failed:
+            continue
+        try:
+            shm.dumps(value, None)
+        except BaseException as exc:
+            values[pos] = None
+            failures.append(pack_failure(pos, "pickling_result", exc))
+    try:
+        return shm.dumps(values, None, writer)
+    except BaseException as exc:  # results that pickle alone but not together
+        failures[:] = [pack_failure(pos, "pickling_result", exc) for pos in range(len(values))]
+        return shm.dumps([None] * len(values), None)
+
+
+def process_main(conn, progress_array, slot_index: int, config: dict) -> None:
+    """Entry point of a process worker (see the module docstring for the protocol)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pid = os.getpid()
+    prefix = f"{config['prefix']}-{pid}"
+    threading.Thread(
+        target=_watch_parent, args=(config["parent_pid"], prefix + "-"), daemon=True,
+        name="slicewise-parent-watch",
+    ).start()
+    start = slot_index * SLOT_WIDTH
+    slot = memoryview(progress_array).cast("B").cast("q")[start : start + SLOT_WIDTH]
+
+    if config.get("initializer") is not None:
+        try:
+            initializer, initargs = pickle.loads(config["initializer"])
+            initializer(*initargs)
+        except BaseException as exc:
+            failure = pack_failure(-1, "initializer", exc)
+            try:
+                conn.send_bytes(pickle.dumps(("init_failed", failure)))
+            finally:
+                os._exit(1)
+    conn.send_bytes(pickle.dumps(("ready", pid)))
+
+    functions: OrderedDict[bytes, Any] = OrderedDict()
+    writer = shm.SegmentWriter(prefix)
+    while True:
+        try:
+            if writer.free and not conn.poll(IDLE_RELEASE_SECONDS):
+                writer.close()  # idle: segments kept for reuse go back to the system
+            header = conn.recv_bytes()
+            if not header:
+                break
+            body = conn.recv_bytes()
+        except (EOFError, OSError):
+            break
+        seq, token, fn_bytes, mode, timed, stride, segments, given_back = pickle.loads(header)
+        writer.take_back(given_back)
+        slot[SEQ] = seq
+        slot[PHASE] = UNPICKLING
+        try:
+            fn = functions.get(token)
+            if fn is None:
+                stage = "unpickling_function"
+                if fn_bytes is None:  # it failed to unpickle here before
+                    raise RuntimeError("the function could not be unpickled in this worker")
+                fn = pickle.loads(fn_bytes)
+                functions[token] = fn
+                if len(functions) > FUNCTION_CACHE_SIZE:
+                    functions.popitem(last=False)
+            stage = "unpickling_args"
+            items = shm.loads(body, segments)
+        except BaseException as exc:
+            shm.discard(segments)
+            slot[PHASE] = IDLE
+            message = ("bad", seq, stage, pack_failure(-1, stage, exc))
+            try:
+                conn.send_bytes(pickle.dumps(message))
+            except (OSError, pickle.PicklingError):
+                break
+            continue
+        del body
+        values, failures, seconds = run_batch(fn, mode, items, slot, timed, stride)
+        del items
+        payload, result_segments = _dump_results(values, failures, writer)
+        del values
+        try:
+            conn.send_bytes(pickle.dumps(("done", seq, seconds, result_segments, failures)))
+            conn.send_bytes(payload)
+        except (OSError, pickle.PicklingError):
+            break
+        slot[PHASE] = IDLE
+    # result segments waiting for reuse, and shared arrays this process created, die with
+    # it (segments the parent still maps are unlinked by the parent when it drops them)
+    writer.close()
+    shm.unlink_prefix(shm.shared_array_prefix(pid))
+    sys.stdout.flush()
+    os._exit(0)

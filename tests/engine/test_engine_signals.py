@@ -1,0 +1,130 @@
+"""Ctrl-C and a parent that goes away: control comes back and no worker survives.
+Each scenario runs in a child Python process, as a user's script would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+PRELUDE = f"""
+import os, sys, time
+sys.path.insert(0, {HERE!r})
+import psutil
+import slicewise as sw
+import engine_helpers as h
+pool = sw.Pool(2)
+pool.map(h.square, range(4))
+workers = [w.pid for w in pool._scheduler._active_workers()]
+print("WORKERS", *workers, flush=True)
+"""
+
+
+def start(body: str) -> subprocess.Popen:
+    script = PRELUDE + textwrap.dedent(body)
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_until(process: subprocess.Popen, prefix: str) -> str:
+    for line in process.stdout:
+        if line.startswith(prefix):
+            return line
+    raise AssertionError(f"no {prefix!r} line; stderr:\n{process.stderr.read()}")
+
+
+def worker_pids(process: subprocess.Popen) -> list[int]:
+    pids = [int(p) for p in read_until(process, "WORKERS").split()[1:]]
+    assert len(pids) == 2
+    return pids
+
+
+def assert_all_gone(pids: list[int]) -> None:
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _gone, alive = psutil.wait_procs(procs, timeout=15)
+    alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"orphaned workers: {alive}"
+
+
+def test_ctrl_c_during_map_returns_and_kills_workers():
+    process = start(
+        """
+        print("MAPPING", flush=True)
+        started = time.monotonic()
+        try:
+            pool.map(h.sleep_then, range(10_000), chunksize=1)
+        except KeyboardInterrupt:
+            alive = [pid for pid in workers if psutil.pid_exists(pid)
+                     and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+            print("INTERRUPTED", round(time.monotonic() - started, 3), "alive", *alive, flush=True)
+            sys.exit(0)
+        print("NOT INTERRUPTED", flush=True)
+        """
+    )
+    try:
+        pids = worker_pids(process)
+        read_until(process, "MAPPING")
+        import time
+
+        time.sleep(0.5)  # let the map get going
+        process.send_signal(signal.SIGINT)
+        line = read_until(process, "INTERRUPTED")
+        assert line.split("alive")[1].split() == [], line  # no worker left when control returns
+        assert process.wait(timeout=30) == 0
+        assert_all_gone(pids)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_parent_exits_with_pool_open_leaves_no_workers():
+    process = start(
+        """
+        pool.submit(h.square, 3).result()
+        print("EXITING", flush=True)
+        """  # no close(), no terminate(): the interpreter just exits
+    )
+    try:
+        pids = worker_pids(process)
+        read_until(process, "EXITING")
+        assert process.wait(timeout=30) == 0
+        assert_all_gone(pids)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_parent_killed_mid_map_leaves_no_workers():
+    process = start(
+        """
+        print("MAPPING", flush=True)
+        pool.map(h.sleep_then, range(10_000), chunksize=1)
+        """
+    )
+    try:
+        pids = worker_pids(process)
+        read_until(process, "MAPPING")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert_all_gone(pids)  # the workers notice their parent is gone and exit
+    finally:
+        process.kill()
+        process.wait()
