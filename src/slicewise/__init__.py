@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     "TaskTimeoutError": "slicewise.engine",
     "SharedArray": "slicewise.engine",
     "shared_array": "slicewise.engine",
+    "Failure": "slicewise.engine",
+    "shutdown_default_pool": "slicewise.engine",
     # dataset: Deep Lake 3 names
     "Dataset": "slicewise.dataset",
     "Tensor": "slicewise.dataset",
@@ -58,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "TensorMismatchError": "slicewise.transform",
     "UnsupportedSchedulerError": "slicewise.transform",
     "AllSamplesSkippedError": "slicewise.transform",
+    "EvalReport": "slicewise.transform",
     "ingest_folder": "slicewise.transform.ingest",
     # integrations: dask, HDF5, Zarr, image stacks
     "from_dask": "slicewise.integrations.dask",
