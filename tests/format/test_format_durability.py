@@ -108,3 +108,52 @@ def test_a_failed_flush_never_becomes_a_receipt(tmp_path):
     # the files written stay unreferenced; gc removes them
     assert os.listdir(os.path.join(root, "chunks", spec["tensors"]["x"]["id"]))
     assert sw.gc(root, grace_seconds=0).removed_files
+
+
+def _unsynced_keys(spec, receipt):
+    return [
+        f"chunks/{spec['tensors'][t]['id']}/{c['key']}"
+        for t, tensor in receipt["tensors"].items()
+        for c in tensor["chunks"]
+        if c.get("synced") is False
+    ]
+
+
+def test_chunks_left_unsynced_are_synced_once_before_the_commit(tmp_path):
+    from slicewise.dataset.dataset import Dataset
+
+    root = str(tmp_path / "ds")
+    spec = spec_for(root)
+    storage = CountingStorage(root)
+    writer = DatasetWriter(storage, metas(spec), spec["chunk_target_bytes"])
+    for i in range(25):  # 25 samples of 100 bytes per tensor: 3 chunks each
+        writer.append_row({"x": np.full(100, i, np.uint8), "y": np.full(100, i, np.uint8)})
+    receipt = writer.finish(sync=False)
+    unsynced = _unsynced_keys(spec, receipt)
+    assert len(unsynced) == 2  # the last chunk of each tensor; every other one is durable
+    assert not set(unsynced) & set(storage.synced_files) and len(storage.synced_files) == 4
+    ds = Dataset(storage, read_latest(storage))
+    ds.sync_receipt(receipt)  # flushes start now, on helper threads
+    ds.add_receipts([receipt])
+    ds.commit("unsynced chunks")
+    assert sorted(storage.synced_files) == sorted(set(storage.synced_files))  # once each
+    assert set(unsynced) <= set(storage.synced_files)
+    manifest = open(os.path.join(root, "versions", "000000000002.json")).read()
+    assert "synced" not in manifest
+    np.testing.assert_array_equal(sw.load(root).x.numpy()[:, 0], np.arange(25))
+
+
+def test_a_failed_flush_of_an_unsynced_chunk_stops_the_commit(tmp_path):
+    root = str(tmp_path / "ds")
+    spec = spec_for(root)
+    writer = DatasetWriter(LocalStorage(root), metas(spec), spec["chunk_target_bytes"])
+    for i in range(5):
+        writer.append_row({"x": np.full(100, i, np.uint8), "y": np.full(100, i, np.uint8)})
+    receipt = writer.finish(sync=False)
+    assert len(_unsynced_keys(spec, receipt)) == 2
+    storage = CountingStorage(root, fail_sync_of=1)
+    txn = Transaction()
+    txn.add_receipt(receipt, {"x", "y"})
+    with pytest.raises(OSError, match="injected"):
+        publish(storage, read_latest(storage), txn, "never published")
+    assert len(sw.load(root).x) == 0

@@ -437,3 +437,22 @@ def test_only_a_small_receipt_travels_back(tmp_path):
     ds.commit("by hand")
     assert [ds.images[i].tobytes() for i in range(len(files))] == \
         [open(path, "rb").read() for path in files]
+
+
+@sw.compute
+def three_rows_bad_last_at(item, sample_out, bad):
+    for k in range(3):
+        value = "not a number" if item == bad and k == 2 else np.int64(10 * item + k)
+        sample_out.x.append(value)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("scheduler,workers", [("serial", 0), ("processed", 2)])
+def test_a_skipped_input_leaves_none_of_its_rows(tmp_path, scheduler, workers):
+    # its third row fails to encode after two good ones: the input is all or nothing
+    ds = new_ds(tmp_path)
+    report = three_rows_bad_last_at(bad=4).eval(list(range(8)), ds, num_workers=workers,
+                                                scheduler=scheduler, progressbar=False,
+                                                ignore_errors=True)
+    assert values(ds) == [10 * i + k for i in range(8) if i != 4 for k in range(3)]
+    assert [s.index for s in report.skipped] == [4] and report.rows_written == 21

@@ -6,6 +6,8 @@ State of an open Dataset (one process):
 - `_writer`: the DatasetWriter that buffers appended samples of the pending transaction;
   full buffers become chunk files at once, the rest on flush. Same class workers use.
 - `_with_depth`: open `with ds:` blocks. Outside them every write commits at once.
+- `_syncs`: flushes of chunk files that writers left unsynced (`finish(sync=False)`),
+  started by `sync_receipt` on helper threads; the commit that publishes them waits.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from slicewise.format.manifest import (
     read_version,
 )
 from slicewise.format.reader import ChunkReader
-from slicewise.format.storage import Storage, open_storage
+from slicewise.format.storage import Storage, SyncQueue, open_storage
 from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES, DatasetWriter
 
 # What a dataset marker may ask for (a marker may come from a stranger).
@@ -73,6 +75,7 @@ class Dataset:
         self._writer: DatasetWriter | None = None
         self._with_depth = 0
         self._view_cache: Version | None = None
+        self._syncs: SyncQueue | None = None
         self.chunk_target_bytes = int(chunk_target_bytes)
 
     # ---- identity, pickling
@@ -442,6 +445,21 @@ class Dataset:
             "class_bases": self._class_bases(),
         }
 
+    def sync_receipt(self, receipt: dict) -> None:
+        """Start flushing the chunk files a writer left unsynced (`finish(sync=False)`) on
+        helper threads, so the disk works while the parent waits for other writers. The
+        commit that publishes them waits for these flushes (and syncs any not started)."""
+        view = self._view()
+        for name, tensor in receipt.get("tensors", {}).items():
+            state = view.tensors.get(name)
+            if state is None:
+                continue  # add_receipts names the problem
+            for entry in tensor.get("chunks", ()):
+                if entry.get("synced", True) is False:
+                    if self._syncs is None:
+                        self._syncs = SyncQueue(self._storage, threads=4)
+                    self._syncs.submit(chunk_key(state.meta.id, entry["key"]))
+
     def add_receipts(self, receipts) -> None:
         """Queue the chunks of writer receipts (in the given order) for the next commit.
         Never commits by itself, also outside `with`: call commit()."""
@@ -467,7 +485,7 @@ class Dataset:
         txn = self._txn or Transaction()
         if txn.is_empty() and not allow_empty:
             return self._base.id
-        version = publish(self._storage, self._base, txn, message, meta)
+        version = publish(self._storage, self._base, txn, message, meta, self._syncs)
         self._base = version
         self._txn = None
         self._writer = None
@@ -478,6 +496,9 @@ class Dataset:
         """Drop pending changes. Chunk files already written stay until `gc`."""
         self._txn = None
         self._writer = None
+        if self._syncs is not None:
+            self._syncs.abandon()
+            self._syncs = None
         self._touch()
 
     @property

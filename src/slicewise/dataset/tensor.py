@@ -236,8 +236,8 @@ class Tensor:
             return blocks
         return out
 
-    def numpy(self, aslist: bool = False, fetch_chunks: bool = True):
-        return self[:].numpy(aslist=aslist)
+    def numpy(self, aslist: bool = False, fetch_chunks: bool = True, copy: bool = True):
+        return self[:].numpy(aslist=aslist, copy=copy)
 
     def data(self, aslist: bool = False):
         return self[:].data(aslist=aslist)
@@ -340,9 +340,14 @@ class TensorView:
             return [self.tensor._sample(self._single)]
         return self.tensor._read_rows(self._rows)
 
-    def numpy(self, aslist: bool = False, fetch_chunks: bool = True):
+    def numpy(self, aslist: bool = False, fetch_chunks: bool = True, copy: bool = True):
         """One row: its array. Several: one array when all shapes agree (and not aslist),
-        else a list of arrays."""
+        else a list of arrays.
+
+        copy=False: when the rows lie in one uncompressed chunk of one sample shape (what a
+        dask block of `.dask()` reads), the array is a read-only view of the stored bytes
+        (the chunk file's memory map): no copy. Otherwise, a fresh array as with copy=True.
+        """
         htype = self.tensor.htype
         if self._single is not None:
             return _as_numpy(self.tensor._sample(self._single), htype)
@@ -363,7 +368,9 @@ class TensorView:
                     else []
                 )
             if all(b.shape[1:] == blocks[0].shape[1:] for b in blocks):
-                return np.concatenate(blocks) if len(blocks) > 1 else blocks[0].copy()
+                if len(blocks) > 1:
+                    return np.concatenate(blocks)
+                return blocks[0].copy() if copy else blocks[0]
             values = [row for b in blocks for row in b]
             return [v.copy() for v in values]
         values = [_as_numpy(v, htype) for v in self._values()]

@@ -15,15 +15,19 @@ Modules:
                set_if_not_exists, list(refresh), delete) and its races; LocalStorage,
                FsspecStorage, open_storage.
 - chunk.py     chunk file layout: encode_chunk, parse_header (every field checked against
-               the file before it sizes anything: files may come from strangers), CRC-32.
+               the file before it sizes anything: files may come from strangers), CRC-32
+               (zlib's; computed by ISA-L when the optional `isal` package is there).
 - codecs.py    lz4/zstd/zlib and jpeg/png/webp; image format and shape sniffing.
 - htypes.py    htype registry, TensorMeta, SampleEncoder (the one encode path),
                decode_sample, FileSample (sw.read).
 - manifest.py  Version / TensorState (JSON manifests), reading versions.
 - commit.py    Transaction, apply, publish (the commit protocol).
 - writer.py    DatasetWriter and its receipts (workers and ds.append both use it); chunk
-               files are flushed on a helper thread, finish() waits (FORMAT.md 3.1).
-- reader.py    ChunkReader with header, mmap and payload caches.
+               files are flushed on a helper thread (storage.SyncQueue), finish() waits,
+               or with finish(sync=False) leaves the last ones to the committer (3.1).
+- arena.py     the reusable memory a writer reads files and copies raw arrays into.
+- reader.py    ChunkReader with header, mmap (bounded by bytes) and payload caches; a
+               whole chunk's checksum is checked once per process per file.
 - errors.py    DatasetError, CorruptionError, CommitConflictError, SampleError, ReadOnlyError.
 
 Worker-side use (see writer.py for the receipt layout):

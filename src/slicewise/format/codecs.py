@@ -142,11 +142,14 @@ def sniff_image_format(data: bytes | memoryview) -> str | None:
     return None
 
 
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
+                       0xCF})
+_JPEG_NO_LENGTH = frozenset({0xD8, 0x01, *range(0xD0, 0xD8)})  # markers without a segment
 
 
-def _jpeg_shape(data: bytes | memoryview) -> tuple[int, ...] | None:
-    """(H, W[, C]) from the SOF marker, walking segment lengths: a few microseconds."""
+def jpeg_shape(data: bytes | memoryview) -> tuple[int, ...] | None:
+    """(H, W[, C]) from the SOF marker, walking segment lengths: about 2 microseconds (it
+    runs once per stored JPEG, so no struct calls and no copies)."""
     pos, n = 2, len(data)
     while pos + 4 <= n:
         if data[pos] != 0xFF:
@@ -155,19 +158,19 @@ def _jpeg_shape(data: bytes | memoryview) -> tuple[int, ...] | None:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+        if marker in _JPEG_NO_LENGTH:
             pos += 2
             continue
-        (seglen,) = struct.unpack_from(">H", data, pos + 2)
         if marker in _JPEG_SOF:
             if pos + 10 > n:
                 return None
-            height, width = struct.unpack_from(">HH", data, pos + 5)
+            height = (data[pos + 5] << 8) | data[pos + 6]
+            width = (data[pos + 7] << 8) | data[pos + 8]
             comps = data[pos + 9]
             if height == 0 or width == 0:
                 return None
             return (height, width) if comps == 1 else (height, width, comps)
-        pos += 2 + seglen
+        pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
     return None
 
 
@@ -190,7 +193,7 @@ def encoded_image_shape(data: bytes | memoryview, fmt: str) -> tuple[int, ...]:
     """Shape of the array `decode_image` returns, read from the header where possible."""
     shape = None
     if fmt == "jpeg":
-        shape = _jpeg_shape(data)
+        shape = jpeg_shape(data)
     elif fmt == "png":
         shape = _png_shape(data)
     if shape is not None:

@@ -31,7 +31,7 @@ from slicewise.format.manifest import (
     read_version,
     version_key,
 )
-from slicewise.format.storage import Storage
+from slicewise.format.storage import Storage, SyncQueue
 
 MAX_COMMIT_ATTEMPTS = 64
 
@@ -245,9 +245,12 @@ def publish(
     txn: Transaction,
     message: str = "",
     meta: dict | None = None,
+    syncs: SyncQueue | None = None,
 ) -> Version:
-    """Publish `txn` as the version after `base`, rebasing over concurrent append-only commits."""
-    _prepare_chunks(storage, base, txn)
+    """Publish `txn` as the version after `base`, rebasing over concurrent append-only commits.
+    Chunk files their writers left unsynced are made durable first, on `syncs` when the
+    caller already started them there (Dataset.sync_receipt)."""
+    _prepare_chunks(storage, base, txn, syncs)
     for attempt in range(MAX_COMMIT_ATTEMPTS):
         version = apply(base, txn, message, meta)
         encoded = version.encode()
@@ -285,23 +288,31 @@ def publish(
     )
 
 
-def new_chunk_keys(base: Version, txn: Transaction) -> list[str]:
-    """Storage keys of the chunk files `txn` would publish."""
+def new_chunk_keys(base: Version, txn: Transaction, unsynced_only: bool = False) -> list[str]:
+    """Storage keys of the chunk files `txn` would publish (only those their writer left
+    unsynced, with unsynced_only)."""
     keys = []
     for name in list(txn.appended) + list(txn.replaced):
         meta = txn.created.get(name) or (base.tensors[name].meta if name in base.tensors else None)
         if meta is None:
             continue
         entries = list(txn.appended.get(name, [])) + list(txn.replaced.get(name, {}).values())
-        keys += [chunk_key(meta.id, entry["key"]) for entry in entries]
+        keys += [
+            chunk_key(meta.id, entry["key"])
+            for entry in entries
+            if not unsynced_only or entry.get("synced", True) is False
+        ]
     return keys
 
 
-def _prepare_chunks(storage: Storage, base: Version, txn: Transaction) -> None:
+def _prepare_chunks(
+    storage: Storage, base: Version, txn: Transaction, syncs: SyncQueue | None = None
+) -> None:
     """Before a manifest names them: every new chunk file must still exist (gc removes
     unreferenced files past their grace period; a worker's disk may have lost one), its
     modification time is refreshed where the storage allows (so gc's grace period counts
-    from now), and the directory entries are durable (the writers fsynced the data)."""
+    from now), its data is durable (the writers flushed all but the chunks they left
+    unsynced, flushed here), and so are the directory entries."""
     keys = new_chunk_keys(base, txn)
     missing = storage.touch_all(keys)
     if missing:
@@ -314,6 +325,9 @@ def _prepare_chunks(storage: Storage, base: Version, txn: Transaction) -> None:
         )
     if not keys:
         return
+    unsynced = new_chunk_keys(base, txn, unsynced_only=True)
+    if unsynced:
+        (syncs or SyncQueue(storage, threads=4)).wait(unsynced)
     for prefix in sorted({key.rsplit("/", 1)[0] for key in keys}):
         storage.sync(prefix)
     # the folders' own entries too: a worker that created one may have died before its

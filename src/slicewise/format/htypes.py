@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from slicewise.format.arena import Arena
 from slicewise.format.chunk import MAX_CHUNK_UNCOMPRESSED, is_stored_dtype
 from slicewise.format.codecs import (
     BYTE_COMPRESSIONS,
@@ -31,6 +33,7 @@ from slicewise.format.codecs import (
     decompress_bounded,
     encode_image,
     encoded_image_shape,
+    jpeg_shape,
     normalize_compression,
     sniff_image_format,
 )
@@ -271,6 +274,36 @@ class FileSample:
         except OSError as exc:
             raise SampleError(f"cannot read file {self.path!r}: {exc}") from exc
 
+    def keep(self, data: bytes) -> None:
+        """Remember the file's bytes (read once already), so later reads reuse them."""
+        self._bytes = data
+
+    def read_into(self, arena: Arena) -> bytes | memoryview:
+        """The file's bytes, read straight into `arena` when it is a local file that fits
+        (a view of the arena comes back), else as `buffer()` gives them."""
+        path = self.path
+        if self._bytes is not None or ("://" in path and not path.startswith("file://")):
+            return self.buffer()
+        local = path[len("file://") :] if path.startswith("file://") else path
+        try:
+            fd = os.open(local, os.O_RDONLY)
+            try:
+                size = os.fstat(fd).st_size
+                view = arena.take(size)
+                if view is None:
+                    return _read_open_file(fd, size)
+                # one byte past the size: a file that grew meanwhile is read whole below
+                got = os.readv(fd, [view, bytearray(1)])
+                if got == size:
+                    return view
+                arena.give_back()
+                os.lseek(fd, 0, os.SEEK_SET)
+                return _read_open_file(fd, size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise SampleError(f"cannot read file {self.path!r}: {exc}") from exc
+
     @property
     def compression(self) -> str | None:
         return sniff_image_format(self.buffer()[:16])
@@ -302,16 +335,19 @@ def _read_local_file(path: str) -> bytes:
     its end all the same."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size + 1)
-        if len(data) == size:
-            return data
-        parts = [data]
-        while parts[-1]:
-            parts.append(os.read(fd, 1 << 20))
-        return b"".join(parts)
+        return _read_open_file(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
+
+
+def _read_open_file(fd: int, size: int) -> bytes:
+    data = os.read(fd, size + 1)
+    if len(data) == size:
+        return data
+    parts = [data]
+    while parts[-1]:
+        parts.append(os.read(fd, 1 << 20))
+    return b"".join(parts)
 
 
 # ---- encode ---------------------------------------------------------------------------------
@@ -325,13 +361,29 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+_U32 = struct.Struct("<I").pack  # one stored class id
+_ONE = (1,)
+# exact types of a single class id that needs no check beyond its range (bool is excluded)
+_PLAIN_INTS = frozenset({int, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+                         np.uint32, np.uint64})
+
+
 class SampleEncoder:
     """Turns values for one tensor into (stored bytes, shape). Holds the writer-local state:
-    the dtype fixed by the first sample of a dtype-less generic tensor, and class names."""
+    the dtype fixed by the first sample of a dtype-less generic tensor, and class names.
+
+    `encode` runs once per stored value, so the common cases (a named class label, a JPEG
+    file into a jpeg tensor) take short paths decided here, at construction."""
 
     def __init__(self, name: str, meta: TensorMeta, class_base: int | None = None):
         self.name = name
         self.meta = meta
+        # a class label stored as its 4 bytes, without a per-sample numpy array
+        self._plain_labels = meta.htype == "class_label" and meta.sample_compression is None
+        # a JPEG file into a jpeg image tensor is stored as it is (passthrough)
+        self._jpeg_passthrough = meta.sample_compression == "jpeg" and (
+            meta.is_image or meta.htype == "generic"
+        )
         self.dtype: np.dtype | None = (
             np.dtype(meta.dtype) if meta.dtype not in (None, "str") else None
         )
@@ -354,7 +406,10 @@ class SampleEncoder:
             return "str"
         return self.dtype.name if self.dtype is not None else "float64"
 
-    def encode(self, value) -> tuple[bytes, tuple[int, ...]]:
+    def encode(self, value, arena: Arena | None = None) -> tuple[bytes, tuple[int, ...]]:
+        """(stored bytes, shape) of one value. With an `arena` (a writer's), files and raw
+        arrays are read or copied into it and a view of it comes back: valid until the
+        writer has written the chunk it goes into."""
         meta = self.meta
         if meta.htype == "text":
             return self._encode_text(value)
@@ -367,9 +422,9 @@ class SampleEncoder:
         if meta.htype == "class_label":
             return self._encode_labels(value)
         if isinstance(value, FileSample):
-            return self._encode_file(value)
+            return self._encode_file(value, arena)
         array = self._as_array(value)
-        return self._encode_array(array)
+        return self._encode_array(array, arena)
 
     # -- per kind
 
@@ -426,6 +481,14 @@ class SampleEncoder:
         )
 
     def _encode_labels(self, value) -> tuple[bytes, tuple[int, ...]]:
+        if self._plain_labels:  # one label: a known name, or an id that has a name
+            kind = type(value)
+            if kind is str:
+                label_id = self.class_index.get(value)
+                if label_id is not None:
+                    return _U32(label_id), _ONE
+            elif kind in _PLAIN_INTS and 0 <= value < len(self.class_names):
+                return _U32(int(value)), _ONE
         if isinstance(value, np.ndarray):
             if value.dtype.kind in "iu":
                 if value.size and (value.min() < 0 or value.max() > 0xFFFFFFFF):
@@ -486,7 +549,19 @@ class SampleEncoder:
             return (shape[0], shape[1])
         return shape
 
-    def _encode_file(self, sample: FileSample) -> tuple[bytes, tuple[int, ...]]:
+    def _encode_file(self, sample: FileSample, arena: Arena | None = None):
+        if self._jpeg_passthrough and not sample.verify:
+            # a JPEG into a jpeg tensor: its own bytes (read straight into the arena), its
+            # shape from the SOF marker; anything else takes the general path below
+            data = sample.read_into(arena) if arena is not None else sample.buffer()
+            if data[:3] == b"\xff\xd8\xff":
+                shape = jpeg_shape(data)
+                if shape is not None:
+                    return data, self._image_shape(shape)
+            if type(data) is memoryview:
+                data = bytes(data)
+                arena.give_back()
+            sample.keep(data)
         data = sample.buffer()
         fmt = sniff_image_format(data[:16])
         comp = self.meta.sample_compression
@@ -504,9 +579,9 @@ class SampleEncoder:
         array = sample.array()
         if fmt == comp:  # verify=True: decoded fine, keep the original bytes
             return data, self._image_shape(array.shape)
-        return self._encode_array(self._as_array(array))
+        return self._encode_array(self._as_array(array), arena)
 
-    def _encode_array(self, array: np.ndarray) -> tuple[bytes, tuple[int, ...]]:
+    def _encode_array(self, array: np.ndarray, arena: Arena | None = None):
         comp = self.meta.sample_compression
         htype = self.meta.htype
         if htype.startswith("image"):
@@ -539,6 +614,11 @@ class SampleEncoder:
             if len(shape) == 3 and shape[2] == 1:
                 shape = shape[:2]
             return data, tuple(shape)
+        if comp is None and arena is not None and array.nbytes:
+            view = arena.take(array.nbytes)
+            if view is not None:  # one copy, straight into the chunk's memory
+                np.copyto(np.frombuffer(view, dtype=array.dtype).reshape(array.shape), array)
+                return view, tuple(array.shape)
         raw = np.ascontiguousarray(array).tobytes()
         return self._compress(raw), tuple(array.shape)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -301,6 +303,30 @@ def list_version_seqs(storage: Storage) -> list[int]:
     return seqs
 
 
+# Decoded manifests by their exact bytes, per process: a manifest is immutable, and dask
+# tasks open a handle of the same version per block (a parse with every check costs about a
+# millisecond for a manifest of a few hundred chunks). Versions are never changed in place
+# (a commit builds a new one, copying the tensor states it touches), so handles share them.
+MAX_DECODED = 16
+_decoded: OrderedDict[bytes, Version] = OrderedDict()
+_decoded_lock = threading.Lock()
+
+
+def _decode_cached(data: bytes, where: str) -> Version:
+    data = bytes(data)
+    with _decoded_lock:
+        version = _decoded.get(data)
+        if version is not None:
+            _decoded.move_to_end(data)
+            return version
+    version = decode_version(data, where)
+    with _decoded_lock:
+        _decoded[data] = version
+        while len(_decoded) > MAX_DECODED:
+            _decoded.popitem(last=False)
+    return version
+
+
 def read_version(storage: Storage, seq: int) -> Version:
     key = version_key(seq)
     try:
@@ -309,7 +335,7 @@ def read_version(storage: Storage, seq: int) -> Version:
         raise DatasetError(
             f"version {seq} does not exist at {storage.full_path(key)} (removed by gc?)"
         ) from None
-    version = decode_version(data, storage.full_path(key))
+    version = _decode_cached(data, storage.full_path(key))
     if version.seq != seq:
         raise CorruptionError(
             f"manifest {storage.full_path(key)} says seq {version.seq}", storage.full_path(key)

@@ -1,12 +1,21 @@
 """ChunkReader: stored sample bytes out of chunk files, with caches.
 
-Shared state (one per open dataset, not shared between processes):
+Shared state, one per open dataset (not shared between processes):
 - `_headers`: chunk key -> parsed ChunkHeader. Headers are small (8 bytes per sample plus
   shapes of ragged chunks) and immutable, so they are kept for the reader's life: this is
   the per-sample index memory.
-- `_maps`: local files only, chunk key -> mmap of the whole file, LRU-bounded by count.
-  A warm random read is then a slice of an mmap: no system call.
+- `_maps`: local files only, chunk key -> mmap of the whole file, LRU-bounded by the bytes
+  mapped (MAX_MAPPED_BYTES), so a scan of a large tensor keeps only its most recent chunks
+  mapped. A warm random read is a slice of an mmap: no system call.
+- `_identities`: chunk key -> (path, size, mtime, inode, device) of the file when mapped.
 - `_payloads`: chunk-compressed chunks, key -> decompressed payload, LRU-bounded by bytes.
+
+And one per process, shared by every reader (datasets are opened and dropped per task by
+dask integrations, so a per-reader cache would forget too soon):
+- `_VERIFIED`: identities of local chunk files whose payload checksum matched. A whole-chunk
+  read checks a file's payload CRC the first time this process reads it, not on every
+  read; chunk files are immutable, and a file rewritten in place gets a new identity (its
+  mtime changes). `verify` always checks everything.
 
 A missing chunk file referenced by a manifest raises CorruptionError naming the file.
 """
@@ -30,8 +39,19 @@ from slicewise.format.errors import CorruptionError
 from slicewise.format.storage import Storage
 
 _FIRST_READ = 64 * 1024
-MAX_MAPS = 256
+MAX_MAPPED_BYTES = 256 * 1024 * 1024
 MAX_PAYLOAD_CACHE_BYTES = 256 * 1024 * 1024
+
+MAX_VERIFIED = 1 << 16  # identities remembered (a few hundred bytes each)
+_VERIFIED: set[tuple] = set()
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _remember_verified(identity: tuple) -> None:
+    with _VERIFIED_LOCK:
+        if len(_VERIFIED) >= MAX_VERIFIED:
+            _VERIFIED.clear()  # rare; the cost is one more checksum per chunk read
+        _VERIFIED.add(identity)
 
 
 class ChunkReader:
@@ -39,6 +59,8 @@ class ChunkReader:
         self.storage = storage
         self._headers: dict[str, ChunkHeader] = {}
         self._maps: OrderedDict[str, mmap.mmap] = OrderedDict()
+        self._mapped_bytes = 0
+        self._identities: dict[str, tuple] = {}
         self._payloads: OrderedDict[str, bytes] = OrderedDict()
         self._payload_bytes = 0
         self._lock = threading.Lock()
@@ -98,40 +120,57 @@ class ChunkReader:
         except FileNotFoundError:
             raise self._missing(key) from None
         try:
-            size = os.fstat(fd).st_size
-            if size == 0:
+            stat = os.fstat(fd)
+            if stat.st_size == 0:
                 where = self.storage.full_path(key)
                 raise CorruptionError(f"chunk file {where} is empty (truncated)", where)
             mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
         with self._lock:
+            self._identities[key] = (path, stat.st_size, stat.st_mtime_ns, stat.st_ino,
+                                     stat.st_dev)
+            old = self._maps.get(key)
+            if old is not None:  # another thread mapped it meanwhile
+                self._mapped_bytes -= len(old)
             self._maps[key] = mm
-            while len(self._maps) > MAX_MAPS:
-                # no close(): another thread may be slicing it; the last reference closes it
-                self._maps.popitem(last=False)
+            self._mapped_bytes += len(mm)
+            while self._mapped_bytes > MAX_MAPPED_BYTES and len(self._maps) > 1:
+                # no close(): another thread (or a view handed out) may use it; the last
+                # reference unmaps it
+                _, evicted = self._maps.popitem(last=False)
+                self._mapped_bytes -= len(evicted)
         return mm
 
     # -- payloads
 
-    def _raw_payload(self, key: str, head: ChunkHeader) -> bytes | memoryview:
-        local = self.storage.local_path(key)
-        if local is not None:
-            mm = self._map(key, local)
-            return memoryview(mm)[head.payload_start : head.payload_start + head.payload_nbytes]
-        try:
-            return self.storage.get_range(key, head.payload_start, head.payload_nbytes)
-        except FileNotFoundError:
-            raise self._missing(key) from None
-
     def payload(self, key: str) -> bytes | memoryview:
-        """The whole uncompressed payload, its checksum verified."""
+        """The whole uncompressed payload, its checksum verified (local files: once per
+        process, see `_VERIFIED`). Uncompressed local chunks come back as a read-only view
+        of the file's map: no copy."""
         cached = self._payloads.get(key)
         if cached is not None:
             self._payloads.move_to_end(key)
             return cached
         head = self.header(key)
-        data = check_payload(head, self._raw_payload(key, head), self.storage.full_path(key))
+        where = self.storage.full_path(key)
+        local = self.storage.local_path(key)
+        if local is not None:
+            mm = self._map(key, local)
+            raw = memoryview(mm)[head.payload_start : head.payload_start + head.payload_nbytes]
+            identity = self._identities.get(key)
+            if head.chunk_compression is None and identity in _VERIFIED:
+                return raw
+            data = check_payload(head, raw, where)
+            if head.chunk_compression is None and identity is not None:
+                _remember_verified(identity)
+                return data
+        else:
+            try:
+                raw = self.storage.get_range(key, head.payload_start, head.payload_nbytes)
+            except FileNotFoundError:
+                raise self._missing(key) from None
+            data = check_payload(head, raw, where)
         if head.chunk_compression is not None:
             with self._lock:
                 self._payloads[key] = data
@@ -195,5 +234,6 @@ class ChunkReader:
                 except BufferError:
                     pass
             self._maps.clear()
+            self._mapped_bytes = 0
             self._payloads.clear()
             self._payload_bytes = 0

@@ -328,6 +328,76 @@ class LocalStorage(Storage):
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+# Helper threads for SyncQueue, one pool per thread count and process, started on first
+# use and kept: starting a thread costs milliseconds on a loaded machine, and writers come
+# and go once per batch. A forked child starts its own (the parent's threads are not in it).
+_sync_pools: dict[int, tuple[int, object]] = {}
+_sync_pools_lock = threading.Lock()
+
+
+def _sync_pool(threads: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pid = os.getpid()
+    with _sync_pools_lock:
+        entry = _sync_pools.get(threads)
+        if entry is None or entry[0] != pid:
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="slicewise-sync")
+            entry = _sync_pools[threads] = (pid, pool)
+        return entry[1]
+
+
+class SyncQueue:
+    """Makes files written with `put(sync=False)` durable on helper threads, so the disk
+    flushes them while the caller goes on (fdatasync releases the GIL). Each key is synced
+    once, however often it is submitted. `wait()` returns when every file handed over is
+    durable and re-raises the first failure: nothing that waits on it may publish a file
+    whose flush failed.
+
+    Writers use one thread (chunk k flushes while chunk k+1 is encoded); a committer uses
+    a few (concurrent flushes of different files share the file system's journal commits).
+    The threads belong to the process (`_sync_pool`), not to the queue.
+    """
+
+    def __init__(self, storage: Storage, threads: int = 1):
+        self._storage = storage
+        self._threads = threads
+        self._pending: dict[str, object] = {}  # key -> Future of its sync_file
+
+    def submit(self, key: str) -> None:
+        if key not in self._pending:
+            pool = _sync_pool(self._threads)
+            self._pending[key] = pool.submit(self._storage.sync_file, key)
+
+    @property
+    def idle(self) -> bool:
+        """True when no flush was handed over since the last wait()."""
+        return not self._pending
+
+    def wait(self, keys: list[str] | None = None) -> None:
+        """Make `keys` (default: every key submitted) durable: submit those not handed
+        over yet, wait for them, and re-raise the first failure."""
+        if keys is not None:
+            for key in keys:
+                self.submit(key)
+            futures = [self._pending.pop(key) for key in keys if key in self._pending]
+        else:
+            futures, self._pending = list(self._pending.values()), {}
+        errors = []
+        for future in futures:
+            try:
+                future.result()
+            except BaseException as exc:  # wait for every flush, then report the first
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def abandon(self) -> None:
+        """Forget every pending flush (the files will never be published); the helper
+        threads finish what they started."""
+        self._pending = {}
+
+
 _MEMORY_LOCK = threading.Lock()
 
 

@@ -6,11 +6,14 @@
         │ per-tensor buffer reaches chunk_target_bytes
         ▼
     chunks/<tensor_id>/<uuid4> written straight into storage (one writev), never touched
-        again; on local disks its fdatasync runs on a helper thread (_BackgroundSync) while
+        again; on local disks its fdatasync runs on a helper thread (SyncQueue) while
         the next chunk is encoded
     receipt = w.finish()                             # flush the rest, wait for every sync;
                                                      # JSON-able receipt of durable chunks
-    ds.add_receipts([receipt, ...]); ds.commit(...)  # parent: publish atomically
+      (or w.finish(sync=False): the last chunks are    # their entries say "synced": false;
+       left to the committer)                          # ds.sync_receipt(receipt) starts them
+    ds.add_receipts([receipt, ...]); ds.commit(...)  # parent: publish atomically (a commit
+                                                     # syncs unsynced chunks first)
 
 A chunk's file is chunks/<tensor id>/<key>; the tensor id is in the spec's tensor metas.
 `ds.append` in the parent goes through this same class, so there is one code path for
@@ -25,6 +28,9 @@ Receipt (JSON-able; entries in write order):
                                         "nbytes": 9810440, "dtype": "uint8",
                                         "min_shape": [375, 500, 3], "max_shape": [480, 640, 3]}]}}}
 
+A chunk entry carries `"synced": false` only after `finish(sync=False)`, for a file written
+but not yet flushed; the field never reaches a manifest.
+
 class_label tensors: a writer starts from the class names in its spec; new string labels
 get writer-local ids (class_base + j) and are listed in `new_class_names`; the commit maps
 them onto the dataset's names without rewriting a chunk (FORMAT.md §2.2).
@@ -33,60 +39,37 @@ them onto the dataset's names without rewriting a chunk (FORMAT.md §2.2).
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 
+from slicewise.format.arena import Arena
 from slicewise.format.chunk import encode_chunk_parts
 from slicewise.format.errors import DatasetError, SampleError
 from slicewise.format.htypes import SampleEncoder, TensorMeta
 from slicewise.format.manifest import FORMAT_VERSION, chunk_key
-from slicewise.format.storage import Storage, open_storage
+from slicewise.format.storage import Storage, SyncQueue, open_storage
 
 DEFAULT_CHUNK_TARGET_BYTES = 8 * 1024 * 1024
 
 
-class _BackgroundSync:
-    """Flushes written chunk files to stable storage on one helper thread, in write order,
-    so the disk flushes chunk k while the writer reads and writes chunk k+1 (fdatasync
-    releases the GIL). `wait()` returns when every file handed over is durable and
-    re-raises the first failure: a receipt is only made after it."""
-
-    def __init__(self, storage: Storage):
-        self._storage = storage
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: list[Future] = []
-
-    def submit(self, key: str) -> None:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="slicewise-sync")
-        self._pending.append(self._executor.submit(self._storage.sync_file, key))
-
-    @property
-    def idle(self) -> bool:
-        return self._executor is None
-
-    def wait(self) -> None:
-        pending, self._pending = self._pending, []
-        executor, self._executor = self._executor, None
-        try:
-            for future in pending:
-                future.result()
-        finally:
-            if executor is not None:
-                executor.shutdown(wait=True)
-
-
 class _TensorBuffer:
-    __slots__ = ("name", "meta", "encoder", "samples", "shapes", "nbytes", "chunks", "rows")
+    """One tensor's samples waiting for their chunk: stored bytes (views of the arena, or
+    references to the encoder's output, never copied here) and shapes, in row order."""
 
-    def __init__(self, name: str, meta: TensorMeta, class_base: int | None):
+    __slots__ = (
+        "name", "meta", "encoder", "arena", "samples", "shapes", "nbytes", "chunks", "rows",
+        "ndim",
+    )
+
+    def __init__(self, name: str, meta: TensorMeta, class_base: int | None, target: int):
         self.name = name
         self.meta = meta
         self.encoder = SampleEncoder(name, meta, class_base)
+        self.arena = Arena(target)  # files and raw arrays land here (see arena.py)
         self.samples: list[bytes] = []
         self.shapes: list[tuple[int, ...]] = []
         self.nbytes = 0
         self.chunks: list[dict] = []
         self.rows = 0
+        self.ndim: int | None = None  # every sample of a tensor has the same ndim
 
 
 class DatasetWriter:
@@ -105,12 +88,13 @@ class DatasetWriter:
         self.writer_id = str(writer_id) if writer_id is not None else uuid.uuid4().hex[:8]
         bases = class_bases or {}
         self._buffers = {
-            name: _TensorBuffer(name, meta, bases.get(name)) for name, meta in tensors.items()
+            name: _TensorBuffer(name, meta, bases.get(name), self.chunk_target_bytes)
+            for name, meta in tensors.items()
         }
         self._finished = False
-        # local disks: write now, fdatasync on a helper thread (see _BackgroundSync)
+        # local disks: write now, fdatasync on a helper thread (see SyncQueue)
         self._deferred_sync = bool(getattr(storage, "deferred_sync", False))
-        self._syncs = _BackgroundSync(storage)
+        self._syncs = SyncQueue(storage)
 
     # -- construction in another process
 
@@ -153,14 +137,14 @@ class DatasetWriter:
 
     def append(self, tensor: str, value) -> None:
         buf = self._buffer(tensor)
-        data, shape = buf.encoder.encode(value)
+        data, shape = buf.encoder.encode(value, buf.arena)
         self._add(buf, data, shape)
 
     def extend(self, tensor: str, values) -> None:
         buf = self._buffer(tensor)
         for i, value in enumerate(values):
             try:
-                data, shape = buf.encoder.encode(value)
+                data, shape = buf.encoder.encode(value, buf.arena)
             except SampleError as exc:
                 raise SampleError(f"{exc} (item {i} of the extend)") from exc
             self._add(buf, data, shape)
@@ -168,32 +152,57 @@ class DatasetWriter:
     def append_row(self, row: dict) -> None:
         """Append one value per tensor named in `row`. All values are encoded before any is
         buffered, so a bad value leaves no half row behind."""
+        buffers = self._buffers
         encoded = []
         for tensor, value in row.items():
-            buf = self._buffer(tensor)
-            encoded.append((buf, *buf.encoder.encode(value)))
-        for buf, data, shape in encoded:
+            buf = buffers.get(tensor) or self._buffer(tensor)
+            encoded.append((buf, buf.encoder.encode(value, buf.arena)))
+        for buf, (data, shape) in encoded:
             self._add(buf, data, shape)
+
+    def append_columns(self, columns: dict, count: int) -> None:
+        """Append `count` rows given column-wise: {tensor: [value per row]}, every list
+        `count` long (how a compute function's sample_out holds them). Every value is
+        encoded before any is buffered, so a bad value leaves none of these rows behind."""
+        buffers = self._buffers
+        encoded = []
+        for tensor, values in columns.items():
+            buf = buffers.get(tensor) or self._buffer(tensor)
+            encode, arena = buf.encoder.encode, buf.arena
+            if count == 1:
+                encoded.append((buf, (encode(values[0], arena),)))
+            else:
+                encoded.append((buf, [encode(value, arena) for value in values]))
+        for buf, samples in encoded:
+            for data, shape in samples:
+                self._add(buf, data, shape)
 
     def add_encoded(self, tensor: str, data: bytes, shape: tuple[int, ...]) -> None:
         """Append an already-encoded sample (as returned by `encode`)."""
         self._add(self._buffer(tensor), data, tuple(shape))
 
     def _add(self, buf: _TensorBuffer, data: bytes, shape: tuple[int, ...]) -> None:
-        if self._finished:
-            raise DatasetError("this writer is finished; make a new one")
-        if buf.shapes and len(shape) != len(buf.shapes[0]):
-            raise SampleError(
-                f"tensor {buf.name!r}: sample has {len(shape)} dimensions {shape}, earlier "
-                f"samples have {len(buf.shapes[0])}"
-            )
+        if len(shape) != buf.ndim:
+            self._first_shape(buf, shape)
         buf.samples.append(data)
         buf.shapes.append(shape)
         buf.nbytes += len(data)
         if buf.nbytes >= self.chunk_target_bytes:
             self._flush(buf)
 
-    def _flush(self, buf: _TensorBuffer, final: bool = False) -> None:
+    def _first_shape(self, buf: _TensorBuffer, shape: tuple[int, ...]) -> None:
+        """The slow path of _add: a finished writer, a tensor's first sample, or a sample
+        whose number of dimensions differs from the tensor's."""
+        if self._finished:
+            raise DatasetError("this writer is finished; make a new one")
+        if buf.ndim is not None:
+            raise SampleError(
+                f"tensor {buf.name!r}: sample has {len(shape)} dimensions {shape}, earlier "
+                f"samples have {buf.ndim}"
+            )
+        buf.ndim = len(shape)
+
+    def _flush(self, buf: _TensorBuffer, final: bool = False, leave_unsynced: bool = False):
         if not buf.samples:
             return
         meta = buf.meta
@@ -202,37 +211,45 @@ class DatasetWriter:
             buf.samples, buf.shapes, dtype, meta.sample_compression, meta.chunk_compression
         )
         key = chunk_key(meta.id, uuid.uuid4().hex)
+        synced = True
         if not self._deferred_sync:
             self.storage.put(key, parts)  # durable when it returns (object stores, memory)
+        elif final and leave_unsynced:
+            self.storage.put(key, parts, sync=False)  # the committer syncs it (finish())
+            synced = False
         elif final and self._syncs.idle:
             self.storage.put(key, parts, sync=True)  # nothing to overlap with: sync inline
         else:
             self.storage.put(key, parts, sync=False)
             self._syncs.submit(key)
+        buf.arena.reset(buf.samples)  # written: its memory takes the next chunk's samples
         nbytes = sum(len(part) for part in parts)
         ndim = len(buf.shapes[0])
         first = buf.shapes[0]
-        if all(shape == first for shape in buf.shapes):  # the common case, one pass
+        if buf.shapes.count(first) == len(buf.shapes):  # the common case, one C-level pass
             min_shape, max_shape = list(first), list(first)
         else:
             min_shape = [min(s[d] for s in buf.shapes) for d in range(ndim)]
             max_shape = [max(s[d] for s in buf.shapes) for d in range(ndim)]
-        buf.chunks.append(
-            {
-                "key": key.rsplit("/", 1)[1],
-                "rows": len(buf.samples),
-                "nbytes": nbytes,
-                "dtype": dtype,
-                "min_shape": min_shape,
-                "max_shape": max_shape,
-            }
-        )
+        entry = {
+            "key": key.rsplit("/", 1)[1],
+            "rows": len(buf.samples),
+            "nbytes": nbytes,
+            "dtype": dtype,
+            "min_shape": min_shape,
+            "max_shape": max_shape,
+        }
+        if not synced:
+            entry["synced"] = False
+        buf.chunks.append(entry)
         buf.rows += len(buf.samples)
         buf.samples, buf.shapes, buf.nbytes = [], [], 0
 
     def mark(self) -> dict:
         """A point to `rollback` to, so a failed multi-row write leaves no rows behind.
         Costs a shallow copy of the buffered sample list: take it per extend, not per row."""
+        for buf in self._buffers.values():
+            buf.arena.pin()  # the views kept here must survive the next chunk
         return {
             name: (
                 list(b.samples),
@@ -242,6 +259,7 @@ class DatasetWriter:
                 b.rows,
                 len(b.encoder.class_names),
                 b.encoder.dtype,
+                b.ndim,
             )
             for name, b in self._buffers.items()
         }
@@ -249,9 +267,9 @@ class DatasetWriter:
     def rollback(self, mark: dict) -> None:
         """Forget everything appended since `mark`. Chunk files flushed meanwhile stay
         unreferenced (gc removes them); the rows buffered before `mark` are restored."""
-        for name, (samples, shapes, nbytes, chunks, rows, names, dtype) in mark.items():
+        for name, (samples, shapes, nbytes, chunks, rows, names, dtype, ndim) in mark.items():
             buf = self._buffers[name]
-            buf.samples, buf.shapes, buf.nbytes = samples, shapes, nbytes
+            buf.samples, buf.shapes, buf.nbytes, buf.ndim = samples, shapes, nbytes, ndim
             del buf.chunks[chunks:]
             buf.rows = rows
             encoder = buf.encoder
@@ -266,10 +284,15 @@ class DatasetWriter:
             self._flush(buf, final=True)
         self._syncs.wait()
 
+    def _close(self) -> None:
+        self._finished = True
+        for buf in self._buffers.values():
+            buf.ndim = -1  # no sample has -1 dimensions: every later _add takes the slow path
+
     def abort(self) -> None:
         """Drop buffered samples and finish without a receipt. Chunk files written so far
         stay unreferenced until `gc`."""
-        self._finished = True
+        self._close()
         for buf in self._buffers.values():
             buf.samples, buf.shapes, buf.nbytes = [], [], 0
         try:
@@ -277,11 +300,20 @@ class DatasetWriter:
         except OSError:
             pass  # nothing will reference these files
 
-    def finish(self) -> dict:
-        """Flush every buffer, wait until every chunk file is durable, and return the
-        receipt (see module docstring)."""
-        self.flush()
-        self._finished = True
+    def finish(self, sync: bool = True) -> dict:
+        """Flush every buffer and return the receipt (see module docstring).
+
+        sync=True: every chunk file is durable when it returns. sync=False: the last chunk
+        of each tensor (whose flush would have nothing left to overlap with here) is left
+        to the committer, its entry marked `"synced": false`; every earlier one is durable.
+        A commit syncs such chunks before it publishes them, and `Dataset.sync_receipt`
+        starts that at once, so the flush overlaps the parent's wait for other writers."""
+        for buf in self._buffers.values():
+            self._flush(buf, final=True, leave_unsynced=not sync)
+        self._syncs.wait()
+        self._close()
+        for buf in self._buffers.values():
+            buf.arena.release()
         tensors = {}
         for name, buf in self._buffers.items():
             if not buf.chunks:

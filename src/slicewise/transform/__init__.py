@@ -13,8 +13,10 @@
       │ in a worker (worker.py), for each input of the batch:
       │   sample_out = SampleOut()            a fresh buffer per input    sample_out.py
       │   pipeline: stage k+1 once per row of stage k
-      │   DatasetWriter.append_row(row)       full buffers -> chunk files   format/
+      │   DatasetWriter.append_columns(rows)  full buffers -> chunk files   format/
       │ BatchResult: receipt (chunks written, rows) + skipped inputs + figures
+      │   (its last chunk files unsynced: the parent flushes them at once, on helper
+      │    threads, while the workers go on; the commit waits for those flushes)
       ▼
     ReceiptOrder: results back in input order (only the parent writes metadata)
       │ every checkpoint_interval inputs: add_receipts + commit(meta=progress)

@@ -59,10 +59,15 @@ class Pipeline:
 
     def run_one(self, item: Any, output_tensors: frozenset[str] | None) -> SampleOut:
         """All stages on one input; returns the last stage's buffer."""
+        functions = self.functions
+        if len(functions) == 1:  # the common case: no intermediate buffers
+            sample_out = SampleOut(output_tensors)
+            functions[0].run(item, sample_out)
+            return sample_out
         inputs: Any = (item,)
-        last = len(self.functions) - 1
+        last = len(functions) - 1
         sample_out = SampleOut(output_tensors)
-        for position, function in enumerate(self.functions):
+        for position, function in enumerate(functions):
             sample_out = SampleOut(output_tensors if position == last else None)
             for sample_in in inputs:
                 function.run(sample_in, sample_out)

@@ -291,6 +291,8 @@ class _Run:
         batch = self.inflight.pop(result.batch_id)
         if result.failure is not None:
             return result.failure.index, batch, result.failure
+        if result.receipt is not None:  # flush its last chunks while workers go on
+            self.target.sync_receipt(result.receipt)
         self.sizer.observe(result.items, result.busy_s)
         progress.update(batch.count)
         order.add(batch, result)

@@ -52,13 +52,17 @@ class SampleOut:
 
     def append(self, sample: Mapping[str, Any]) -> SampleOut:
         """Append one row: a mapping from tensor name to value."""
-        if not isinstance(sample, Mapping):
+        if type(sample) is not dict and not isinstance(sample, Mapping):
             raise TypeError(
                 "sample_out.append takes a dict of tensor name -> value, got "
                 f"{type(sample).__name__}; use sample_out.<tensor>.append(x) for one tensor"
             )
+        columns = self._columns
         for name, value in sample.items():
-            self._column(name).append(value)
+            column = columns.get(name)
+            if column is None:
+                column = self._column(name)
+            column.append(value)
         return self
 
     def extend(self, samples: Mapping[str, Iterable[Any]] | Iterable[Mapping[str, Any]]):

@@ -4,8 +4,10 @@
       for each input of the batch:
         sample_out = pipeline.run_one(item)             the user's functions, per input
         rows checked (tensor names, equal lengths)      an error names the input index
-        writer.append_row(row) for each row             full buffers become chunk files
-      return BatchResult(receipt=writer.finish(), rows, skipped, figures)
+        writer.append_columns(sample_out)               all of the input's rows or none;
+                                                        full buffers become chunk files
+      return BatchResult(receipt=writer.finish(sync=False), rows, skipped, figures)
+                                                        (last chunks: the parent syncs them)
 
 Only the small BatchResult travels back; the samples are already in the dataset's
 storage, unpublished until the parent commits the receipts. A failing input (without
@@ -86,15 +88,17 @@ class BatchRunner:
         started = time.perf_counter()
         result = BatchResult(batch.batch_id, worker=_worker_name())
         writer = DatasetWriter.from_spec(self.writer_spec, f"{self.run_id}-{batch.batch_id}")
+        run_one, append = self.pipeline.run_one, writer.append_columns
+        output_tensors, required = self.output_tensors, self.required_tensors
+        rows = 0
         for offset, item in enumerate(unpack(batch.payload)):
-            index = batch.position_of(offset)
             try:
-                sample_out = self.pipeline.run_one(item, self.output_tensors)
-                rows = _checked_rows(sample_out, self.required_tensors)
-                for row in rows:
-                    writer.append_row(row)
+                sample_out = run_one(item, output_tensors)
+                count = _checked_count(sample_out, required)
+                if count:
+                    append(sample_out.tensors, count)  # all of the input's rows, or none
             except Exception as error:  # noqa: BLE001 - every failure is reported by index
-                failure = _failure(index, item, error)
+                failure = _failure(batch.position_of(offset), item, error)
                 if not self.ignore_errors:
                     result.failure = failure
                     _abandon(writer)
@@ -103,9 +107,12 @@ class BatchRunner:
                     return result
                 result.skipped.append(failure)
                 continue
-            result.rows += len(rows)
+            rows += count
+        result.rows = rows
         result.items = batch.count
-        result.receipt = writer.finish()
+        # The last chunk files are flushed by the parent (Dataset.sync_receipt), while this
+        # worker goes on with its next batch; the commit waits for them.
+        result.receipt = writer.finish(sync=False)
         result.busy_s = time.perf_counter() - started
         return result
 
@@ -122,24 +129,21 @@ class ProbeRunner:
         return len(self.pipeline.run_one(item, self.output_tensors))
 
 
-def _checked_rows(sample_out, required_tensors: frozenset[str]) -> list[dict[str, Any]]:
-    """The rows of one input's buffer, after checking them against the dataset."""
+def _checked_count(sample_out, required_tensors: frozenset[str]) -> int:
+    """The number of rows in one input's buffer, after checking them against the dataset
+    (tensor names were checked as the function wrote them)."""
     columns = sample_out.tensors
     if not columns:
-        return []
+        return 0
     count = sample_out.row_count()  # raises when tensors got different numbers of rows
-    if count == 0:
-        return []
-    if not required_tensors.issubset(columns):
+    if count and not columns.keys() >= required_tensors:
         missing = required_tensors.difference(columns)
         raise TensorMismatchError(
             f"the function wrote no value for tensor(s) {sorted(missing)} of the output "
             f"dataset (it wrote {sorted(columns)}); append them too, or pass "
             "skip_ok=True to leave them out"
         )
-    if count == 1:  # the common case: one row per input
-        return [{name: values[0] for name, values in columns.items()}]
-    return list(sample_out.rows())
+    return count
 
 
 def _failure(index: int, item: Any, error: BaseException) -> ItemFailure:
