@@ -171,3 +171,23 @@ def shm_leftovers(prefix: str) -> list[str]:
         return [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
     except FileNotFoundError:
         return []
+
+
+def flaky_if_even(path_and_x):
+    """Even items fail on their first attempt (see `flaky`); odd items never fail."""
+    _directory, x = path_and_x
+    return flaky(path_and_x) if x % 2 == 0 else x
+
+
+def sum_slowly(a, seconds=0.2):
+    time.sleep(seconds)
+    return float(a.sum())
+
+
+def limit_file_size(limit=1 << 20):
+    """Initializer: files this worker writes may not grow past `limit` bytes (writes past
+    it fail with EFBIG instead of killing the process), as a full /dev/shm refuses them."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))

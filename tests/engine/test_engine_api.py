@@ -136,6 +136,43 @@ def test_context_manager_waits_for_submitted_work():
     assert future.result(timeout=0) == 42
 
 
+@pytest.mark.timeout(30)
+def test_leaving_the_with_block_finishes_a_half_read_imap():
+    """An imap runs only a few batches ahead of its reader; leaving the block waits for
+    submitted work, so the rest must run without a reader (this hung forever)."""
+    with sw.Pool(2) as pool:
+        squares = pool.imap(h.square, range(300), chunksize=1)
+        assert next(squares) == 0
+    assert list(squares) == [x * x for x in range(1, 300)]  # readable after the pool closed
+    pool = sw.Pool(2)
+    squares = pool.imap(h.square, range(300), chunksize=1)
+    assert next(squares) == 0
+    pool.close()
+    pool.join()  # multiprocessing's pattern: close, join, then read
+    assert list(squares) == [x * x for x in range(1, 300)]
+
+
+@pytest.mark.timeout(30)
+def test_a_submit_racing_close_is_answered():
+    """close() from another thread can land between submit()'s state check and the
+    moment the job is queued; the loop has ended by then, and the job must still be
+    answered (it was left pending forever)."""
+    pool = sw.Pool(1)
+    backend = pool._scheduler.backend
+    prepare = backend.prepare
+
+    def close_in_between(job):
+        prepare(job)
+        closer = threading.Thread(target=lambda: (pool.close(), pool.join()))
+        closer.start()
+        closer.join(20)
+
+    backend.prepare = close_in_between
+    future = pool.submit(h.square, 3)
+    with pytest.raises(PoolClosedError):
+        future.result(timeout=20)
+
+
 def test_context_manager_terminates_on_error():
     with pytest.raises(RuntimeError, match="leave"):
         with sw.Pool(2) as pool:
@@ -364,6 +401,33 @@ def test_waiting_inside_a_callback_is_refused(process_pool):
     while not errors and time.monotonic() < deadline:
         time.sleep(0.01)
     assert "deadlock" in str(errors[0])
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("wait", ["apply", "future", "imap", "map_async"])
+def test_every_kind_of_wait_inside_a_callback_is_refused(process_pool, wait):
+    """Callbacks run on the scheduler thread; a callback that waits there for its own
+    pool's work waits forever (apply/get and Future.result did)."""
+    outcome = []
+    waits = {
+        "apply": lambda: process_pool.apply(h.square, (2,)),
+        "future": lambda: process_pool.submit(h.square, 2).result(),
+        "imap": lambda: list(process_pool.imap(h.square, range(3))),
+        "map_async": lambda: process_pool.map_async(h.square, range(3)).get(),
+    }
+
+    def callback(_):
+        try:
+            outcome.append(waits[wait]())
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    process_pool.apply_async(h.sleep_then, (2, 0.3), callback=callback).get(30)
+    deadline = time.monotonic() + 20
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert outcome and "deadlock" in str(outcome[0])
+    assert process_pool.map(h.square, range(3)) == [0, 1, 4]
 
 
 def test_many_threads_share_one_pool(any_pool):

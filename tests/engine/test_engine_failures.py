@@ -263,3 +263,13 @@ def test_workers_that_cannot_start_break_the_pool_clearly():
     with pytest.raises(RuntimeError, match="exited while starting"):
         pool.map(h.square, range(10))
     pool.terminate()
+
+
+@pytest.mark.timeout(30)
+def test_imap_retries_are_not_held_back_by_the_stream_limit(process_pool, tmp_path):
+    """One batch whose every other item fails once settles as many separate runs; the
+    ordered stream then holds more segments than it may run ahead, while the item it
+    waits for sits in the retry queue. Retries must run anyway (this hung)."""
+    items = [(str(tmp_path), x) for x in range(40)]
+    result = list(process_pool.imap(h.flaky_if_even, items, retries=1, chunksize=40))
+    assert result == list(range(40))

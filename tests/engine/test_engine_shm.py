@@ -117,3 +117,35 @@ def test_an_idle_pool_releases_result_memory():
     assert h.shm_leftovers(prefix) == []  # given back, then dropped while idle
     assert pool.map(h.square, [3]) == [9]
     pool.terminate()
+
+
+def test_results_fall_back_to_the_pipe_when_shared_memory_refuses():
+    """A full /dev/shm (64 MB in a default container) must slow results down, not fail
+    them: every item came back as a pickling failure."""
+    with sw.Pool(1, initializer=h.limit_file_size) as pool:
+        prefix = pool._scheduler.backend.prefix
+        results = pool.map(h.big_array, range(3))
+        assert [float(a[-1]) for a in results] == [0.0, 1.0, 2.0]
+        assert h.shm_leftovers(prefix) == []  # nothing went through shared memory
+
+
+def test_segment_writer_reuses_segments_after_an_idle_release():
+    """close() (the worker went idle) must reset what the reuse cache holds: it kept
+    counting the released bytes, so after the first idle pause nothing was reused."""
+    writer = shm.SegmentWriter("swtest0002-w", cache_bytes=8 << 20)
+    data = memoryview(np.ones(1 << 20, dtype=np.float32))  # 4 MiB
+    try:
+        for _round in range(2):
+            names = [writer.write(data), writer.write(data)]
+            writer.take_back(names)
+            assert sorted(writer.free) == sorted(names)  # both wait for reuse
+            again = writer.write(data)
+            assert again in names and writer.mappings  # rewritten in place, kept mapped
+            writer.take_back([again])
+            writer.close()  # idle: everything let go of
+            assert writer.free == [] and not writer.mappings
+            assert h.shm_leftovers("swtest0002-w") == []  # released, not leaked
+    finally:
+        writer.close()
+        shm.unlink_prefix("swtest0002-w")
+    assert h.shm_leftovers("swtest0002-w") == []

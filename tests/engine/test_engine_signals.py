@@ -128,3 +128,57 @@ def test_parent_killed_mid_map_leaves_no_workers():
     finally:
         process.kill()
         process.wait()
+
+
+def test_parent_killed_leaves_no_shared_memory():
+    """Arguments the parent wrote for a queued batch, and its shared arrays, could only be
+    unlinked by the parent; when it is killed, its workers unlink them before they exit
+    (they stayed in /dev/shm)."""
+    process = start(
+        """
+        import numpy as np
+        cake = sw.shared_array(1 << 20, dtype=np.uint8)
+        arrays = [np.full(1 << 19, i, dtype=np.float32) for i in range(40)]  # 2 MiB each
+        print("NAMES", pool._scheduler.backend.prefix, cake.shm_name, flush=True)
+        pool.map(h.sum_slowly, arrays, chunksize=1)
+        """
+    )
+    try:
+        pids = worker_pids(process)
+        prefix, array_name = read_until(process, "NAMES").split()[1:]
+        import time
+
+        from engine_helpers import shm_leftovers
+
+        deadline = time.monotonic() + 20
+        while len(shm_leftovers(prefix + "-in-")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert shm_leftovers(prefix + "-in-"), "no queued argument segment to leak"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert_all_gone(pids)
+        assert shm_leftovers(prefix) == []
+        assert shm_leftovers(array_name) == []
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_many_big_results_do_not_run_out_of_file_descriptors():
+    """Before Python 3.13 every mapped result holds a file descriptor: 300 arrays kept
+    alive under a soft limit of 256 open files failed to come back (EMFILE)."""
+    process = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import resource, sys
+            sys.path.insert(0, {HERE!r})
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+            import slicewise as sw, engine_helpers as h
+            with sw.Pool(2) as pool:
+                arrays = pool.map(h.big_array, range(300))
+                assert [float(a[0]) for a in arrays] == [float(i) for i in range(300)]
+            print("OK", flush=True)
+        """)],
+        capture_output=True, text=True, timeout=50,
+    )
+    assert process.stdout.strip() == "OK", process.stderr[-2000:]

@@ -140,6 +140,8 @@ class Job:
         self.done = False
         self.cancelled = False
         self.pump: Callable[[], None] | None = None  # set by inline (serial) schedulers
+        # the thread that settles this job; waiting in it for the job would never end
+        self.settling_thread: threading.Thread | None = None
         self.on_done: list[Callable[[Job], None]] = []
         # engine-internal, run before a Future is resolved (so a caller woken by it sees
         # their effect); set before the job is scheduled
@@ -148,12 +150,24 @@ class Job:
 
     # ------------------------------------------------------------ producer side
 
-    def wants_work(self) -> bool:
+    def wants_work(self, closing: bool = False) -> bool:
+        """Whether the scheduler should give this job a worker now. A stream (imap) runs
+        at most `stream_limit` batches ahead of its consumer, with two exceptions that
+        would otherwise hang it: items waiting for a retry always run (the consumer may
+        be waiting for exactly them, behind a run of settled segments that fill the
+        limit), and a closing pool finishes every stream (close() means "finish the work
+        given", and nobody may ever read a half-read imap again)."""
         if self.done or self.error is not None or self.cancelled:
             return False
-        if not self._retry and self._exhausted:
+        if self._retry:
+            return True
+        if self._exhausted:
             return False
-        if self.stream and self._inflight_batches + len(self.segments) >= self.stream_limit:
+        if (
+            self.stream
+            and not closing
+            and self._inflight_batches + len(self.segments) >= self.stream_limit
+        ):
             return False
         return True
 
@@ -365,8 +379,16 @@ class Job:
 
     # ------------------------------------------------------------ consumer side
 
+    def _refuse_self_wait(self) -> None:
+        if self.settling_thread is not None and threading.current_thread() is self.settling_thread:
+            raise RuntimeError(
+                "a callback waited for the results of its own pool, which would deadlock: "
+                "submit the work from the callback and collect it elsewhere"
+            )
+
     def _wait(self) -> None:
         """Wait (lock held) until something changes; inline schedulers are pumped."""
+        self._refuse_self_wait()
         if self.pump is not None:
             self.lock.release()
             try:
@@ -387,6 +409,7 @@ class Job:
                     if left <= 0:
                         return False
                     if self.pump is None:
+                        self._refuse_self_wait()
                         self.changed.wait(min(left, 0.5))
                         continue
                 self._wait()

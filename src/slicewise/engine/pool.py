@@ -59,6 +59,34 @@ class ResultIterator(Iterator):
             pass
 
 
+class _PoolFuture(Future):
+    """A Future that refuses to wait inside its own pool's scheduler thread (a callback
+    that waits there would wait forever: that thread is the one that would settle it)."""
+
+    def __init__(self, settling_thread: threading.Thread | None) -> None:
+        super().__init__()
+        self._settling_thread = settling_thread
+
+    def _refuse_self_wait(self) -> None:
+        if (
+            self._settling_thread is not None
+            and threading.current_thread() is self._settling_thread
+            and not self.done()
+        ):
+            raise RuntimeError(
+                "a callback waited for a future of its own pool, which would deadlock: "
+                "submit the work from the callback and collect it elsewhere"
+            )
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._refuse_self_wait()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._refuse_self_wait()
+        return super().exception(timeout)
+
+
 class AsyncResult:
     """multiprocessing's AsyncResult: `get(timeout)`, `wait`, `ready`, `successful`."""
 
@@ -291,7 +319,7 @@ class Pool(Executor):
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
         """Executor.submit: a Future of `fn(*args, **kwargs)`. A failure raises the
         function's own exception from `result()` (WorkerLostError if the worker died)."""
-        future: Future = Future()
+        future: Future = _PoolFuture(self._scheduler.thread)
         job = self._start(fn, [(args, kwargs)], MODE_CALL, {"chunksize": 1}, future=future)
         future.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
         return future
@@ -299,7 +327,7 @@ class Pool(Executor):
     def apply_async(self, fn: Callable, args: tuple = (), kwds: dict | None = None,
                     callback: Callable | None = None,
                     error_callback: Callable | None = None) -> AsyncResult:
-        future: Future = Future()
+        future: Future = _PoolFuture(self._scheduler.thread)
         job = self._start(fn, [(tuple(args), dict(kwds or {}))], MODE_CALL, {"chunksize": 1},
                           future=future)
         return AsyncResult(job, True, callback, error_callback)

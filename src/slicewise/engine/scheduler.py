@@ -135,9 +135,14 @@ class Scheduler:
             raise PoolClosedError("the pool is closed: no new work can be submitted")
         self.backend.prepare(job)
         job.on_consumed = self.wake  # type: ignore[method-assign]
+        job.settling_thread = self.thread
         if self.backend.inline:
             job.pump = self.pump
         self._incoming.append(job)
+        if self._torn_down:
+            # the loop ended between the state check above and the append (a close() or
+            # terminate() from another thread): nobody will ever take this job
+            job.fail(self.broken or PoolClosedError("the pool was closed while submitting"))
         self.wake()
         return job
 
@@ -262,8 +267,9 @@ class Scheduler:
             self._full_prune_at = max(64, 2 * len(self.jobs))
 
     def _next_job(self) -> Job | None:
+        closing = self.state == CLOSING
         for job in self.jobs:
-            if job.wants_work():
+            if job.wants_work(closing):
                 return job
         return None
 
@@ -515,22 +521,27 @@ class Scheduler:
         self._torn_down = True
         graceful = self.state == CLOSING and self.broken is None
         workers = self._all_workers()
-        for worker in workers:
-            if graceful:
-                worker.stop()
-            else:
-                worker.kill()
-        for worker in workers:
-            worker.reap(5.0 if graceful else 2.0)
-            self.backend.worker_lost(worker)
-        self._slots = [None] * len(self._slots)
-        self._retiring = []
-        error = self.broken or PoolClosedError("the pool was terminated")
-        for job in [*self.jobs, *self._incoming]:
-            if not job.done:
-                job.fail(error)
-        self.jobs = deque()
-        self._incoming.clear()
+        try:
+            for worker in workers:
+                if graceful:
+                    worker.stop()
+                else:
+                    worker.kill()
+            for worker in workers:
+                try:
+                    worker.reap(5.0 if graceful else 2.0)
+                finally:
+                    self.backend.worker_lost(worker)
+        finally:
+            # whatever went wrong above, no caller may be left waiting on a job
+            self._slots = [None] * len(self._slots)
+            self._retiring = []
+            error = self.broken or PoolClosedError("the pool was terminated")
+            for job in [*self.jobs, *self._incoming]:
+                if not job.done:
+                    job.fail(error)
+            self.jobs = deque()
+            self._incoming.clear()
         self.backend.close()
         if self.state == RUNNING_STATE:
             self.state = TERMINATED

@@ -11,8 +11,9 @@ Two users:
    kernel frees the pages when the last view (the last mmap reference) dies; nothing
    has to be remembered. Results go one step further (`SegmentWriter`): the parent keeps
    the name, and when the last view dies the name goes back to the worker that wrote it,
-   which writes its next result into the same pages (rewriting existing pages is several
-   times faster than allocating fresh ones). Names start with the pool's prefix,
+   which keeps the segment mapped and writes its next result into the same pages with
+   one memcpy (several times faster than allocating fresh ones). A buffer that shared
+   memory refuses (a full /dev/shm) travels in the pickle instead. Names start with the pool's prefix,
    `sw<token>-<pid>-`, so whatever a dead worker or a closed pool leaves is found and
    unlinked by that prefix (`unlink_prefix`).
 
@@ -28,7 +29,9 @@ import itertools
 import mmap
 import os
 import pickle
+import sys
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 import cloudpickle
@@ -39,6 +42,7 @@ except ImportError:  # Windows: no POSIX shared memory; everything goes through 
     _posixshmem = None
 
 THRESHOLD = 1 << 20  # buffers from 1 MiB up travel through shared memory
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux; elsewhere pages fault in lazily
 SHM_DIR = "/dev/shm"
 _names = itertools.count()
 
@@ -71,12 +75,35 @@ def _write_segment(name: str, data: memoryview) -> None:
         os.close(fd)
 
 
+# Python < 3.13 keeps a duplicate of the file descriptor open for every mmap: each big
+# result the caller holds costs one descriptor (see raise_open_file_limit)
+_MMAP_OPTIONS = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+
+
 def map_segment(name: str, size: int) -> mmap.mmap:
     fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0o600)
     try:
-        return mmap.mmap(fd, size)
+        return mmap.mmap(fd, size, **_MMAP_OPTIONS)
     finally:
         os.close(fd)
+
+
+def raise_open_file_limit() -> None:
+    """Lift this process's soft limit on open files to its hard limit. Before Python 3.13
+    every mapped result holds a file descriptor, and a call whose results hold 1,000 big
+    arrays would otherwise fail at the common soft limit of 1,024 (dask's distributed
+    and ray raise it too)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        pass
 
 
 def unlink(name: str) -> None:
@@ -109,10 +136,18 @@ def unlink_prefix(prefix: str) -> int:
 
 
 class SegmentWriter:
-    """Worker side: writes result buffers into segments and reuses the segments the parent
-    gives back once their last view died (writing into pages that already exist is several
-    times faster than into fresh ones). At most `cache_bytes` of given-back segments wait
-    for reuse; the rest are unlinked."""
+    """Worker side: writes result buffers into segments, and reuses the segments the
+    parent gives back once their last view died.
+
+    A fresh segment is filled with pwrite() (tmpfs allocates the pages as it copies). A
+    segment that comes back is kept *mapped* here, populated (MAP_POPULATE: one call
+    instead of a page fault per 4 KiB), so its next result is one memcpy into pages that
+    exist and are mapped: about 2.5x faster than pwrite(), 5x faster than fresh pages.
+    Bounds: at most `cache_bytes` of given-back segments wait for reuse (the rest are
+    unlinked), and at most `cache_bytes` stay mapped (least recently used unmapped
+    first), so a segment the parent unlinked on its side cannot be kept alive by a
+    mapping here for longer than a few reuse cycles; `close()` (the worker is idle or
+    leaving) unmaps everything."""
 
     def __init__(self, prefix: str, cache_bytes: int = 256 << 20) -> None:
         self.prefix = prefix
@@ -120,6 +155,8 @@ class SegmentWriter:
         self.capacity: dict[str, int] = {}  # every segment this worker made and still owns
         self.free: list[str] = []
         self.free_bytes = 0
+        self.mappings: OrderedDict[str, mmap.mmap] = OrderedDict()  # least recent first
+        self.mapped_bytes = 0
 
     def take_back(self, names: list[str]) -> None:
         for name in names:
@@ -131,6 +168,7 @@ class SegmentWriter:
                 self.free_bytes += size
             else:
                 del self.capacity[name]
+                self._unmap(name)
                 unlink(name)
 
     def write(self, data: memoryview) -> str:
@@ -142,24 +180,47 @@ class SegmentWriter:
                 del self.free[i]
                 self.free_bytes -= capacity
                 try:
-                    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0o600)
+                    mapping = self._mapping(name, capacity)
                 except OSError:  # unlinked behind our back: make a new one
                     del self.capacity[name]
                     break
-                try:
-                    _write_all(fd, view)
-                finally:
-                    os.close(fd)
+                mapping[:size] = view
                 return name
         name = f"{self.prefix}-{next(_names)}"
         _write_segment(name, view)
         self.capacity[name] = size
         return name
 
+    def _mapping(self, name: str, capacity: int) -> mmap.mmap:
+        mapping = self.mappings.get(name)
+        if mapping is not None:
+            self.mappings.move_to_end(name)
+            return mapping
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, 0o600)
+        try:
+            mapping = mmap.mmap(fd, capacity, flags=mmap.MAP_SHARED | _MAP_POPULATE)
+        finally:
+            os.close(fd)
+        self.mappings[name] = mapping
+        self.mapped_bytes += capacity
+        while self.mapped_bytes > self.cache_bytes and len(self.mappings) > 1:
+            self._unmap(next(iter(self.mappings)))
+        return mapping
+
+    def _unmap(self, name: str) -> None:
+        mapping = self.mappings.pop(name, None)
+        if mapping is not None:
+            self.mapped_bytes -= len(mapping)
+            mapping.close()
+
     def close(self) -> None:
         for name in self.free:
             unlink(name)
+            del self.capacity[name]
         self.free.clear()
+        self.free_bytes = 0
+        for name in list(self.mappings):
+            self._unmap(name)
 
 
 def _write_all(fd: int, view: memoryview) -> None:
@@ -180,11 +241,16 @@ def dumps(
         raw = buffer.raw()
         if (prefix is None and writer is None) or _posixshmem is None or raw.nbytes < THRESHOLD:
             return True  # in-band
-        if writer is not None:
-            name = writer.write(raw)
-        else:
-            name = f"{prefix}-{next(_names)}"
-            _write_segment(name, raw)
+        try:
+            if writer is not None:
+                name = writer.write(raw)
+            else:
+                name = f"{prefix}-{next(_names)}"
+                _write_segment(name, raw)
+        except OSError:
+            # /dev/shm is full (a container's default is 64 MB) or refuses: the buffer
+            # goes through the pipe instead, slower but never a failed item
+            return True
         segments.append((name, raw.nbytes))
         return False
 

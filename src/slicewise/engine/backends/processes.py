@@ -30,7 +30,7 @@ from slicewise.engine.backends.base import ArgumentsNotPicklable, Backend, Worke
 from slicewise.engine.worker import FUNCTION_CACHE_SIZE, SLOT_WIDTH, process_main
 
 PIPE_SAFE_BYTES = 32 * 1024  # a message this small never blocks on a full pipe
-RESULT_CACHE_BYTES = 256 << 20  # given-back result segments kept for reuse, per worker
+MAX_RESULT_CACHE_BYTES = 1 << 30  # given-back result segments kept for reuse, per worker
 FORKSERVER_PRELOAD = ["slicewise.engine.worker"]
 
 
@@ -85,6 +85,20 @@ def _install_preparation_hook() -> None:
     multiprocessing.spawn.get_preparation_data = get_preparation_data
 
 
+def result_cache_bytes(workers: int) -> int:
+    """How many bytes of given-back result segments each worker may keep for reuse: a
+    quarter of /dev/shm shared by the workers, at most MAX_RESULT_CACHE_BYTES. Big enough
+    that a call's results (200 x 4 MiB here) are all rewritten in place by the next call;
+    small enough that a small /dev/shm (64 MB in a default container) is not filled by
+    memory kept only for speed. Both sides let go of it when the pool is idle."""
+    try:
+        stats = os.statvfs(shm.SHM_DIR)
+        shm_bytes = stats.f_blocks * stats.f_frsize
+    except OSError:
+        return 256 << 20
+    return max(0, min(MAX_RESULT_CACHE_BYTES, shm_bytes // (4 * max(1, workers))))
+
+
 class ReturnChannel:
     """Names of result segments whose last view died in the parent, on their way back to
     the worker that wrote them (in its next batch header). `give_back` runs from whatever
@@ -92,7 +106,7 @@ class ReturnChannel:
     is gone, or when the pool goes idle (`release`), names are unlinked instead, so an
     idle pool holds no result memory."""
 
-    def __init__(self, cache_bytes: int = RESULT_CACHE_BYTES) -> None:
+    def __init__(self, cache_bytes: int) -> None:
         self._names: deque[tuple[str, int]] = deque()
         self._bytes = 0
         self._cache_bytes = cache_bytes
@@ -123,7 +137,8 @@ class ReturnChannel:
 
 
 class ProcessWorker(Worker):
-    def __init__(self, slot: int, process, conn, progress_view, prefix: str) -> None:
+    def __init__(self, slot: int, process, conn, progress_view, prefix: str,
+                 cache_bytes: int) -> None:
         super().__init__(slot)
         self.process = process
         self.conn = conn
@@ -138,7 +153,7 @@ class ProcessWorker(Worker):
         # big arguments in shared memory, by batch seq: the worker unlinks them when it
         # maps them; these are unlinked here if it never got that far
         self._input_segments: dict[int, shm.Segments] = {}
-        self._returns = ReturnChannel()
+        self._returns = ReturnChannel(cache_bytes)
 
     def send(self, batch) -> None:
         job = batch.job
@@ -282,6 +297,7 @@ class ProcessBackend(Backend):
         _install_preparation_hook()
         self.context = multiprocessing.get_context(method)
         self.prefix = shm.new_prefix()
+        shm.raise_open_file_limit()
         self._progress_array = self.context.RawArray("q", SLOT_WIDTH * max(1, workers))
         self._progress_view = memoryview(self._progress_array).cast("B").cast("q")
         initializer = None
@@ -294,6 +310,7 @@ class ProcessBackend(Backend):
             "parent_pid": os.getpid(),
             "prefix": self.prefix,
             "initializer": initializer,
+            "result_cache_bytes": result_cache_bytes(workers),
         }
 
     def prepare(self, job) -> None:
@@ -350,7 +367,8 @@ class ProcessBackend(Backend):
         finally:
             _starting.worker = False
         child_end.close()
-        return ProcessWorker(slot, process, parent_end, view, f"{self.prefix}-in")
+        return ProcessWorker(slot, process, parent_end, view, f"{self.prefix}-in",
+                             self._config["result_cache_bytes"])
 
     def worker_lost(self, worker: Worker) -> None:
         shm.unlink_prefix(f"{self.prefix}-{worker.pid}-")  # results it wrote but never sent
