@@ -285,7 +285,7 @@ def bench_samples_mean(workdir: str, quick: bool) -> list[dict]:
     sw_s, np_s = statistics.median(sw_times), statistics.median(np_times)
     dask_s = statistics.median(dask_times)
     note = (f"{count} float32 256x256 samples ({data.nbytes / 2**20:.0f} MiB); median of runs; "
-            "a read verifies each 8 MiB chunk's CRC32 and copies it out of its mmap")
+            "each 8 MiB chunk is checksummed once per process and copied out of its mmap")
     return [
         row(".mean() over samples", "slicewise .dask().mean()", sw_s, "s", ratio=sw_s / np_s,
             target="<= 1.5x numpy", met=sw_s <= 1.5 * np_s, note=note + "; ratio = ours/numpy"),

@@ -1,3 +1,5 @@
+"""Fixtures shared by the format and dataset tests (subfolders may add their own)."""
+
 from __future__ import annotations
 
 import uuid
