@@ -113,7 +113,10 @@ def shared_array(shape: int | tuple[int, ...], dtype: Any = "float64") -> Shared
     """A zero-filled, writable numpy array in shared memory that workers can write into
     in place (seed 002's cake). Freed when the last reference in this process dies."""
     if not shm.available():
-        raise NotImplementedError("shared_array needs POSIX shared memory (Linux or macOS)")
+        raise RuntimeError(
+            "shared_array needs POSIX shared memory (Linux or macOS); this platform has none: "
+            "return results from the function instead"
+        )
     dtype = np.dtype(dtype)
     if dtype.hasobject:
         raise TypeError(f"shared_array cannot hold Python objects (dtype {dtype}); "

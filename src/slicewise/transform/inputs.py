@@ -14,6 +14,7 @@ Payload kinds (plain tuples, so they pickle cheaply):
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import itertools
 import math
@@ -28,7 +29,7 @@ from slicewise.transform.errors import InvalidInputDataError
 Payload = tuple
 
 
-class InputSource:
+class InputSource(abc.ABC):
     """An input cut into consecutive batches. `length` is None for generators."""
 
     kind = "items"
@@ -38,10 +39,11 @@ class InputSource:
         self.length = length
         self.identity = identity  # what the fingerprint starts from
 
+    @abc.abstractmethod
     def payloads(
         self, first: int, next_size: Callable[[int], int]
     ) -> Iterator[tuple[int, int, Payload]]:
-        raise NotImplementedError
+        """(position, count, payload) per batch from `first` on, sized by `next_size`."""
 
     def digest_payload(self, digest: InputDigest, payload: Payload) -> None:
         for item in unpack(payload):
