@@ -20,7 +20,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-STAMP = VENV / ".slicewise-stamp"
 EXTRAS = {"run": "test", "test": "test", "bench": "test,bench"}
 
 
@@ -30,18 +29,19 @@ def venv_python() -> Path:
 
 def ensure_venv(extras: str) -> Path:
     """Create ./.venv and install the project editable with `extras`, once per pyproject."""
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = VENV / f".slicewise-stamp-{extras.replace(',', '-')}"  # one per extras set
     py = venv_python()
     if not py.exists():
         print("[dev] creating .venv", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    if STAMP.exists() and STAMP.read_text() == digest:
+    if stamp.exists() and stamp.read_text() == digest:
         return py
     print(f"[dev] installing slicewise[{extras}] into .venv", flush=True)
     pip = [str(py), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
     subprocess.run([*pip, "install", "-e", f".[{extras}]"], check=True, cwd=ROOT)
-    STAMP.write_text(digest)
+    stamp.write_text(digest)
     return py
 
 
