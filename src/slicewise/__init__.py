@@ -36,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "SharedArray": "slicewise.engine",
     "shared_array": "slicewise.engine",
     "Failure": "slicewise.engine",
+    "InitializerError": "slicewise.engine",
+    "PoolClosedError": "slicewise.engine",
     "shutdown_default_pool": "slicewise.engine",
     # dataset: Deep Lake 3 names
     "Dataset": "slicewise.dataset",

@@ -82,14 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     import slicewise as sw
-    from slicewise.transform.ingest import ingest_folder, parse_size
+    from slicewise.transform.ingest import ingest_folder
 
-    resize = parse_size(args.resize) if args.resize else None
     report = ingest_folder(
         args.src,
         args.dataset,
         workers=args.workers,
-        resize=resize,
+        resize=args.resize,
         scheduler=args.scheduler,
         progressbar=not args.no_progress,
         checkpoint_interval=args.checkpoint_interval,

@@ -42,7 +42,7 @@ from slicewise.format.manifest import (
 )
 from slicewise.format.reader import ChunkReader
 from slicewise.format.storage import Storage, SyncQueue, open_storage
-from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES, DatasetWriter
+from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES, DatasetWriter, shape_bounds
 
 # What a dataset marker may ask for (a marker may come from a stranger).
 MIN_CHUNK_TARGET = 1
@@ -367,7 +367,7 @@ class Dataset:
 
     def _rewrite_chunk(self, state, k: int, updates: dict[int, Any], encoder) -> dict:
         meta = state.meta
-        key = chunk_key(meta.id, state.keys[k])
+        key = state.full_key(k)
         head = self._reader.header(key)
         payload = self._reader.payload(key)
         remap = state.chunk_remap(k)
@@ -394,14 +394,14 @@ class Dataset:
         blob = encode_chunk(samples, shapes, dtype, meta.sample_compression, meta.chunk_compression)
         new_name = secrets.token_hex(16)
         self._storage.put(chunk_key(meta.id, new_name), blob)
-        ndim = len(shapes[0])
+        min_shape, max_shape = shape_bounds(shapes)
         entry = {
             "key": new_name,
             "rows": head.n,
             "nbytes": len(blob),
             "dtype": dtype,
-            "min_shape": [min(s[d] for s in shapes) for d in range(ndim)],
-            "max_shape": [max(s[d] for s in shapes) for d in range(ndim)],
+            "min_shape": min_shape,
+            "max_shape": max_shape,
         }
         if meta.htype == "class_label" and encoder.local_class_names:
             entry["labels"] = {"base": encoder.class_base, "names": encoder.local_class_names}

@@ -15,7 +15,7 @@ import numpy as np
 
 from slicewise.format.errors import CorruptionError, DatasetError
 from slicewise.format.htypes import apply_label_remap, decode_sample, with_location
-from slicewise.format.manifest import TensorState, chunk_key
+from slicewise.format.manifest import TensorState
 
 if TYPE_CHECKING:
     from slicewise.dataset.dataset import Dataset
@@ -152,14 +152,6 @@ class Tensor:
         k = int(np.searchsorted(cum, row, side="right")) - 1
         return k, row - int(cum[k])
 
-    def _chunk_key(self, k: int) -> str:
-        state = self._state
-        return chunk_key(state.meta.id, state.keys[k])
-
-    def _stored_bytes(self, row: int) -> bytes:
-        k, local = self._locate(row)
-        return self.dataset._reader.sample_bytes(self._chunk_key(k), local)
-
     def _sample(self, row: int):
         state = self._state
         cum = state.cum_rows
@@ -204,20 +196,18 @@ class Tensor:
         while k < len(state.keys) and int(cum[k]) < stop:
             a = max(start, int(cum[k])) - int(cum[k])
             b = min(stop, int(cum[k + 1])) - int(cum[k])
-            key = chunk_key(meta.id, state.keys[k])
+            key = state.full_key(k)
             head = reader.header(key)
             remap = state.chunk_remap(k)
+            # a whole chunk's checksum is checked (once per process and file, see reader.py)
+            span = reader.span_bytes(key, a, b, verify=a == 0 and b == head.n)
             if raw and head.uniform and remap is None:
-                whole = a == 0 and b == head.n
-                span = reader.span_bytes(key, a, b, verify=whole)
                 block = np.frombuffer(span, dtype=head.dtype).reshape((b - a, *head.shape(0)))
                 if stack:
                     blocks.append(block)
                 else:
                     out.extend(block.copy())
             else:
-                whole = a == 0 and b == head.n
-                span = reader.span_bytes(key, a, b, verify=whole)
                 base = int(head.offsets[a])
                 for i in range(a, b):
                     lo, hi = int(head.offsets[i]) - base, int(head.offsets[i + 1]) - base
@@ -428,7 +418,7 @@ class TensorView:
         if self._single is not None:
             k, local = tensor._locate(self._single)
             reader = tensor.dataset._reader
-            key = tensor._chunk_key(k)
+            key = tensor._state.full_key(k)
             head = reader.header(key)
             if local >= head.n:
                 raise reader._short(key, head, local + 1)

@@ -124,7 +124,6 @@ class Job:
         self._retry: deque[Batch] = deque()
         self._attempts: dict[int, int] = {}
         self._inflight_batches = 0
-        self.batches_taken = 0  # statistics: how the call was cut
         self.stream_limit = max(8, STREAM_BATCHES_PER_WORKER * workers)
         self.progress = Progress(progress, self.total)
         # producer-side extras the backends attach (pickled function, its token)
@@ -185,7 +184,6 @@ class Job:
                 self._retry.appendleft(rest)
                 batch = Batch(self, batch.start, batch.items[:limit], batch.isolated)
             self._inflight_batches += 1
-            self.batches_taken += 1
             return batch
         if self._exhausted:
             return None
@@ -220,7 +218,6 @@ class Job:
         with self.lock:
             self.open_items += len(items)
         self._inflight_batches += 1
-        self.batches_taken += 1
         return Batch(self, start, items)
 
     def requeue(self, batch: Batch, start_offset: int = 0, stop_offset: int | None = None,

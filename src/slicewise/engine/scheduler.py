@@ -39,8 +39,9 @@ import weakref
 from collections import deque
 from multiprocessing.connection import wait as wait_for
 
+from slicewise.engine import shm
 from slicewise.engine.backends.base import ArgumentsNotPicklable, Worker, backend_class
-from slicewise.engine.errors import Failure, InitializerError, PoolClosedError
+from slicewise.engine.errors import Failure, InitializerError, PoolClosedError, signal_name
 from slicewise.engine.jobs import Batch, Job
 from slicewise.engine.worker import PICKLING, RUNNING, UNPICKLING, unpack_exception
 
@@ -323,8 +324,6 @@ class Scheduler:
 
     def _arguments_not_picklable(self, batch: Batch, error: BaseException) -> None:
         """Find the items that will not pickle; they fail, the others go back."""
-        from slicewise.engine import shm
-
         job = batch.job
         bad: dict[int, Failure] = {}
         if len(batch) == 1:
@@ -354,16 +353,28 @@ class Scheduler:
             timeout = 0.05
         now = time.monotonic_ns()
         for worker in self._active_workers():
-            if not worker.inflight or worker.inflight[0].job.timeout is None:
+            timed = self._timed_item(worker)
+            if timed is None:
                 continue
-            head = worker.inflight[0]
-            seq, phase, _pos, started = worker.progress()
-            if seq == head.seq and phase == RUNNING and started:
+            head, _offset, started = timed
+            if started:
                 left = (started + head.job.timeout * 1e9 - now) / 1e9
                 timeout = min(timeout, max(0.001, left + 0.001))
             else:
                 timeout = min(timeout, 0.05)  # not started yet: look again soon
         return timeout
+
+    @staticmethod
+    def _timed_item(worker: Worker) -> tuple[Batch, int, int] | None:
+        """(head batch, offset, started_ns) when the worker's head batch has a per-item
+        timeout; started_ns is 0 until the worker is running that batch."""
+        if not worker.inflight or worker.inflight[0].job.timeout is None:
+            return None
+        head = worker.inflight[0]
+        seq, phase, offset, started = worker.progress()
+        if seq == head.seq and phase == RUNNING:
+            return head, offset, started
+        return head, 0, 0
 
     # ------------------------------------------------------------ events and failures
 
@@ -429,15 +440,12 @@ class Scheduler:
     def _check_timeouts(self) -> None:
         now = time.monotonic_ns()
         for worker in self._active_workers():
-            if not worker.inflight or worker.timed_out is not None:
+            timed = None if worker.timed_out is not None else self._timed_item(worker)
+            if timed is None:
                 continue
-            head = worker.inflight[0]
-            limit = head.job.timeout
-            if limit is None:
-                continue
-            seq, phase, pos, started = worker.progress()
-            if seq == head.seq and phase == RUNNING and started and now - started > limit * 1e9:
-                worker.timed_out = (seq, pos)
+            head, offset, started = timed
+            if started and now - started > head.job.timeout * 1e9:
+                worker.timed_out = (head.seq, offset)
                 worker.kill()
 
     def _on_worker_gone(self, worker: Worker) -> None:
@@ -470,8 +478,6 @@ class Scheduler:
         started = seq == head.seq
         lost = {"exitcode": worker.exitcode}
         if worker.exitcode is not None and worker.exitcode < 0:
-            from slicewise.engine.errors import signal_name
-
             lost["signal"] = signal_name(worker.exitcode)
         if worker.timed_out is not None and worker.timed_out[0] == head.seq:
             offset = worker.timed_out[1]

@@ -20,15 +20,15 @@ The process worker (`process_main`) speaks with the parent over its own duplex p
                        body:   the batch's items, pickled by shm.dumps (big buffers in shm)
                        an empty header means: exit
     worker -> parent   ("ready", pid)                          once, after the initializer
-                       ("init_failed", traceback, exception)   and exit
+                       ("init_failed", packed_failure)         the initializer raised; exit
                        ("done", seq, seconds, segments, failures)  + body: the results
                        ("bad", seq, stage, failure)            the batch could not be unpickled
 
 Big results go into shared-memory segments the worker owns (shm.SegmentWriter); when the
 parent's last view of one dies, its name comes back in a later header (`given_back`) and
-the worker writes the next result into it. Functions arrive cloudpickled once per call and
-worker: the header carries the bytes only
-the first time a worker sees `fn_token`; the worker keeps the unpickled function. Once a
+the worker writes the next result into it. Functions arrive cloudpickled once per call:
+the header carries the bytes only the first time a worker sees `fn_token`; the worker
+keeps the unpickled function (the last FUNCTION_CACHE_SIZE of them). Once a
 worker sends big results it keeps its segments mapped and its heap warm (`WarmHeap`) for
 the next batch, and lets both go after IDLE_RELEASE_SECONDS without work.
 The worker ignores SIGINT (the parent decides what Ctrl-C means and kills it) and exits by

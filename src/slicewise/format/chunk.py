@@ -71,9 +71,6 @@ class ChunkHeader:
             return tuple(int(x) for x in self.shapes)
         return tuple(int(x) for x in self.shapes[i])
 
-    def span(self, i: int) -> tuple[int, int]:
-        return int(self.offsets[i]), int(self.offsets[i + 1])
-
 
 def encode_chunk(
     samples: list[bytes | memoryview],
@@ -163,10 +160,6 @@ def parse_prefix(prefix: bytes, where: str) -> tuple:
             where,
         )
     return fields
-
-
-def header_nbytes(fields: tuple) -> int:
-    return PREFIX_SIZE + fields[7]
 
 
 def check_header_fits(fields: tuple, file_size: int, where: str) -> int:

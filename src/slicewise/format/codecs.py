@@ -67,16 +67,6 @@ def compress_bytes(data: bytes | memoryview, method: str) -> bytes:
     raise DatasetError(f"unknown byte compression {method!r}")
 
 
-def decompress_bytes(data: bytes | memoryview, method: str) -> bytes:
-    if method == "lz4":
-        return _lz4().decompress(data)
-    if method == "zstd":
-        return _zstd().ZstdDecompressor().decompress(data)
-    if method == "zlib":
-        return zlib.decompress(data)
-    raise DatasetError(f"unknown byte compression {method!r}")
-
-
 _DECOMPRESS_STEP = 16 * 1024 * 1024
 
 

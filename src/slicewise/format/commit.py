@@ -125,8 +125,9 @@ def new_version_id(seq: int) -> str:
 def apply(base: Version, txn: Transaction, message: str = "", meta: dict | None = None) -> Version:
     """The version that `txn` on top of `base` makes (nothing is written)."""
     tensors: dict[str, TensorState] = {}
+    touched = txn.touched()
     for name, state in base.tensors.items():
-        tensors[name] = state.copy() if name in txn.touched() else state
+        tensors[name] = state.copy() if name in touched else state
     for name, tmeta in txn.created.items():
         if name in tensors:
             raise CommitConflictError(f"tensor {name!r} was created by another commit")

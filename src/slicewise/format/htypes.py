@@ -150,10 +150,6 @@ class TensorMeta:
     def is_image(self) -> bool:
         return self.htype.startswith("image")
 
-    @property
-    def is_text_like(self) -> bool:
-        return self.htype in ("text", "json")
-
 
 def make_tensor_meta(
     tensor_id: str,

@@ -7,8 +7,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from slicewise.format.chunk import PREFIX_SIZE as _PREFIX
-from slicewise.format.chunk import check_payload, parse_header, parse_prefix
+from slicewise.format.chunk import check_payload, parse_header
 from slicewise.format.errors import CorruptionError, DatasetError
 from slicewise.format.htypes import decode_sample
 from slicewise.format.manifest import (
@@ -20,8 +19,6 @@ from slicewise.format.manifest import (
     version_key,
 )
 from slicewise.format.storage import Storage
-
-_CHUNK_FILE = re.compile(r"^chunks/(t[0-9a-f]+)/([0-9a-f]{32})$")
 
 
 @dataclass
@@ -86,8 +83,7 @@ def _verify_chunk(storage, report, version, name, state, k, key, decode) -> None
         return
     report.bytes += len(data)
     try:
-        fields = parse_prefix(data, where)
-        head = parse_header(data[: _PREFIX + fields[7]], len(data), where)
+        head = parse_header(data, len(data), where)
         payload = check_payload(head, memoryview(data)[head.payload_start :], where)
         if head.n != state.rows[k]:
             raise CorruptionError(

@@ -27,7 +27,6 @@ import os
 import threading
 from collections import OrderedDict
 
-from slicewise.format.chunk import PREFIX_SIZE as _PREFIX
 from slicewise.format.chunk import (
     ChunkHeader,
     check_header_fits,
@@ -92,10 +91,7 @@ class ChunkReader:
 
     def _local_header(self, key: str, path: str) -> ChunkHeader:
         mm = self._map(key, path)
-        where = self.storage.full_path(key)
-        fields = parse_prefix(mm[:_PREFIX], where)
-        end = check_header_fits(fields, len(mm), where)
-        return parse_header(mm[:end], len(mm), where)
+        return parse_header(mm, len(mm), self.storage.full_path(key))
 
     def _remote_header(self, key: str) -> ChunkHeader:
         where = self.storage.full_path(key)

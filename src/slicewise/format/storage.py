@@ -45,7 +45,6 @@ from __future__ import annotations
 import errno
 import os
 import threading
-import time
 import uuid
 from abc import ABC, abstractmethod
 
@@ -528,7 +527,3 @@ def open_storage(url: str, storage_options: dict | None = None) -> Storage:
     if "://" not in url:
         return LocalStorage(url)
     return FsspecStorage(url, storage_options)
-
-
-def now() -> float:
-    return time.time()

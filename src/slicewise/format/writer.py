@@ -50,6 +50,18 @@ from slicewise.format.storage import Storage, SyncQueue, open_storage
 DEFAULT_CHUNK_TARGET_BYTES = 8 * 1024 * 1024
 
 
+def shape_bounds(shapes: list[tuple[int, ...]]) -> tuple[list[int], list[int]]:
+    """A chunk entry's min_shape and max_shape: per dimension, over the chunk's samples."""
+    first = shapes[0]
+    if shapes.count(first) == len(shapes):  # the common case, one C-level pass
+        return list(first), list(first)
+    ndim = len(first)
+    return (
+        [min(s[d] for s in shapes) for d in range(ndim)],
+        [max(s[d] for s in shapes) for d in range(ndim)],
+    )
+
+
 class _TensorBuffer:
     """One tensor's samples waiting for their chunk: stored bytes (views of the arena, or
     references to the encoder's output, never copied here) and shapes, in row order."""
@@ -131,10 +143,6 @@ class DatasetWriter:
                 f"tensor {tensor!r} does not exist; tensors are {list(self._buffers)}"
             ) from None
 
-    def encode(self, tensor: str, value) -> tuple[bytes, tuple[int, ...]]:
-        """Encode one value for `tensor` without buffering it (validation happens here)."""
-        return self._buffer(tensor).encoder.encode(value)
-
     def append(self, tensor: str, value) -> None:
         buf = self._buffer(tensor)
         data, shape = buf.encoder.encode(value, buf.arena)
@@ -176,10 +184,6 @@ class DatasetWriter:
         for buf, samples in encoded:
             for data, shape in samples:
                 self._add(buf, data, shape)
-
-    def add_encoded(self, tensor: str, data: bytes, shape: tuple[int, ...]) -> None:
-        """Append an already-encoded sample (as returned by `encode`)."""
-        self._add(self._buffer(tensor), data, tuple(shape))
 
     def _add(self, buf: _TensorBuffer, data: bytes, shape: tuple[int, ...]) -> None:
         if len(shape) != buf.ndim:
@@ -224,13 +228,7 @@ class DatasetWriter:
             self._syncs.submit(key)
         buf.arena.reset(buf.samples)  # written: its memory takes the next chunk's samples
         nbytes = sum(len(part) for part in parts)
-        ndim = len(buf.shapes[0])
-        first = buf.shapes[0]
-        if buf.shapes.count(first) == len(buf.shapes):  # the common case, one C-level pass
-            min_shape, max_shape = list(first), list(first)
-        else:
-            min_shape = [min(s[d] for s in buf.shapes) for d in range(ndim)]
-            max_shape = [max(s[d] for s in buf.shapes) for d in range(ndim)]
+        min_shape, max_shape = shape_bounds(buf.shapes)
         entry = {
             "key": key.rsplit("/", 1)[1],
             "rows": len(buf.samples),

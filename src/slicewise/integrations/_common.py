@@ -203,11 +203,17 @@ def write_rows_job(job: ImportJob) -> dict:
     itself, append them with this job's own DatasetWriter, return the receipt.
     `source.read(start, stop)` gives the rows (image files: the frames of files
     [start, stop))."""
+    return write_rows(job.spec, job.writer_id, job.tensor, job.source.read(job.start, job.stop))
+
+
+def write_rows(spec: dict, writer_id: str, tensor: str, rows: Iterable[Any]) -> dict:
+    """Append `rows` to `tensor` with a DatasetWriter of their own; the writer's receipt,
+    which the parent commits."""
     from slicewise.format.writer import DatasetWriter
 
-    writer = DatasetWriter.from_spec(job.spec, job.writer_id)
-    for row in job.source.read(job.start, job.stop):
-        writer.append(job.tensor, row)
+    writer = DatasetWriter.from_spec(spec, writer_id)
+    for row in rows:
+        writer.append(tensor, row)
     return writer.finish()
 
 

@@ -51,6 +51,7 @@ from slicewise.integrations._common import (
     require,
     require_one_shape,
     row_nbytes,
+    write_rows,
 )
 
 # dask keys of the tasks that write blocks (the progress bar counts these)
@@ -279,15 +280,10 @@ def write_arrays(
 
 def _write_block(block: np.ndarray, spec: Any, tensor_name: str,
                  block_info: dict | None = None) -> np.ndarray:
-    from slicewise.format.writer import DatasetWriter
-
     block_index = block_info[0]["chunk-location"][0] if block_info else 0
-    writer = DatasetWriter.from_spec(spec, f"dask:{tensor_name}:{block_index}")
-    for row in np.asarray(block):
-        writer.append(tensor_name, row)
-    receipt = writer.finish()
     out = np.empty((1,), dtype=object)
-    out[0] = receipt
+    out[0] = write_rows(spec, f"dask:{tensor_name}:{block_index}", tensor_name,
+                        np.asarray(block))
     return out
 
 

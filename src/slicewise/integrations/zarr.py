@@ -70,6 +70,12 @@ def _zarr() -> Any:
     return require("zarr", "Zarr import/export")
 
 
+def _open_array(store: str, array_path: str, mode: str, storage_options: dict | None) -> Any:
+    """One array of a store given by URL, opened afresh (in whichever process reads it)."""
+    kwargs = {"storage_options": storage_options} if storage_options else {}
+    return _zarr().open_array(store, path=array_path, mode=mode, **kwargs)
+
+
 def _zarr_major(zarr: Any) -> int:
     return int(str(zarr.__version__).split(".")[0])
 
@@ -88,9 +94,7 @@ class ZarrRows:
     def open(self) -> Any:
         if self.array is not None:
             return self.array
-        zarr = _zarr()
-        kwargs = {"storage_options": self.storage_options} if self.storage_options else {}
-        return zarr.open_array(self.store, path=self.array_path, mode="r", **kwargs)
+        return _open_array(self.store, self.array_path, "r", self.storage_options)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return np.asarray(self.open()[start:stop])
@@ -255,9 +259,7 @@ class _ZarrTarget:
         self.storage_options = storage_options
 
     def open(self) -> Any:
-        zarr = _zarr()
-        kwargs = {"storage_options": self.storage_options} if self.storage_options else {}
-        return zarr.open_array(self.store, path=self.array_path, mode="r+", **kwargs)
+        return _open_array(self.store, self.array_path, "r+", self.storage_options)
 
 
 def _export_block(job: tuple) -> int:

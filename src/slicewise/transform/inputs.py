@@ -257,11 +257,6 @@ class InputDigest:
     def add_item(self, item: Any) -> None:
         self._hash.update(_item_bytes(item))
 
-    def copy(self) -> InputDigest:
-        clone = InputDigest.__new__(InputDigest)
-        clone._hash = self._hash.copy()
-        return clone
-
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
 

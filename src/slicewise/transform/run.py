@@ -445,10 +445,9 @@ class _Run:
             if batch.position_of(offset) not in killer_positions
         ]
         retry = Batch(
-            batch.batch_id, batch.start, batch.count, ("items", [item for _, item in kept]),
+            batch.batch_id, batch.start, len(kept), ("items", [item for _, item in kept]),
             positions=[position for position, _ in kept],
         )
-        retry.count = len(kept)
         outcomes = list(pool.imap(runner, [retry], chunksize=1, on_error="collect"))
         outcome = outcomes[0]
         if _is_engine_failure(outcome):
@@ -472,7 +471,7 @@ class _Run:
         result.items = batch.count
         self.inflight.pop(batch.batch_id, None)
         progress.update(batch.count)
-        order.add(Batch(batch.batch_id, batch.start, batch.count, batch.payload), result)
+        order.add(batch, result)
         self._commit_ready(order)
 
 

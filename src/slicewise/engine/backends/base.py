@@ -36,7 +36,7 @@ import importlib
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from slicewise.engine.jobs import Batch, Job
@@ -127,9 +127,6 @@ class Backend(ABC):
 
     def close(self) -> None:
         return None
-
-    def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "workers": self.workers}
 
 
 def backend_class(name: str) -> type[Backend]:

@@ -376,6 +376,3 @@ class ProcessBackend(Backend):
 
     def close(self) -> None:
         shm.unlink_prefix(self.prefix + "-")
-
-    def describe(self) -> dict:
-        return {**super().describe(), "start_method": self.start_method}
