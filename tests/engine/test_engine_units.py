@@ -6,7 +6,21 @@ import pytest
 
 from slicewise.engine.batching import MAX_BATCH, TARGET_SECONDS, BatchSizer
 from slicewise.engine.errors import Failure, short_repr, signal_name
-from slicewise.engine.worker import MODE_CALL, MODE_ONE, MODE_STAR, POS, run_batch
+from slicewise.engine.worker import (
+    IDLE,
+    MODE_CALL,
+    MODE_ONE,
+    MODE_STAR,
+    PHASE,
+    PICKLING,
+    POS,
+    RUNNING,
+    SEQ,
+    SLOT_WIDTH,
+    STARTED,
+    read_progress,
+    run_batch,
+)
 
 
 def test_batches_start_with_one_item_then_follow_the_measured_time():
@@ -74,3 +88,43 @@ def test_error_texts():
     assert "BrokenRepr" in short_repr(BrokenRepr())  # never raises
     failure = Failure(index=4, item_repr="'a.jpg'", kind="timeout", timeout=2.0)
     assert "item 4 ('a.jpg')" in failure.describe() and "2.0 s" in failure.describe()
+
+
+class _RecordingSlot(list):
+    """A worker's progress slot that records what a reader would see at each write."""
+
+    def __init__(self):
+        super().__init__([0] * SLOT_WIDTH)
+        self.snapshots = []
+
+    def __setitem__(self, index, value):
+        super().__setitem__(index, value)
+        self.snapshots.append(read_progress(self))
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_a_running_batch_never_shows_the_previous_batch_stamp(timed):
+    # the worker idled long ago with an old stamp: the parent must never see RUNNING
+    # paired with it, or it kills the worker for a timeout the new item never had
+    slot = _RecordingSlot()
+    slot[SEQ], slot[PHASE], slot[POS], slot[STARTED] = 7, PICKLING, 4, 1
+    slot.snapshots.clear()
+    slot[SEQ] = 8
+    run_batch(lambda x: x, MODE_ONE, [10, 11], slot, timed)
+    running = [snap for snap in slot.snapshots if snap[1] == RUNNING]
+    assert running and all(started > 1 for _seq, _phase, _pos, started in running)
+    assert all(pos in (0, 1) for _seq, _phase, pos, _started in running)
+
+
+def test_read_progress_discards_a_snapshot_torn_across_batches():
+    class MovesOn(list):
+        reads = 0
+
+        def __getitem__(self, index):
+            self.reads += 1
+            if self.reads == 2:  # the worker starts the next batch during the read
+                super().__setitem__(SEQ, 9)
+            return super().__getitem__(index)
+
+    slot = MovesOn([8, RUNNING, 3, 12345])
+    assert read_progress(slot) == (8, IDLE, 0, 0)

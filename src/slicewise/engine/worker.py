@@ -114,6 +114,17 @@ def _caller(fn: Any, mode: int) -> Any:
     return lambda item: fn(*item[0], **item[1])
 
 
+def read_progress(slot: Any) -> tuple[int, int, int, int]:
+    """(seq, phase, pos, started_ns) as one consistent snapshot of a worker's slot, read
+    from another process or thread while the worker writes it. SEQ is read before and after
+    the rest: if the worker moved to another batch in between, the snapshot says IDLE."""
+    seq = slot[SEQ]
+    phase, pos, started = slot[PHASE], slot[POS], slot[STARTED]
+    if slot[SEQ] != seq:
+        return seq, IDLE, 0, 0
+    return seq, phase, pos, started
+
+
 def run_batch(
     fn: Any, mode: int, items: list, slot: Any, timed: bool, stride: int = 1
 ) -> tuple[list, list[tuple], float]:
@@ -132,6 +143,11 @@ def run_batch(
     append = values.append
     clock = time.monotonic_ns
     count = len(items)
+    # POS and STARTED belong to this batch before PHASE says RUNNING: the parent pairs a
+    # RUNNING phase with whatever POS/STARTED hold, and the previous batch's stamp (maybe
+    # from long ago, if the worker sat idle) would read as an item past its timeout
+    slot[STARTED] = clock()
+    slot[POS] = 0
     slot[PHASE] = RUNNING
     started = time.perf_counter()
     pos = 0

@@ -27,7 +27,7 @@ import cloudpickle
 
 from slicewise.engine import shm
 from slicewise.engine.backends.base import ArgumentsNotPicklable, Backend, Worker
-from slicewise.engine.worker import FUNCTION_CACHE_SIZE, SLOT_WIDTH, process_main
+from slicewise.engine.worker import FUNCTION_CACHE_SIZE, SLOT_WIDTH, process_main, read_progress
 
 PIPE_SAFE_BYTES = 32 * 1024  # a message this small never blocks on a full pipe
 MAX_RESULT_CACHE_BYTES = 1 << 30  # given-back result segments kept for reuse, per worker
@@ -233,8 +233,7 @@ class ProcessWorker(Worker):
         self._returns.release()
 
     def progress(self) -> tuple[int, int, int, int]:
-        view = self._progress
-        return (view[0], view[1], view[2], view[3])
+        return read_progress(self._progress)
 
     def has_exited(self) -> bool:
         if self.exitcode is not None:

@@ -14,7 +14,7 @@ import time
 from collections import deque
 
 from slicewise.engine.backends.base import Backend, Worker
-from slicewise.engine.worker import IDLE, PHASE, SEQ, pack_failure, run_batch
+from slicewise.engine.worker import IDLE, PHASE, SEQ, pack_failure, read_progress, run_batch
 
 
 class _ItemTimedOut(BaseException):
@@ -93,8 +93,7 @@ class SerialWorker(Worker):
         return events
 
     def progress(self) -> tuple[int, int, int, int]:
-        slot = self._slot
-        return (slot[0], slot[1], slot[2], slot[3])
+        return read_progress(self._slot)
 
     def has_exited(self) -> bool:
         return self._stopped

@@ -12,7 +12,7 @@ from collections import deque
 from queue import SimpleQueue
 
 from slicewise.engine.backends.base import Backend, Worker
-from slicewise.engine.worker import IDLE, PHASE, SEQ, pack_failure, run_batch
+from slicewise.engine.worker import IDLE, PHASE, SEQ, pack_failure, read_progress, run_batch
 
 
 class ThreadWorker(Worker):
@@ -64,8 +64,7 @@ class ThreadWorker(Worker):
         return events
 
     def progress(self) -> tuple[int, int, int, int]:
-        slot = self._slot
-        return (slot[0], slot[1], slot[2], slot[3])
+        return read_progress(self._slot)
 
     def has_exited(self) -> bool:
         return self._abandoned or not self._thread.is_alive()
