@@ -5,7 +5,8 @@
 The seed opens `experiments.h5` and wraps each `/Control/Experiment i` in `da.from_array`;
 h5py handles cannot cross processes, so that stays on threads. `sw.from_hdf5` imports the
 groups with every core (each worker opens the file itself), once; the tensors then serve
-dask, random access and versions, and `ds.to_hdf5` writes them back.
+dask, random access and versions; `ds.to_hdf5` writes them back, and `ds.to_zarr` writes
+them into one Zarr group that xarray opens as one Dataset.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 import dask.array as da
 import h5py
 import numpy as np
+import xarray as xr
 
 import slicewise as sw
 
@@ -52,6 +54,14 @@ def main() -> None:
     out = ds.to_hdf5("demo-data/seed003/experiments_copy.h5")
     with h5py.File(out, "r") as f:
         print("exported back to", out, "->", list(f["Control"])[:3], "...")
+
+    store = "demo-data/seed003/experiments.zarr"
+    start = time.perf_counter()
+    ds.to_zarr(store, dimension_names=("time", "y", "x"), overwrite=True)
+    print(f"exported to Zarr in {time.perf_counter() - start:.1f} s")
+    experiments = xr.open_zarr(store)  # lazy: one xarray.Dataset, every experiment a variable
+    print(f"xarray: {len(experiments.data_vars)} variables on {dict(experiments.sizes)}; "
+          f"day of Treatment 4: {experiments['Treatment.Experiment 4'].attrs['day']}")
 
 
 if __name__ == "__main__":

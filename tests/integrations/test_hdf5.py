@@ -125,3 +125,48 @@ def test_a_failing_read_names_tensor_file_dataset_and_rows(tmp_path, pool):
         import_blocks(ds, [("a", HDF5Rows(path, "/gone"), 0, 4)], pool=pool)
     assert "rows [0:4] of HDF5 '/gone' in e.h5 -> tensor 'a'" in str(info.value)
     assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_export_attributes_carry_what_hdf5_holds_and_warn_about_the_rest(tmp_path):
+    ds = sw.empty(str(tmp_path / "labels"), overwrite=True)
+    ds.create_tensor("labels", htype="class_label", class_names=["control", "treated"])
+    ds.labels.extend(np.array([0, 1, 1], np.uint32))
+    ds.labels.info.update({"gains": [1, 2.5], "site": "B", "setup": {"amp": "A1"},
+                           "note": None})
+    out = str(tmp_path / "labels.h5")
+    with pytest.warns(UserWarning, match=r"'labels'.*\['setup', 'note'\]") as caught:
+        ds.to_hdf5(out)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    with h5py.File(out, "r") as f:
+        attrs = f["labels"].attrs
+        assert list(attrs["class_names"]) == ["control", "treated"]
+        np.testing.assert_allclose(attrs["gains"], [1.0, 2.5])
+        assert attrs["site"] == "B" and attrs["slicewise_htype"] == "class_label"
+        assert "setup" not in attrs and "note" not in attrs
+
+    # and back: class labels are class labels again, with their names
+    back = from_hdf5(out, str(tmp_path / "back"), num_workers=0)
+    assert back.labels.htype == "class_label"
+    assert back.labels.info["class_names"] == ["control", "treated"]
+    assert back.labels.info["gains"] == [1.0, 2.5]
+    assert "slicewise_htype" not in back.labels.info
+    np.testing.assert_array_equal(back.labels.numpy()[:, 0], [0, 1, 1])
+
+
+def test_export_refuses_every_unexportable_tensor_at_once(tmp_path):
+    ds = sw.empty(str(tmp_path / "mixed"), overwrite=True)
+    ds.create_tensor("frames", dtype="uint8")
+    ds.frames.extend(np.zeros((2, 3), np.uint8))
+    ds.create_tensor("masks", dtype="uint8")
+    ds.masks.extend([np.zeros((2, 2), np.uint8), np.zeros((3, 2), np.uint8)])
+    ds.create_tensor("notes", htype="json")
+    ds.notes.extend([{"a": 1}])
+    out = tmp_path / "mixed.h5"
+    with pytest.raises(ValueError) as refused:
+        ds.to_hdf5(str(out))
+    message = str(refused.value)
+    assert "'masks' is ragged" in message and "'notes' (htype 'json'" in message
+    assert message.endswith("export the others with tensors=['frames']")
+    assert not out.exists()
+    with pytest.raises(TypeError, match="'notes'.*cannot become an HDF5 dataset"):
+        ds.to_hdf5(str(out), tensors=["frames", "notes"])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+import textwrap
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -108,3 +112,243 @@ def test_export_refuses_ragged_and_wrong_dimension_names(tmp_path):
     ds.x.extend(np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match="dimension_names"):
         ds.x.to_zarr(str(tmp_path / "x.zarr"), dimension_names=("only_one",))
+
+
+# ---------------------------------------------------------------------------------------------
+# ds.to_zarr: a whole dataset into one Zarr group that xarray opens as one Dataset
+
+
+def _lab_dataset(path, pieces=(13, 20, 7)):
+    """frames (image), class labels, captions (text), a signal and a shorter tensor; frames
+    stored in irregular chunks so export blocks cross stored-chunk boundaries."""
+    rng = np.random.default_rng(5)
+    n = sum(pieces)
+    data = {
+        "frames": rng.integers(0, 255, (n, 6, 5, 3), dtype=np.uint8),
+        "labels": rng.integers(0, 2, n).astype(np.uint32),
+        "captions": [f"frame {i}" for i in range(n)],
+        "signal": rng.random((n, 4), dtype=np.float32),
+        "baseline": rng.random((9, 4)),
+    }
+    ds = sw.empty(str(path), overwrite=True)
+    ds.create_tensor("frames", htype="image", dtype="uint8")
+    bounds = np.cumsum([0, *pieces])
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        ds.frames.extend(data["frames"][start:stop])
+    ds.create_tensor("labels", htype="class_label", class_names=["control", "treated"])
+    ds.labels.extend(data["labels"])
+    ds.create_tensor("captions", htype="text")
+    ds.captions.extend(data["captions"])
+    ds.create_tensor("signal", dtype="float32")
+    ds.signal.extend(data["signal"])
+    ds.signal.info.update({"units": "mV", "gains": [1.5, 2.0], "setup": {"amp": "A1"}})
+    ds.create_tensor("baseline", dtype="float64")
+    ds.baseline.extend(data["baseline"])
+    return ds, data
+
+
+def test_dataset_export_opens_in_xarray_as_one_dataset(tmp_path, pool):
+    ds, data = _lab_dataset(tmp_path / "lab")
+    out = str(tmp_path / "lab.zarr")
+    group = ds.to_zarr(out, chunk_rows=6, pool=pool)
+    assert sorted(group.array_keys()) == ["baseline", "captions", "frames", "labels", "signal"]
+    assert group["frames"].chunks == (6, 6, 5, 3)
+
+    for opened in (xr.open_zarr(out), xr.open_dataset(out, engine="zarr")):
+        assert opened["frames"].dims == ("sample", "height", "width", "channel")
+        assert opened["captions"].dims == ("sample",)
+        # default names that would clash take the array's name; "sample" is shared
+        assert opened["labels"].dims == ("sample", "dim_1")
+        assert opened["signal"].dims == ("sample", "signal_dim_1")
+        assert opened["baseline"].dims == ("baseline_sample", "baseline_dim_1")
+        np.testing.assert_array_equal(opened["frames"].values, data["frames"])
+        np.testing.assert_array_equal(opened["labels"].values[:, 0], data["labels"])
+        assert list(opened["captions"].values) == data["captions"]
+        np.testing.assert_array_equal(opened["signal"].values, data["signal"])
+        np.testing.assert_array_equal(opened["baseline"].values, data["baseline"])
+
+    attrs = xr.open_zarr(out)
+    assert attrs["labels"].attrs["class_names"] == ["control", "treated"]
+    assert attrs["signal"].attrs["units"] == "mV"
+    assert attrs["signal"].attrs["gains"] == [1.5, 2.0]
+    assert attrs["signal"].attrs["setup"] == {"amp": "A1"}  # Zarr attributes are JSON
+    assert attrs["frames"].attrs["slicewise_htype"] == "image"
+
+
+def test_dataset_export_round_trips_through_from_zarr(tmp_path):
+    ds, data = _lab_dataset(tmp_path / "lab")
+    out = str(tmp_path / "lab.zarr")
+    ds.to_zarr(out, tensors=["frames", "labels", "captions", "signal"], num_workers=0,
+               dimension_names={"frames": ("time", "y", "x", "rgb")})
+    back = from_zarr(out, str(tmp_path / "back"), num_workers=0)
+    assert sorted(back.tensors) == ["captions", "frames", "labels", "signal"]
+    assert back.captions.htype == "text"
+    assert [back.captions[i].data()["value"] for i in (0, 39)] == ["frame 0", "frame 39"]
+    assert back.frames.htype == "image"
+    assert back.labels.htype == "class_label"
+    assert back.labels.info["class_names"] == ["control", "treated"]
+    np.testing.assert_array_equal(back.labels.numpy()[:, 0], data["labels"])
+    assert back.frames.info["dimension_names"] == ["time", "y", "x", "rgb"]
+    assert back.signal.info["units"] == "mV"
+    np.testing.assert_array_equal(back.frames.numpy(), data["frames"])
+
+    # the names it came back with are kept by the next export, which renames the arrays
+    again = back.to_zarr(str(tmp_path / "again.zarr"), tensors={"frames": "movie"},
+                         num_workers=0)
+    assert list(again.array_keys()) == ["movie"]
+    assert tuple(again["movie"].metadata.dimension_names) == ("time", "y", "x", "rgb")
+
+
+def test_one_set_of_dimension_names_for_all_and_clashes_named(tmp_path):
+    ds = sw.empty(str(tmp_path / "exp"), overwrite=True)
+    for name, rows in (("control", 10), ("treatment", 10), ("pilot", 4)):
+        ds.create_tensor(name, dtype="uint16")
+        ds[name].extend(np.full((rows, 3, 2), rows, np.uint16))
+    out = str(tmp_path / "exp.zarr")
+    ds.to_zarr(out, tensors=["control", "treatment"], dimension_names=("time", "y", "x"),
+               num_workers=0)
+    opened = xr.open_zarr(out)
+    assert dict(opened.sizes) == {"time": 10, "y": 3, "x": 2}
+    assert float(opened["treatment"].mean("time")[0, 0]) == 10.0
+
+    # names given that clash in size: xarray could not open the group, so it is refused
+    with pytest.raises(ValueError, match=r"'time' has size 10 in array 'control' and 4 in "
+                                         r"array 'pilot'.*dimension_names=\{'pilot'"):
+        ds.to_zarr(str(tmp_path / "clash.zarr"), dimension_names=("time", "y", "x"))
+    with pytest.raises(KeyError, match="'nope'"):
+        ds.to_zarr(str(tmp_path / "k.zarr"), dimension_names={"nope": ("a",)})
+    with pytest.raises(ValueError, match="'pilot' has 3 dimensions"):
+        ds.to_zarr(str(tmp_path / "n.zarr"), dimension_names={"pilot": ("a",)})
+
+
+def test_ragged_and_json_tensors_are_refused_by_name_before_anything_is_written(tmp_path):
+    ds, _ = _lab_dataset(tmp_path / "lab")
+    ds.create_tensor("masks", htype="generic", dtype="uint8")
+    ds.masks.extend([np.zeros((2, 2), np.uint8), np.zeros((3, 2), np.uint8)])
+    ds.create_tensor("notes", htype="json")
+    ds.notes.extend([{"ok": True}])
+    out = tmp_path / "lab.zarr"
+    with pytest.raises(ValueError) as refused:
+        ds.to_zarr(str(out))
+    message = str(refused.value)
+    assert "'masks' is ragged" in message and "'notes' (htype 'json'" in message
+    assert ("tensors=['frames', 'labels', 'captions', 'signal', 'baseline']" in message)
+    assert not out.exists()  # checked before the group was made
+
+    with pytest.raises(ValueError, match=r"'masks' is ragged.*resize"):
+        ds.to_zarr(str(out), tensors=["signal", "masks"])
+    with pytest.raises(TypeError, match="'notes'.*cannot become a Zarr array"):
+        ds.notes.to_zarr(str(out))
+    with pytest.raises(KeyError, match="'missing'"):
+        ds.to_zarr(str(out), tensors=["missing"])
+    assert not out.exists()
+
+
+def test_existing_arrays_need_overwrite(tmp_path):
+    ds, data = _lab_dataset(tmp_path / "lab")
+    out = str(tmp_path / "lab.zarr")
+    ds.to_zarr(out, tensors=["signal"], num_workers=0)
+    with pytest.raises(FileExistsError, match=r"\['signal'\].*overwrite=True"):
+        ds.to_zarr(out, tensors=["baseline", "signal"], num_workers=0)
+    assert list(zarr.open_group(out, mode="r").array_keys()) == ["signal"]  # nothing made
+    ds.to_zarr(out, tensors=["baseline", "signal"], overwrite=True, num_workers=0)
+    np.testing.assert_array_equal(xr.open_zarr(out)["baseline"].values, data["baseline"])
+
+
+def test_export_inside_a_with_block_sees_the_pending_rows(tmp_path):
+    ds, data = _lab_dataset(tmp_path / "lab")
+    with ds:
+        ds.signal.extend(np.ones((3, 4), np.float32))
+        ds.to_zarr(str(tmp_path / "pending.zarr"), tensors=["signal"])  # workers would not
+    exported = xr.open_zarr(str(tmp_path / "pending.zarr"))["signal"].values
+    np.testing.assert_array_equal(exported, np.concatenate([data["signal"], np.ones((3, 4))]))
+
+
+def test_export_to_a_store_object_and_to_zarr_format_2(tmp_path):
+    ds, data = _lab_dataset(tmp_path / "lab")
+    memory = zarr.storage.MemoryStore()
+    group = ds.to_zarr(memory, tensors=["signal", "captions"])  # threads, in this process
+    np.testing.assert_array_equal(group["signal"][:], data["signal"])
+    assert list(group["captions"][:]) == data["captions"]
+
+    out = str(tmp_path / "v2.zarr")
+    ds.to_zarr(out, zarr_format=2, num_workers=0)
+    assert zarr.open_group(out, mode="r")["signal"].attrs["_ARRAY_DIMENSIONS"] == [
+        "sample", "signal_dim_1"]
+    opened = xr.open_zarr(out)
+    assert opened["frames"].dims == ("sample", "height", "width", "channel")
+    assert list(opened["captions"].values) == data["captions"]
+
+
+def test_export_blocks_are_whole_zarr_chunks_read_a_piece_at_a_time(tmp_path):
+    from slicewise.integrations.zarr import EXPORT_CHUNK_BYTES, _ArrayPlan
+
+    ds = sw.empty(str(tmp_path / "big"), overwrite=True)
+    ds.create_tensor("rows", dtype="uint8")
+    ds.rows.extend(np.zeros((600, 256, 256), np.uint8))  # 37.5 MiB of 64 KiB rows
+    plan = _ArrayPlan(ds.rows, "rows", None, 40, "test")
+    blocks = plan.blocks()
+    assert blocks[0][0] == 0 and blocks[-1][1] == 600
+    assert all(a == b for (_, a), (b, _) in zip(blocks[:-1], blocks[1:], strict=True))
+    assert all(start % 40 == 0 for start, _ in blocks)
+    assert max(stop - start for start, stop in blocks) * 65536 <= 32 * 2**20
+    assert plan.piece_rows() % 40 == 0 and plan.piece_rows() * 65536 <= EXPORT_CHUNK_BYTES
+
+
+def test_a_failing_export_block_names_tensor_rows_and_array(tmp_path, pool):
+    ds, _ = _lab_dataset(tmp_path / "lab")
+    # every sample byte is gone (only manifests remain): the workers' reads fail
+    shutil.move(str(tmp_path / "lab" / "chunks"), str(tmp_path / "hidden"))
+    reopened = sw.load(str(tmp_path / "lab"))
+    with pytest.raises(sw.TaskError) as failed:
+        reopened.to_zarr(str(tmp_path / "lab.zarr"), tensors=["signal"], pool=pool)
+    assert "rows [0:40] of tensor 'signal' -> Zarr array 'signal'" in str(failed.value)
+    assert "missing" in str(failed.value)
+
+
+EXPORT_MEMORY = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import slicewise as sw
+
+    def warm_up(_):
+        import zarr, slicewise.integrations.zarr  # noqa: F401
+        time.sleep(0.05)
+
+    if __name__ == "__main__":
+        path, out, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        ds = sw.empty(path, overwrite=True)
+        for name in ("a", "b"):
+            ds.create_tensor(name, dtype="uint8")
+            for start in range(0, rows, 16):
+                frame_ids = np.arange(start, start + 16, dtype=np.uint8)[:, None, None]
+                ds[name].extend(frame_ids + np.zeros((1, 1024, 1024), np.uint8))
+        with sw.Pool(2) as pool:
+            pool.map(warm_up, range(4), chunksize=1)  # the baseline includes the workers
+            time.sleep(0.2)
+            baseline = tree_memory()[0]
+            peak = Peak()
+            ds.to_zarr(out, pool=pool)
+            peak.stop()
+        print(json.dumps({"baseline": baseline, "peak_anon": peak.anon}))
+    """
+)
+
+
+@pytest.mark.timeout(110)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_dataset_export_memory_stays_bounded(tmp_path):
+    """Two 128 MiB tensors go out through two workers while the process tree holds less than
+    half of that above its baseline: each worker holds one piece (~16 MiB), not the data."""
+    from test_bounded_memory import SAMPLER, _run
+
+    rows = 128
+    out = str(tmp_path / "big.zarr")
+    measured = _run(SAMPLER + EXPORT_MEMORY, str(tmp_path / "big"), out, str(rows))
+    used = measured["peak_anon"] - measured["baseline"]
+    total = 2 * rows * 2**20
+    assert used < total // 2, f"export used {used / 2**20:.0f} MiB above baseline"
+    exported = zarr.open_group(out, mode="r")
+    assert exported["b"].shape == (rows, 1024, 1024)
+    np.testing.assert_array_equal(exported["b"][rows - 1, :2, :2], np.full((2, 2), rows - 1))

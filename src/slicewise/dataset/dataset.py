@@ -602,6 +602,39 @@ class Dataset:
 
         return dataset_to_hdf5(self, file, **kwargs)
 
+    def to_zarr(self, store, tensors=None, **kwargs):
+        """Write tensors into one Zarr group at `store` (a path, URL or zarr store), one
+        array per tensor, in parallel blocks of whole Zarr chunks (a worker holds one
+        ~16 MiB piece at a time, whatever the dataset's size), so that
+        `xarray.open_zarr(store)` opens them as one Dataset with named dimensions. Returns
+        the zarr Group.
+
+        `tensors`: None for every tensor, a list of names, or a dict {tensor: array name}.
+        Fixed-shape numeric tensors become N-D arrays, text tensors 1-D string arrays. A
+        tensor with no such form (ragged, JSON) is never skipped silently: the export
+        refuses before writing anything, names each such tensor, and says which
+        tensors=[...] exports the others.
+
+        `dimension_names`: one sequence for every tensor, or {tensor: names}; otherwise a
+        tensor keeps the names it was imported with, else gets ("sample", "dim_1", ...)
+        (images: "height", "width", "channel"). xarray needs one size per dimension name,
+        so a default name that would clash across tensors takes the array's name as prefix
+        ("labels_dim_1"); names you give that clash raise an error.
+
+        Attributes: each array gets its tensor's info (and htype, under "slicewise_htype",
+        which sw.from_zarr reads back). Existing arrays are an error unless
+        overwrite=True. Also: chunk_rows, zarr_format (2 or 3), pool, num_workers,
+        progress, consolidate, storage_options, and zarr create_array options (e.g.
+        compressors=...). Zarr has no transactions: an export that fails part way leaves
+        the arrays it made; run it again with overwrite=True.
+
+        >>> ds.to_zarr("experiments.zarr", dimension_names=("time", "y", "x"))
+        >>> xarray.open_zarr("experiments.zarr")
+        """
+        from slicewise.integrations.zarr import dataset_to_zarr
+
+        return dataset_to_zarr(self, store, tensors, **kwargs)
+
     def numpy(self, aslist: bool = False) -> dict:
         return {name: t.numpy(aslist=aslist) for name, t in self.tensors.items()}
 

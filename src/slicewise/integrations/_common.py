@@ -17,6 +17,8 @@ import importlib
 import math
 import os
 import re
+import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -313,6 +315,44 @@ def is_ragged(tensor: Any) -> bool:
     return bool(getattr(tensor, "is_ragged", False)) or any(d is None for d in tensor.shape)
 
 
+def info_to_attributes(tensor: Any, *, where: str, skip: Iterable[str] = (),
+                       fits: Callable[[Any], bool] = lambda value: True,
+                       fits_what: str = "") -> dict:
+    """The attributes an export writes for a tensor: its htype (under HTYPE_ATTRIBUTE, which
+    the imports read back) and its info as JSON values, without the keys in `skip` (what the
+    export stores another way: a path, dimension names). A value the format cannot hold
+    (`fits` says no; `fits_what` says what it holds) is left out, and one warning names
+    them all: metadata is not dropped without a word."""
+    attributes: dict = {}
+    htype = getattr(tensor, "htype", None)
+    if htype:
+        attributes[HTYPE_ATTRIBUTE] = str(htype)
+    info = getattr(tensor, "info", None)
+    left_out = []
+    for key, value in (info.items() if info is not None and hasattr(info, "items") else ()):
+        if key in skip:
+            continue
+        safe = json_safe(value)
+        if (safe is None and value is not None) or not fits(safe):
+            left_out.append(str(key))
+        else:
+            attributes[str(key)] = safe
+    if left_out:
+        warnings.warn(f"{where}: tensor {name_of(tensor)!r}: info {left_out} left out of the "
+                      f"export ({fits_what or 'no attribute form'})", UserWarning,
+                      stacklevel=_first_frame_outside_slicewise())
+    return attributes
+
+
+def _first_frame_outside_slicewise() -> int:
+    """The stacklevel at which a warning points at the user's own call, not at slicewise."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+            "slicewise."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def set_tensor_info(tensor: Any, info: dict) -> None:
     """Put an import's attributes into the tensor's info; values with no JSON form
     (json_safe gave None) are left out rather than stored as null."""
@@ -328,23 +368,84 @@ def info_value(tensor: Any, key: str) -> Any:
     return info.get(key) if info is not None and hasattr(info, "get") else None
 
 
-def require_one_shape(tensor: Any) -> None:
-    """Raise a clear error unless the tensor holds numeric samples of one shape."""
+def array_form_problem(tensor: Any, target: str,
+                       *, text_allowed: bool = False) -> tuple[type[Exception], str] | None:
+    """Why `tensor` cannot become `target` (e.g. "a dask.array", "a Zarr array"), which needs
+    numeric samples of one shape: the exception type and the reason, naming the tensor;
+    None when it can. `text_allowed`: text tensors pass (an export writes them as strings).
+    """
     name = name_of(tensor)
+    if text_allowed and is_text(tensor):
+        return None
     dtype = getattr(tensor, "dtype", None)
     if dtype is None or np.dtype(dtype).kind in "OUSV":
         htype = getattr(tensor, "htype", None)
-        raise TypeError(
-            f"tensor {name!r} (htype {htype!r}, dtype {dtype!r}) does not hold numeric arrays, "
-            f"so it has no dask.array form; use ds[{name!r}].dask_bag() for a dask.bag of its "
-            "samples"
-        )
+        held = "numeric arrays or text" if text_allowed else "numeric arrays"
+        return TypeError, (f"tensor {name!r} (htype {htype!r}, dtype {dtype!r}) does not hold "
+                           f"{held}, so it cannot become {target}")
     if is_ragged(tensor):
-        raise ValueError(
-            f"tensor {name!r} is ragged (its samples have different shapes: {tensor.shape}), "
-            "and a dask.array needs one shape. Use ds[...].dask_bag() for a dask.bag of "
-            "samples, or resize the samples to one shape in a transform (@sw.compute) first."
-        )
+        return ValueError, (f"tensor {name!r} is ragged (its samples have different shapes: "
+                            f"{tensor.shape}), and {target} needs one shape")
+    return None
+
+
+# A ragged tensor's way out, whatever it was meant to become
+_RESIZE = "resize the samples to one shape in a transform (@sw.compute) first"
+
+
+def require_one_shape(tensor: Any, target: str = "a dask.array",
+                      remedy: str = "use ds[{name!r}].dask_bag() for a dask.bag of its samples",
+                      *, text_allowed: bool = False) -> None:
+    """Raise a clear error unless the tensor holds numeric samples of one shape (or text,
+    with `text_allowed`). The error ends with `remedy`, formatted with the tensor's `name`
+    (a ragged tensor's error first suggests resizing)."""
+    problem = array_form_problem(tensor, target, text_allowed=text_allowed)
+    if problem is None:
+        return
+    kind, reason = problem
+    remedies = [_RESIZE] if kind is ValueError else []
+    if remedy:
+        remedies.append(remedy.format(name=name_of(tensor)))
+    raise kind(f"{reason}; {', or '.join(remedies)}" if remedies else reason)
+
+
+def exportable_tensors(ds: Any, tensors: str | Iterable[str] | None, *, where: str, target: str,
+                       text_allowed: bool) -> list[str]:
+    """The tensors an export writes: `tensors` (names, or one name), or every tensor of `ds`
+    when None, all checked before anything is written. A tensor with no `target` form is
+    never skipped silently: one error lists each such tensor and why, and names the
+    tensors=[...] that exports the others. (An export that skipped them would lose data
+    without a word.)"""
+    if isinstance(tensors, str):
+        tensors = [tensors]
+    names = list(tensors) if tensors is not None else tensor_names(ds)
+    problems = {}
+    for name in names:
+        problem = array_form_problem(ds[name], target, text_allowed=text_allowed)
+        if problem is not None:
+            problems[name] = problem
+    if not problems:
+        return names
+    kinds = {kind for kind, _ in problems.values()}
+    reasons = "; ".join(reason for _, reason in problems.values())
+    rest = [name for name in names if name not in problems]
+    remedies = []
+    if ValueError in kinds:
+        remedies.append("resize a ragged tensor's samples to one shape in a transform "
+                        "(@sw.compute) first")
+    if rest:
+        remedies.append(f"export the others with tensors={rest!r}")
+    message = f"{where}: {reasons}" + (f"; {', or '.join(remedies)}" if remedies else "")
+    raise (TypeError if kinds == {TypeError} else ValueError)(message)
+
+
+def tensor_names(ds: Any) -> list[str]:
+    tensors = ds.tensors
+    return list(tensors.keys() if hasattr(tensors, "keys") else tensors)
+
+
+def is_text(tensor: Any) -> bool:
+    return getattr(tensor, "htype", None) == "text"
 
 
 def dataset_of(tensor: Any) -> Any:
@@ -384,25 +485,60 @@ def tensor_name_for(source_path: str, where: str) -> str:
         ) from None
 
 
-def selected_sources(selection: Any, everything: Iterable[str]) -> dict[str, str | None]:
-    """What an import's `datasets=` / `arrays=` argument picks, as {source path: tensor
-    name, or None for the name the path gives}: None picks `everything`, a string one path
-    (of a dataset, array or group), a dict renames, any other iterable lists paths."""
+def chosen_sources(selection: Any, members: Sequence[str], *, where: str,
+                   kind: str) -> dict[str, str]:
+    """What an import's `datasets=` / `arrays=` argument picks among `members` (the path of
+    every array in the source, "group/array", no leading "/"), as {path: tensor name}.
+
+    None picks every member; a string picks one array, or a group: every member under it;
+    a dict {path: tensor name} picks arrays and names their tensors; any other iterable
+    lists paths. Paths may start with "/". Other tensors are named by their paths
+    (tensor_name_for). `kind` names the source's arrays in errors ("HDF5 dataset")."""
     if selection is None:
-        return {name: None for name in everything}
-    if isinstance(selection, str):
-        return {selection: None}
-    if isinstance(selection, dict):
-        return dict(selection)
-    return {name: None for name in selection}
+        wanted: dict[str, str | None] = {member: None for member in members}
+    elif isinstance(selection, str):
+        wanted = {selection: None}
+    elif isinstance(selection, dict):
+        wanted = dict(selection)
+    else:
+        wanted = {name: None for name in selection}
+
+    chosen: dict[str, str] = {}
+    for name, tensor_name in wanted.items():
+        key = name.strip("/")
+        if key in members:
+            chosen[key] = tensor_name or tensor_name_for(key, where)
+            continue
+        under = [member for member in members if not key or member.startswith(key + "/")]
+        if not under:
+            raise KeyError(f"{where}: no {kind} {name!r}, nor a group holding any")
+        if tensor_name is not None:
+            raise ValueError(f"{where}: {name!r} is a group; only a single {kind} can be "
+                             "given a tensor name")
+        for member in under:
+            chosen.setdefault(member, tensor_name_for(member, where))
+    if not chosen:
+        raise ValueError(f"{where}: nothing to import (no {kind}s found)")
+    return chosen
 
 
-# Exports record a tensor's htype under this attribute; imports restore it when it is an
-# htype of plain numeric arrays (the others need more than an attribute to rebuild).
+# Exports record a tensor's htype under this attribute; imports restore it when attributes
+# alone rebuild it: plain numeric arrays, and class labels (with their class names).
 HTYPE_ATTRIBUTE = "slicewise_htype"
 _ARRAY_HTYPES = ("generic", "image", "image.rgb", "image.gray", "embedding")
 
 
-def htype_from_attrs(attrs: dict) -> str:
-    htype = attrs.get(HTYPE_ATTRIBUTE)
-    return htype if htype in _ARRAY_HTYPES else "generic"
+def tensor_from_attributes(attrs: Any, skip: Iterable[str] = ()) -> tuple[dict, dict]:
+    """What an import makes of an array's attributes: the create_tensor options (the htype
+    an export recorded, and a class_label tensor's class names) and the tensor's info (the
+    other attributes as JSON values, without the keys in `skip`: what the import keeps
+    another way)."""
+    skipped = {HTYPE_ATTRIBUTE, *skip}
+    info = {str(key): json_safe(value) for key, value in attrs.items() if key not in skipped}
+    htype = json_safe(attrs.get(HTYPE_ATTRIBUTE))
+    class_names = info.get("class_names")
+    if (htype == "class_label" and isinstance(class_names, list)
+            and all(isinstance(name, str) for name in class_names)):
+        del info["class_names"]  # they belong to the tensor's creation, not its info
+        return {"htype": "class_label", "class_names": class_names}, info
+    return {"htype": htype if htype in _ARRAY_HTYPES else "generic"}, info

@@ -30,21 +30,20 @@ import numpy as np
 
 from slicewise.integrations._common import (
     DEFAULT_BLOCK_BYTES,
-    HTYPE_ATTRIBUTE,
+    chosen_sources,
     commit_receipts,
+    exportable_tensors,
     fspath,
-    htype_from_attrs,
     import_blocks,
+    info_to_attributes,
     info_value,
-    is_ragged,
-    json_safe,
+    is_text,
     new_dataset,
     require,
     row_blocks,
     row_nbytes,
-    selected_sources,
     set_tensor_info,
-    tensor_name_for,
+    tensor_from_attributes,
 )
 
 __all__ = ["HDF5Rows", "dataset_to_hdf5", "from_hdf5"]
@@ -111,8 +110,8 @@ def from_hdf5(
     with new_dataset(path, overwrite=overwrite, chunk_target_bytes=chunk_target_bytes) as ds:
         blocks = []
         for item in plan:
-            ds.create_tensor(item["tensor"], htype=item["htype"],
-                             dtype=item["dtype"], **tensor_options)
+            ds.create_tensor(item["tensor"], dtype=item["dtype"],
+                             **{**item["create"], **tensor_options})
             set_tensor_info(ds[item["tensor"]], item["attrs"])
             source = HDF5Rows(file_path, item["name"])
             for start, stop in row_blocks(item["shape"][0], item["row_nbytes"],
@@ -130,24 +129,10 @@ def from_hdf5(
 
 
 def _plan_import(h5py: Any, handle: Any, file_path: str, datasets: Any) -> list[dict]:
-    wanted = selected_sources(datasets, everything=["/"])  # the root group: the whole file
-    found: dict[str, str] = {}  # HDF5 name -> tensor name, in file order
-    for name, tensor_name in wanted.items():
-        if name not in handle:
-            raise KeyError(f"from_hdf5: {file_path} has no dataset or group {name!r}")
-        node = handle[name]
-        if isinstance(node, h5py.Dataset):
-            found[node.name] = tensor_name or tensor_name_for(node.name, f"from_hdf5 {file_path}")
-        else:
-            if tensor_name is not None:
-                raise ValueError(
-                    f"from_hdf5: {name!r} in {file_path} is a group; a new name can only be "
-                    "given to a dataset"
-                )
-            for member in _datasets_under(h5py, node):
-                found.setdefault(member, tensor_name_for(member, f"from_hdf5 {file_path}"))
-    if not found:
-        raise ValueError(f"from_hdf5: nothing to import from {file_path} (no datasets found)")
+    members = [name.lstrip("/") for name in _datasets_under(h5py, handle)]
+    chosen = chosen_sources(datasets, members, where=f"from_hdf5 {file_path}",
+                            kind="HDF5 dataset")
+    found = {f"/{key}": tensor_name for key, tensor_name in chosen.items()}  # HDF5 names
 
     plan = []
     unsupported = []
@@ -156,6 +141,7 @@ def _plan_import(h5py: Any, handle: Any, file_path: str, datasets: Any) -> list[
         if dset.ndim == 0 or dset.dtype.kind not in "biuf" or dset.dtype.names:
             unsupported.append(f"{name} (shape {dset.shape}, dtype {dset.dtype})")
             continue
+        create, info = tensor_from_attributes(dset.attrs)
         plan.append({
             "name": name,
             "tensor": tensor_name,
@@ -163,12 +149,8 @@ def _plan_import(h5py: Any, handle: Any, file_path: str, datasets: Any) -> list[
             "shape": dset.shape,
             "row_nbytes": row_nbytes(dset.shape[1:], dset.dtype),
             "align": dset.chunks[0] if dset.chunks else 1,
-            "htype": htype_from_attrs(dict(dset.attrs)),
-            "attrs": {
-                **{key: json_safe(value) for key, value in dset.attrs.items()
-                   if key != HTYPE_ATTRIBUTE},
-                HDF5_PATH_INFO: name,
-            },
+            "create": create,
+            "attrs": {**info, HDF5_PATH_INFO: name},
         })
     if unsupported:
         raise ValueError(
@@ -207,14 +189,13 @@ def dataset_to_hdf5(
     file_path = fspath(file)
     if file_path is None:
         raise TypeError(f"to_hdf5 needs a file path, got {type(file)!r}")
-    names = list(tensors) if tensors is not None else list(_tensor_names(ds))
-    for name in names:
-        _check_exportable(ds, name)
+    names = exportable_tensors(ds, tensors, where="to_hdf5", target="an HDF5 dataset",
+                               text_allowed=True)
     with h5py.File(file_path, mode) as handle, ThreadPoolExecutor(1) as reader:
         for name in names:
             tensor = ds[name]
             target = _hdf5_path(tensor, name)
-            if _is_text(tensor):
+            if is_text(tensor):
                 _write_text(h5py, handle, target, tensor)
             else:
                 _write_array(handle, target, tensor, reader, compression)
@@ -264,44 +245,19 @@ def _scalar(value: Any) -> Any:
 
 
 def _write_attrs(dset: Any, tensor: Any) -> None:
-    htype = getattr(tensor, "htype", None)
-    if htype:
-        dset.attrs[HTYPE_ATTRIBUTE] = str(htype)
-    info = getattr(tensor, "info", None)
-    items = info.items() if info is not None and hasattr(info, "items") else []
-    for key, value in items:
-        if key == HDF5_PATH_INFO:
-            continue
-        safe = json_safe(value)
-        if isinstance(safe, (str, int, float, bool)):
-            dset.attrs[key] = safe
-        elif isinstance(safe, list) and safe and all(isinstance(v, (int, float)) for v in safe):
-            dset.attrs[key] = np.asarray(safe)
+    attributes = info_to_attributes(
+        tensor, where="to_hdf5", skip=(HDF5_PATH_INFO,), fits=_fits_hdf5_attribute,
+        fits_what="HDF5 attributes hold numbers, strings and flat lists of either")
+    for key, value in attributes.items():
+        numbers = isinstance(value, list) and not isinstance(value[0], str)
+        dset.attrs[key] = np.asarray(value) if numbers else value
 
 
-def _tensor_names(ds: Any) -> Iterable[str]:
-    tensors = ds.tensors
-    return tensors.keys() if hasattr(tensors, "keys") else tensors
-
-
-def _is_text(tensor: Any) -> bool:
-    return getattr(tensor, "htype", None) == "text"
-
-
-def _check_exportable(ds: Any, name: str) -> None:
-    tensor = ds[name]
-    if _is_text(tensor):
-        return
-    htype = getattr(tensor, "htype", None)
-    dtype = getattr(tensor, "dtype", None)
-    if dtype is None or np.dtype(dtype).kind not in "biuf":
-        raise TypeError(
-            f"to_hdf5: tensor {name!r} (htype {htype!r}) does not hold numeric arrays; leave it "
-            "out with tensors=[...]"
-        )
-    if is_ragged(tensor):
-        raise ValueError(
-            f"to_hdf5: tensor {name!r} is ragged (samples of different shapes), and an HDF5 "
-            "dataset has one shape; resize its samples in a transform, or leave it out with "
-            "tensors=[...]"
-        )
+def _fits_hdf5_attribute(value: Any) -> bool:
+    """HDF5 attributes hold scalars and flat arrays of one type (no null, no nesting)."""
+    if isinstance(value, (str, int, float, bool)):
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    return (all(isinstance(v, (int, float)) for v in value)
+            or all(isinstance(v, str) for v in value))

@@ -1,11 +1,12 @@
-"""Zarr in and out: `sw.from_zarr(store, path)` and `ds.<tensor>.to_zarr(store)`.
+"""Zarr in and out: `sw.from_zarr(store, path)`, `ds.<tensor>.to_zarr(store)` and
+`ds.to_zarr(store)`.
 
 Import (the parent reads only metadata; workers read the chunks):
 
     zarr group / array ──walk──► one tensor per Zarr array ("Control/Experiment 1" ->
-                                 "Control.Experiment 1"); dimension names and attributes go
-                                 to the tensor's info; rows split into ~32 MiB blocks aligned
-                                 with the Zarr chunks
+                                 "Control.Experiment 1"; 1-D string arrays: text tensors);
+                                 dimension names and attributes go to the tensor's info;
+                                 rows split into ~32 MiB blocks aligned with the Zarr chunks
         │ jobs (store URL, array path, start, stop)
         ▼
     workers: open the store themselves, read their rows, write them with their own
@@ -13,15 +14,19 @@ Import (the parent reads only metadata; workers read the chunks):
 
 Export (parallel; every worker writes whole Zarr chunks, so no two touch the same object):
 
-    tensor ──► zarr array in group `store` at `name`, chunks of whole rows (~16 MiB),
-               dimension_names (Zarr 3) / _ARRAY_DIMENSIONS (Zarr 2) so that
-               xarray.open_zarr(store) sees named dimensions; metadata consolidated
-        │ jobs: row ranges that are whole multiples of the Zarr chunk height
+    tensor(s) ──► parent: one _ArrayPlan per tensor (shape, chunks of whole rows ~16 MiB,
+                  dimension names, attributes); ds.to_zarr settles the names so that each
+                  has one size in the group; every array is created before any row moves
+        │ jobs for all arrays together: row blocks, whole multiples of each array's chunk
         ▼
-    workers: read rows [start, stop) of the tensor, write them into the Zarr array
+    workers: read rows of the tensor one piece (~16 MiB) at a time and write it into the
+    Zarr array; the parent consolidates the metadata once, so xarray.open_zarr(store)
+    opens the group as one Dataset with named dimensions (dimension_names in Zarr 3,
+    _ARRAY_DIMENSIONS in Zarr 2)
 
 Stores given as a path or URL are opened again in each worker; store objects (e.g. an
-in-memory store) cannot cross processes, so they are read or written in this process.
+in-memory store) cannot cross processes, so they are read or written in this process, as
+are a dataset's uncommitted rows (inside `with ds:`), which only this process holds.
 """
 
 from __future__ import annotations
@@ -35,14 +40,16 @@ import numpy as np
 
 from slicewise.integrations._common import (
     DEFAULT_BLOCK_BYTES,
-    HTYPE_ATTRIBUTE,
     TensorRows,
+    chosen_sources,
     commit_receipts,
+    dataset_of,
+    exportable_tensors,
     fspath,
-    htype_from_attrs,
     import_blocks,
+    info_to_attributes,
     info_value,
-    json_safe,
+    is_text,
     name_of,
     new_dataset,
     require,
@@ -50,20 +57,26 @@ from slicewise.integrations._common import (
     row_blocks,
     row_nbytes,
     run_jobs,
-    selected_sources,
     set_tensor_info,
+    tensor_from_attributes,
     tensor_name_for,
 )
 
-__all__ = ["ZarrRows", "from_zarr", "tensor_to_zarr"]
+__all__ = ["ZarrRows", "dataset_to_zarr", "from_zarr", "tensor_to_zarr"]
 
 # Zarr chunks of whole rows near this size: big enough for fast scans, small enough that
 # xarray/dask users reading a few rows do not pull much more than they asked for.
 EXPORT_CHUNK_BYTES = 16 * 2**20
 
+# A text tensor's rows are strings of unknown size; chunks and blocks assume this many bytes.
+TEXT_ROW_BYTES = 256
+
 # Tensor info keys written by from_zarr.
 DIMENSION_NAMES_INFO = "dimension_names"
 ZARR_PATH_INFO = "zarr_path"
+
+# Where Zarr format 2 keeps dimension names (xarray's convention; format 3 has a field)
+V2_DIMENSIONS_ATTRIBUTE = "_ARRAY_DIMENSIONS"
 
 
 def _zarr() -> Any:
@@ -145,16 +158,15 @@ def from_zarr(
         blocks = []
         for item in plan:
             array = item["array"]
-            ds.create_tensor(item["tensor"], htype=item["htype"], dtype=array.dtype,
-                             **tensor_options)
+            ds.create_tensor(item["tensor"], dtype=item["dtype"],
+                             **{**item["create"], **tensor_options})
             set_tensor_info(ds[item["tensor"]], item["info"])
             if url is not None:
                 source = ZarrRows(url, item["path"], storage_options=storage_options)
             else:
                 source = ZarrRows(None, item["path"], array=array)
-            bytes_per_row = row_nbytes(array.shape[1:], array.dtype)
-            for start, stop in row_blocks(array.shape[0], bytes_per_row, block_bytes=block_bytes,
-                                          align=array.chunks[0]):
+            for start, stop in row_blocks(array.shape[0], item["row_bytes"],
+                                          block_bytes=block_bytes, align=array.chunks[0]):
                 blocks.append((item["tensor"], source, start, stop))
 
         # a store object (no URL) lives in this process: read it with threads
@@ -179,42 +191,30 @@ def _plan_import(zarr: Any, node: Any, arrays: Any, where: str, url: str | None)
         return [_plan_item(node, "", tensor_name_for(name, where), where)]
 
     members = dict(_walk_arrays(zarr, node))
-    wanted = selected_sources(arrays, everything=members)
-
-    chosen: dict[str, str] = {}
-    for name, tensor_name in wanted.items():
-        key = name.strip("/")
-        if key in members:
-            chosen[key] = tensor_name or tensor_name_for(key, where)
-            continue
-        under = [member for member in members if member.startswith(key + "/")]
-        if not under:
-            raise KeyError(f"{where}: no Zarr array or group {name!r}")
-        if tensor_name is not None:
-            raise ValueError(f"{where}: {name!r} is a group; only an array can be renamed")
-        for member in under:
-            chosen.setdefault(member, tensor_name_for(member, where))
-    if not chosen:
-        raise ValueError(f"{where}: nothing to import (the group holds no arrays)")
+    chosen = chosen_sources(arrays, list(members), where=where, kind="Zarr array")
     return [_plan_item(members[key], key, tensor, where) for key, tensor in chosen.items()]
 
 
 def _plan_item(array: Any, key: str, tensor: str, where: str) -> dict:
     dtype = np.dtype(array.dtype)
-    if len(array.shape) == 0 or dtype.kind not in "biuf" or dtype.names:
+    text = len(array.shape) == 1 and dtype.kind in "TU"  # strings: a text tensor
+    if not text and (len(array.shape) == 0 or dtype.kind not in "biuf" or dtype.names):
         raise ValueError(
-            f"{where}: array {key or '<root>'!r} (shape {array.shape}, dtype {dtype}) is not a "
-            "numeric array with rows; choose the others with arrays=[...]"
+            f"{where}: array {key or '<root>'!r} (shape {array.shape}, dtype {dtype}) is "
+            "neither a numeric array with rows nor a 1-D array of strings; choose the others "
+            "with arrays=[...]"
         )
     attrs = dict(array.attrs) if hasattr(array, "attrs") else {}
     dims = _dimension_names(array)
-    info = {k: json_safe(v) for k, v in attrs.items()
-            if k not in ("_ARRAY_DIMENSIONS", HTYPE_ATTRIBUTE)}
+    create, info = tensor_from_attributes(attrs, skip=(V2_DIMENSIONS_ATTRIBUTE,))
+    if text:
+        create = {"htype": "text"}
     if dims:
         info[DIMENSION_NAMES_INFO] = list(dims)
     info[ZARR_PATH_INFO] = key
-    return {"array": array, "path": key, "tensor": tensor, "info": info,
-            "htype": htype_from_attrs(attrs)}
+    return {"array": array, "path": key, "tensor": tensor, "info": info, "create": create,
+            "dtype": None if text else dtype,
+            "row_bytes": TEXT_ROW_BYTES if text else row_nbytes(array.shape[1:], dtype)}
 
 
 def _walk_arrays(zarr: Any, group: Any) -> list[tuple[str, Any]]:
@@ -242,12 +242,67 @@ def _dimension_names(array: Any) -> tuple | None:
     if names and any(n is not None for n in names):
         return tuple(names)
     attrs = getattr(array, "attrs", {})
-    names = attrs.get("_ARRAY_DIMENSIONS") if hasattr(attrs, "get") else None
+    names = attrs.get(V2_DIMENSIONS_ATTRIBUTE) if hasattr(attrs, "get") else None
     return tuple(names) if names else None
 
 
 # ---------------------------------------------------------------------------------------------
 # Export
+
+# Zarr 3 checks each chunk it writes for being all fill value, to skip storing it; the check
+# holds several copies of the chunk (measured: ~80 MiB extra per 16 MiB chunk, ~2 MiB
+# without it). An export writes dense data, so its handles write every chunk as it is.
+DENSE_WRITES = {"array.write_empty_chunks": True}
+
+
+class _TextRows(TensorRows):
+    """A text tensor's rows as a 1-D array of str (each is stored as a sample of shape (1,)),
+    written as one Zarr string array."""
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(super().read(start, stop), dtype=object).reshape(stop - start)
+
+
+class _ArrayPlan:
+    """One tensor's way into one Zarr array: what to create, and where its rows come from.
+    `dims_given`: the dimension names were asked for (or remembered from an import), so a
+    whole-dataset export may not rename them to keep xarray's one size per name."""
+
+    def __init__(self, tensor: Any, array_name: str, dims: Sequence[str] | None,
+                 chunk_rows: int | None, where: str) -> None:
+        self.tensor_name = name_of(tensor)
+        self.array_name = array_name
+        text = is_text(tensor)
+        self.source = _TextRows(tensor) if text else TensorRows(tensor)
+        self.shape = (self.source.shape[0],) if text else self.source.shape
+        self.dtype: Any = str if text else self.source.dtype
+        remembered = _remembered_dims(tensor, len(self.shape))
+        self.dims_given = dims is not None or remembered is not None
+        self.dims = tuple(str(d) for d in (dims if dims is not None else
+                                           remembered or _default_dims(tensor, self.shape)))
+        if len(self.dims) != len(self.shape):
+            raise ValueError(
+                f"{where}: tensor {self.tensor_name!r} has {len(self.shape)} dimensions "
+                f"{self.shape}, dimension_names has {len(self.dims)}: {self.dims}"
+            )
+        self.row_bytes = TEXT_ROW_BYTES if text else row_nbytes(self.shape[1:], self.dtype)
+        rows = int(chunk_rows) if chunk_rows else max(1, EXPORT_CHUNK_BYTES // self.row_bytes)
+        self.chunk_rows = max(1, min(rows, self.shape[0])) if self.shape[0] else 1
+        self.attributes = info_to_attributes(
+            tensor, where=where,
+            skip=(DIMENSION_NAMES_INFO, ZARR_PATH_INFO, V2_DIMENSIONS_ATTRIBUTE))
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """Row blocks for workers, each a whole number of Zarr chunks: each Zarr chunk has
+        one writer."""
+        return row_blocks(self.shape[0], self.row_bytes, align=self.chunk_rows,
+                          block_bytes=max(DEFAULT_BLOCK_BYTES, self.chunk_rows * self.row_bytes))
+
+    def piece_rows(self) -> int:
+        """Rows a worker reads and writes at once: whole Zarr chunks, about one export chunk
+        of bytes (EXPORT_CHUNK_BYTES) or one Zarr chunk when those are bigger."""
+        chunk_bytes = self.chunk_rows * self.row_bytes
+        return self.chunk_rows * max(1, EXPORT_CHUNK_BYTES // chunk_bytes)
 
 
 class _ZarrTarget:
@@ -259,14 +314,39 @@ class _ZarrTarget:
         self.storage_options = storage_options
 
     def open(self) -> Any:
-        return _open_array(self.store, self.array_path, "r+", self.storage_options)
+        zarr = _zarr()
+        config = getattr(zarr, "config", None)  # Zarr 3
+        if config is None:
+            return _open_array(self.store, self.array_path, "r+", self.storage_options)
+        with config.set(DENSE_WRITES):  # a handle takes the config it is opened with
+            return _open_array(self.store, self.array_path, "r+", self.storage_options)
 
 
-def _export_block(job: tuple) -> int:
-    target, source, start, stop = job
+class _ExportJob:
+    """One worker task of an export: rows [start, stop) of a tensor into a Zarr array (a
+    _ZarrTarget the worker opens, or the array object itself in this process). Its repr is
+    what an error names."""
+
+    def __init__(self, target: Any, source: TensorRows, start: int, stop: int,
+                 piece_rows: int) -> None:
+        self.target, self.source = target, source
+        self.start, self.stop, self.piece_rows = start, stop, piece_rows
+
+    def __repr__(self) -> str:
+        array_path = getattr(self.target, "array_path", None) or getattr(self.target, "path", "")
+        return (f"rows [{self.start}:{self.stop}] of tensor {self.source.tensor_name!r} -> "
+                f"Zarr array {array_path!r}")
+
+
+def _export_block(job: _ExportJob) -> int:
+    """Worker side of an export: rows [start, stop) of a tensor into the Zarr array, read
+    and written `piece_rows` (whole Zarr chunks) at a time, so a worker holds one piece."""
+    target = job.target
     array = target.open() if isinstance(target, _ZarrTarget) else target
-    array[start:stop] = source.read(start, stop)
-    return stop - start
+    for piece in range(job.start, job.stop, job.piece_rows):
+        end = min(piece + job.piece_rows, job.stop)
+        array[piece:end] = job.source.read(piece, end)
+    return job.stop - job.start
 
 
 def tensor_to_zarr(
@@ -291,88 +371,188 @@ def tensor_to_zarr(
 
     Dimension names default to those the tensor was imported with (info
     "dimension_names"), else ("sample", "dim_1", ...); images get ("sample", "height",
-    "width", "channel"). `array_options` (e.g. compressors=...) go to zarr's create_array.
+    "width", "channel"). A text tensor becomes a 1-D array of strings. `array_options`
+    (e.g. compressors=...) go to zarr's create_array.
 
     >>> ds.frames.to_zarr("frames.zarr", dimension_names=("time", "y", "x"))
     >>> xarray.open_zarr("frames.zarr").frames.mean("time")
     """
     zarr = _zarr()
-    require_one_shape(tensor)
-    source = TensorRows(tensor)
-    array_name = name or name_of(tensor)
-    shape = source.shape
-    dims = tuple(dimension_names) if dimension_names is not None else _default_dims(tensor, shape)
-    if len(dims) != len(shape):
-        raise ValueError(
-            f"to_zarr: tensor {array_name!r} has {len(shape)} dimensions {shape}, "
-            f"dimension_names has {len(dims)}: {dims}"
-        )
-    bytes_per_row = row_nbytes(shape[1:], source.dtype)
-    rows = int(chunk_rows) if chunk_rows else max(1, EXPORT_CHUNK_BYTES // bytes_per_row)
-    rows = max(1, min(rows, shape[0])) if shape[0] else 1
-    chunks = (rows, *(max(1, d) for d in shape[1:]))
+    require_one_shape(tensor, "a Zarr array", "", text_allowed=True)
+    plan = _ArrayPlan(tensor, name or name_of(tensor), dimension_names, chunk_rows, "to_zarr")
+    root = _write_arrays(zarr, dataset_of(tensor), store, [plan], zarr_format=zarr_format,
+                         overwrite=overwrite, pool=pool, num_workers=num_workers,
+                         progress=progress, consolidate=consolidate,
+                         storage_options=storage_options, array_options=array_options)
+    return root[plan.array_name]
 
+
+def dataset_to_zarr(
+    ds: Any,
+    store: Any,
+    tensors: Iterable[str] | dict[str, str] | None = None,
+    *,
+    dimension_names: Sequence[str] | dict[str, Sequence[str]] | None = None,
+    chunk_rows: int | None = None,
+    zarr_format: int | None = None,
+    overwrite: bool = False,
+    pool: Any = None,
+    num_workers: int | None = None,
+    progress: bool = False,
+    consolidate: bool = True,
+    storage_options: dict | None = None,
+    **array_options: Any,
+) -> Any:
+    """Write tensors (default: all) into one Zarr group at `store`, one array per tensor,
+    in parallel, so that `xarray.open_zarr(store)` opens them as one xarray.Dataset. Returns
+    the zarr Group. See Dataset.to_zarr."""
+    zarr = _zarr()
+    where = "ds.to_zarr"
+    renames = dict(tensors) if isinstance(tensors, dict) else {}
+    names = exportable_tensors(ds, list(renames) if renames else tensors, where=where,
+                               target="a Zarr array", text_allowed=True)
+    per_tensor = _dimension_names_per_tensor(dimension_names, names, where)
+    plans = [_ArrayPlan(ds[name], renames.get(name, name), per_tensor.get(name), chunk_rows,
+                        where) for name in names]
+    array_names = [plan.array_name for plan in plans]
+    if len(set(array_names)) != len(array_names):
+        raise ValueError(f"{where}: two tensors would share one array name: {array_names}")
+    _settle_dimension_names(plans, where)
+    return _write_arrays(zarr, ds, store, plans, zarr_format=zarr_format, overwrite=overwrite,
+                         pool=pool, num_workers=num_workers, progress=progress,
+                         consolidate=consolidate, storage_options=storage_options,
+                         array_options=array_options)
+
+
+def _dimension_names_per_tensor(given: Any, names: list[str], where: str) -> dict:
+    """dimension_names= as {tensor: names}: a dict as it is (its tensors must be exported),
+    one sequence for every tensor, None for none."""
+    if given is None:
+        return {}
+    if isinstance(given, dict):
+        unknown = [name for name in given if name not in names]
+        if unknown:
+            raise KeyError(f"{where}: dimension_names names tensors that are not exported: "
+                           f"{unknown} (exported: {names})")
+        return dict(given)
+    if isinstance(given, str):
+        raise TypeError(f"{where}: dimension_names must be a sequence of names or a dict "
+                        f"{{tensor: names}}, not the string {given!r}")
+    return {name: tuple(given) for name in names}
+
+
+def _settle_dimension_names(plans: list[_ArrayPlan], where: str) -> None:
+    """Give every dimension name one size across the group, as xarray needs to open it as
+    one Dataset. Names asked for (or remembered from an import) are kept, and a clash among
+    them is an error; a default name ("sample", "dim_1", ...) that clashes takes the array's
+    name as prefix ("labels_dim_1")."""
+    sizes: dict[str, tuple[int, str]] = {}  # dimension name -> (size, first array with it)
+
+    def bind(dim: str, size: int, plan: _ArrayPlan) -> None:
+        bound_size, bound_array = sizes.setdefault(dim, (size, plan.array_name))
+        if bound_size != size:
+            raise ValueError(
+                f"{where}: dimension {dim!r} has size {bound_size} in array {bound_array!r} "
+                f"and {size} in array {plan.array_name!r}, and xarray needs one size per "
+                f"dimension name; name them apart with dimension_names="
+                f"{{{plan.tensor_name!r}: (...)}}"
+            )
+
+    for plan in plans:
+        if plan.dims_given:
+            for dim, size in zip(plan.dims, plan.shape, strict=True):
+                bind(dim, size, plan)
+    for plan in plans:
+        if plan.dims_given:
+            continue
+        settled = []
+        for dim, size in zip(plan.dims, plan.shape, strict=True):
+            if dim in sizes and sizes[dim][0] != size:
+                dim = f"{plan.array_name}_{dim}"
+            bind(dim, size, plan)
+            settled.append(dim)
+        plan.dims = tuple(settled)
+
+
+def _write_arrays(zarr: Any, ds: Any, store: Any, plans: list[_ArrayPlan], *,
+                  zarr_format: int | None, overwrite: bool, pool: Any, num_workers: int | None,
+                  progress: bool, consolidate: bool, storage_options: dict | None,
+                  array_options: dict) -> Any:
+    """Create the planned arrays in the group at `store`, write their rows in parallel
+    blocks (one job list for all arrays, so small tensors share the workers), consolidate
+    the group's metadata once. Returns the group."""
     url = fspath(store)
     kwargs = {"storage_options": storage_options} if storage_options and url else {}
-    attributes = _export_attributes(tensor)
     v2_api = _zarr_major(zarr) < 3
     fmt = zarr_format or (2 if v2_api else 3)
-    if fmt == 2:
-        attributes["_ARRAY_DIMENSIONS"] = list(dims)
+    if v2_api and any(plan.dtype is str for plan in plans):
+        text = [plan.tensor_name for plan in plans if plan.dtype is str]
+        raise TypeError(f"to_zarr: text tensors {text} need zarr >= 3 (installed: "
+                        f"{zarr.__version__}); leave them out with tensors=[...]")
     if v2_api:
         root = zarr.open_group(url if url is not None else store, mode="a", **kwargs)
-        array = root.create_dataset(array_name, shape=shape, chunks=chunks, dtype=source.dtype,
-                                    overwrite=overwrite, **array_options)
-        array.attrs.update(attributes)
     else:
         root = zarr.open_group(url if url is not None else store, mode="a", zarr_format=fmt,
                                **kwargs)
-        dim_kwargs = {"dimension_names": dims} if fmt == 3 else {}
-        array = root.create_array(array_name, shape=shape, chunks=chunks, dtype=source.dtype,
-                                  attributes=attributes, overwrite=overwrite, **dim_kwargs,
-                                  **array_options)
+    if not overwrite:  # checked for all before any is created: no half-made group
+        taken = [plan.array_name for plan in plans if plan.array_name in root]
+        if taken:
+            raise FileExistsError(f"to_zarr: {url or 'the store'} already holds {taken}; "
+                                  "pass overwrite=True to replace them")
 
-    # Blocks are whole multiples of the Zarr chunk height: each Zarr chunk has one writer.
-    blocks = row_blocks(shape[0], bytes_per_row,
-                        block_bytes=max(DEFAULT_BLOCK_BYTES, rows * bytes_per_row), align=rows)
-    if url is not None:
-        target: Any = _ZarrTarget(url, array.path, storage_options)
-        jobs = [(target, source, start, stop) for start, stop in blocks]
-        run_jobs(_export_block, jobs, pool=pool, num_workers=num_workers, progress=progress)
+    arrays = [_create_array(root, plan, fmt, v2_api, overwrite, array_options)
+              for plan in plans]
+    # Pending rows (inside `with ds:`) live only in this process's handle; store objects
+    # without a URL cannot cross processes either.
+    if getattr(ds, "has_pending", False):
+        backend = "serial"
     else:
-        jobs = [(array, source, start, stop) for start, stop in blocks]
-        run_jobs(_export_block, jobs, num_workers=num_workers, backend="threads",
-                 progress=progress)
+        backend = "processes" if url is not None else "threads"
+    jobs = []
+    for plan, array in zip(plans, arrays, strict=True):
+        target = (_ZarrTarget(url, array.path, storage_options) if backend == "processes"
+                  else array)
+        jobs += [_ExportJob(target, plan.source, start, stop, plan.piece_rows())
+                 for start, stop in plan.blocks()]
+    run_jobs(_export_block, jobs, pool=pool if backend == "processes" else None,
+             num_workers=num_workers, backend=backend, progress=progress)
     if consolidate:
         with warnings.catch_warnings():
             # Zarr 3 calls consolidated metadata an extension; xarray reads it, and without
             # it xarray warns on every open.
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(url if url is not None else store, **kwargs)
-    return array
+    return root
+
+
+def _create_array(root: Any, plan: _ArrayPlan, fmt: int, v2_api: bool, overwrite: bool,
+                  array_options: dict) -> Any:
+    chunks = (plan.chunk_rows, *(max(1, d) for d in plan.shape[1:]))
+    attributes = dict(plan.attributes)
+    if fmt == 2:
+        attributes[V2_DIMENSIONS_ATTRIBUTE] = list(plan.dims)
+    if v2_api:
+        array = root.create_dataset(plan.array_name, shape=plan.shape, chunks=chunks,
+                                    dtype=plan.dtype, overwrite=overwrite, **array_options)
+        array.attrs.update(attributes)
+        return array
+    dim_kwargs = {"dimension_names": plan.dims} if fmt == 3 else {}
+    options = {"config": {"write_empty_chunks": True}, **array_options}  # see DENSE_WRITES
+    return root.create_array(plan.array_name, shape=plan.shape, chunks=chunks,
+                             dtype=plan.dtype, attributes=attributes, overwrite=overwrite,
+                             **dim_kwargs, **options)
+
+
+def _remembered_dims(tensor: Any, ndim: int) -> tuple | None:
+    """The dimension names a Zarr import kept in the tensor's info, if they still fit."""
+    remembered = info_value(tensor, DIMENSION_NAMES_INFO)
+    if isinstance(remembered, list) and len(remembered) == ndim:
+        return tuple(str(name) for name in remembered)
+    return None
 
 
 def _default_dims(tensor: Any, shape: tuple) -> tuple:
-    remembered = info_value(tensor, DIMENSION_NAMES_INFO)
-    if isinstance(remembered, list) and len(remembered) == len(shape):
-        return tuple(str(name) for name in remembered)  # imported from Zarr: keep its names
     htype = str(getattr(tensor, "htype", "") or "")
     if htype.startswith("image") and len(shape) in (3, 4):
         return ("sample", "height", "width", "channel")[: len(shape)]
     return ("sample", *(f"dim_{axis}" for axis in range(1, len(shape))))
-
-
-def _export_attributes(tensor: Any) -> dict:
-    attributes: dict = {}
-    htype = getattr(tensor, "htype", None)
-    if htype:
-        attributes[HTYPE_ATTRIBUTE] = str(htype)
-    info = getattr(tensor, "info", None)
-    if info is not None and hasattr(info, "items"):
-        for key, value in info.items():
-            if key in (DIMENSION_NAMES_INFO, ZARR_PATH_INFO, "_ARRAY_DIMENSIONS"):
-                continue
-            safe = json_safe(value)
-            if safe is not None:
-                attributes[str(key)] = safe
-    return attributes
