@@ -315,6 +315,18 @@ def test_summary_and_info(ds_url, capsys):
     assert "x" in capsys.readouterr().out
 
 
+def test_class_names_is_plain_info_on_a_tensor_that_is_not_a_class_label(ds_url):
+    # e.g. an HDF5 attribute carried over by from_hdf5 onto a plain array
+    ds = sw.empty(ds_url)
+    ds.create_tensor("x", dtype="uint8")
+    ds.create_tensor("labels", htype="class_label")
+    ds.x.info.update(class_names=["a", "b"])
+    ds.labels.info.update(class_names=["cat", "dog"])
+    again = sw.load(ds_url)
+    assert again.x.info.class_names == ["a", "b"]
+    assert again.labels.info.class_names == ["cat", "dog"]
+
+
 def test_failed_extend_inside_with_leaves_no_rows(ds_url):
     ds = sw.empty(ds_url, chunk_target_bytes=64)
     with ds:

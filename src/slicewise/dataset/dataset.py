@@ -411,7 +411,9 @@ class Dataset:
         self._check_writable()
         state = self._view().tensors[name]
         changes = dict(changes)
-        if "class_names" in changes:
+        if "class_names" in changes and state.meta.htype == "class_label":
+            # a class label's names live in its meta (labels are indexes into them); on any
+            # other tensor "class_names" is ordinary info, e.g. an imported HDF5 attribute
             names = list(changes.pop("class_names"))
             current = list(state.meta.class_names or [])
             if names[: len(current)] != current:

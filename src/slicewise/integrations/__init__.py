@@ -9,11 +9,11 @@ out. Seed 003's larger-than-memory work, without rebuilding dask.
       lets go (nothing is read to build it)         own DatasetWriter ─► receipt
     ds.t.dask_bag() ─► dask.bag per chunk         HDF5 file / Zarr store / image files ─►
       (ragged tensors, text)                        row blocks aligned with the source's
-    ds.t.to_zarr(store) ─► workers write whole      chunks ─► engine Pool: each worker opens
-      Zarr chunks; dimension names for xarray       the source itself, reads its rows,
-    ds.to_hdf5(file) ─► streamed chunk by chunk     writes them with its own DatasetWriter
-      (HDF5 has one writer)                                   │ receipts, a few hundred bytes
-                                                              ▼
+    ds.t.to_zarr / ds.to_zarr(store) ─► workers     chunks ─► engine Pool: each worker opens
+      write whole Zarr chunks; dimension names      the source itself, reads its rows,
+      for xarray                                    writes them with its own DatasetWriter
+    ds.to_hdf5(file) ─► streamed chunk by chunk               │ receipts, a few hundred bytes
+      (HDF5 has one writer)                                   ▼
     dask.compute(x, scheduler=pool) ─► dask's     parent: ds.add_receipts(in order) ─►
       local scheduler submits tasks to the Pool     ds.commit(message, meta): the tensors
       (a concurrent.futures.Executor): crash        and all their rows, or nothing
@@ -28,7 +28,8 @@ that installs it: `pip install slicewise[dask]`, `[hdf5]`, `[zarr]`):
                 extend_from_dask (Tensor.extend(dask_array)), from_dask (sw.from_dask),
                 pool_scheduler
     hdf5.py     from_hdf5 (sw.from_hdf5), dataset_to_hdf5 (Dataset.to_hdf5)
-    zarr.py     from_zarr (sw.from_zarr), tensor_to_zarr (Tensor.to_zarr)
+    zarr.py     from_zarr (sw.from_zarr), tensor_to_zarr (Tensor.to_zarr),
+                dataset_to_zarr (Dataset.to_zarr: one group, an array per tensor)
     images.py   from_images (sw.from_images): TIFF/PNG/JPEG stacks via Pillow or a reader
 
 Memory is bounded by design: a reduction over `ds.t.dask()` holds only the chunks dask's
