@@ -4,6 +4,7 @@ per-call options, backends, sw.map, cpu_count."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import itertools
 import multiprocessing
 import os
@@ -60,6 +61,29 @@ def test_async_get_timeout(process_pool):
         result.get(timeout=0.01)
     assert not result.ready()
     assert result.get(timeout=30) == 1
+
+
+@pytest.mark.parametrize("backend", ["processes", "threads"])
+def test_imap_next_with_a_timeout_as_multiprocessing(backend):
+    slow = functools.partial(h.sleep_then, seconds=1.0)
+    with sw.Pool(2, backend) as pool:
+        iterator = pool.imap(slow, range(3), chunksize=1)
+        with pytest.raises(multiprocessing.TimeoutError):
+            iterator.next(timeout=0.01)
+        assert iterator.next(timeout=30) == 0  # still usable after a timeout
+        assert iterator.next() == 1
+        assert list(iterator) == [2]
+        with pytest.raises(StopIteration):
+            iterator.next(timeout=1)
+
+
+def test_imap_next_skips_failed_items(any_pool):
+    fail_at_3 = functools.partial(h.fail_at, bad=3)
+    iterator = any_pool.imap(fail_at_3, range(6), chunksize=2, on_error="skip")
+    assert [iterator.next(timeout=30) for _ in range(5)] == [0, 2, 4, 8, 10]
+    assert [f.index for f in iterator.errors] == [3]
+    with pytest.raises(StopIteration):
+        next(iterator)
 
 
 def test_executor_submit_and_futures(any_pool):

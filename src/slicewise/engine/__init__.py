@@ -16,7 +16,7 @@ Data flow (one `map` call):
                                   settle: values, or Failure  ◄────── results (big buffers
                                   per failed position                  in shared memory,
     result_list(),            ◄── segments in input order               shm.py)
-    iter_results()
+    next_segment()
                                   worker gone? (sentinel) the slot
                                   names the item; requeue the rest;
                                   start a replacement

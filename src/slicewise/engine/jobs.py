@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import multiprocessing
 import threading
 import time
 from collections import deque
@@ -396,20 +397,27 @@ class Job:
             # a timeout keeps Ctrl-C responsive on platforms where waits are not interruptible
             self.changed.wait(0.5)
 
+    def _wait_until(self, deadline: float | None) -> bool:
+        """Wait (lock held) until something changes; False once `deadline` (a monotonic
+        time, or None for never) has passed."""
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.pump is None:
+                self._refuse_self_wait()
+                self.changed.wait(min(left, 0.5))
+                return True
+        self._wait()
+        return True
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the job is done; False if `timeout` seconds passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.lock:
             while not self.done:
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    if self.pump is None:
-                        self._refuse_self_wait()
-                        self.changed.wait(min(left, 0.5))
-                        continue
-                self._wait()
+                if not self._wait_until(deadline):
+                    return False
         return True
 
     def result_list(self) -> list:
@@ -431,43 +439,43 @@ class Job:
             return self._result
         values: list = []
         for segment in segments:
-            values.extend(self._segment_values(segment))
+            values.extend(self.segment_values(segment))
         if self.on_error == "raise":
             self._result = values
         else:
             self._result = ResultList(values, list(self.errors))
         return self._result
 
-    def _segment_values(self, segment: Segment) -> list:
+    def segment_values(self, segment: Segment) -> list:
         if segment.failed is None or self.on_error != "skip":
             return segment.values
         drop = set(segment.failed)
         return [v for offset, v in enumerate(segment.values) if offset not in drop]
 
-    def iter_results(self) -> Iterator:
-        """Yield results as they settle (input order when `ordered`)."""
-        position = 0
-        while True:
-            with self.lock:
-                while True:
-                    if self.ordered:
-                        segment = self.segments.pop(position, None)
-                    elif self.segments:
-                        segment = self.segments.pop(next(iter(self.segments)))
-                    else:
-                        segment = None
-                    if segment is not None:
-                        break
-                    if self.error is not None:
-                        raise self.error
-                    if self.done:
-                        if self.cancelled:
-                            raise PoolClosedError("the call was cancelled: the pool was terminated")
-                        return
-                    self._wait()
-            position += len(segment.values)
-            self.on_consumed()
-            yield from self._segment_values(segment)
+    def next_segment(self, position: int, deadline: float | None = None) -> Segment | None:
+        """The next settled segment for a consumer that has taken `position` results so far
+        (the one starting there when `ordered`); None when the job has no more. Raises
+        multiprocessing.TimeoutError once `deadline` (monotonic) passes with none ready."""
+        with self.lock:
+            while True:
+                if self.ordered:
+                    segment = self.segments.pop(position, None)
+                elif self.segments:
+                    segment = self.segments.pop(next(iter(self.segments)))
+                else:
+                    segment = None
+                if segment is not None:
+                    break
+                if self.error is not None:
+                    raise self.error
+                if self.done:
+                    if self.cancelled:
+                        raise PoolClosedError("the call was cancelled: the pool was terminated")
+                    return None
+                if not self._wait_until(deadline):
+                    raise multiprocessing.TimeoutError("no result within the timeout")
+        self.on_consumed()
+        return segment
 
     def on_consumed(self) -> None:
         """Hook: the scheduler wakes up when a stream frees room (set by the scheduler)."""

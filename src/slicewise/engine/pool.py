@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
@@ -25,12 +26,14 @@ def _is_int(value: Any) -> bool:
 
 class ResultIterator(Iterator):
     """What `imap` and `imap_unordered` return. `.errors` lists the failed items seen so
-    far (on_error="skip"/"collect"); `close()` (or dropping it) cancels the rest."""
+    far (on_error="skip"/"collect"); `close()` (or dropping it) cancels the rest;
+    `next(timeout)` is multiprocessing's IMapIterator.next."""
 
     def __init__(self, pool: Pool, job: Job) -> None:
         self._pool = pool
         self._job = job
-        self._stream = job.iter_results()
+        self._taken = 0  # results handed over by the job so far (skipped ones included)
+        self._values: Iterator = iter(())  # the rest of the segment being handed out
 
     @property
     def errors(self) -> list[Failure]:
@@ -40,12 +43,26 @@ class ResultIterator(Iterator):
     def __iter__(self) -> ResultIterator:
         return self
 
-    def __next__(self) -> Any:
+    def next(self, timeout: float | None = None) -> Any:
+        """The next result; multiprocessing.TimeoutError if none is ready within `timeout`
+        seconds (the iterator stays usable: call again to keep waiting)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            return next(self._stream)
+            for value in self._values:
+                return value
+            while True:
+                segment = self._job.next_segment(self._taken, deadline)
+                if segment is None:
+                    raise StopIteration
+                self._taken += len(segment.values)
+                self._values = iter(self._job.segment_values(segment))
+                for value in self._values:
+                    return value
         except KeyboardInterrupt:
             self._pool.terminate()
             raise
+
+    __next__ = next
 
     def close(self) -> None:
         self._job.cancel()
