@@ -226,6 +226,70 @@ class Tensor:
             return blocks
         return out
 
+    def _read_range_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Rows [start, stop) of a tensor of one sample shape into `out` (C-contiguous,
+        writable, of shape (stop - start, *sample shape)): what a `.dask()` block reads.
+
+        Chunks of uncompressed samples in out's dtype go from the file straight into `out`,
+        one read per chunk, nothing in between; others are decoded and copied in. A whole
+        chunk's checksum is checked, as in `_read_range`."""
+        if stop <= start:
+            return
+        state = self._state
+        meta = state.meta
+        cum = state.cum_rows
+        reader = self.dataset._reader
+        raw = meta.sample_compression is None and meta.htype not in ("text", "json")
+        sample_shape = tuple(out.shape[1:])
+        row_bytes = int(np.prod(sample_shape, dtype=np.int64)) * out.dtype.itemsize
+        out_bytes = memoryview(out.reshape(-1).view(np.uint8))
+        k = int(np.searchsorted(cum, start, side="right")) - 1
+        while k < len(state.keys) and int(cum[k]) < stop:
+            first, last = max(start, int(cum[k])), min(stop, int(cum[k + 1]))
+            a, b = first - int(cum[k]), last - int(cum[k])
+            if b > a:
+                key = state.full_key(k)
+                head = reader.header(key)
+                if (
+                    raw
+                    and head.uniform
+                    and head.shape(0) == sample_shape
+                    and np.dtype(head.dtype) == out.dtype
+                    and state.chunk_remap(k) is None
+                ):
+                    at = (first - start) * row_bytes
+                    reader.read_into(key, a, b, out_bytes[at : at + (b - a) * row_bytes],
+                                     verify=a == 0 and b == head.n)
+                else:
+                    at = first - start
+                    for block in self._read_range(first, last, stack=True):
+                        out[at : at + len(block)] = block
+                        at += len(block)
+            k += 1
+
+    def _private_rows(self, start: int, stop: int) -> np.ndarray | None:
+        """Rows [start, stop), when they lie in one local chunk of uncompressed samples of the
+        tensor's dtype and one shape, as a writable array over a private (copy-on-write) map
+        of the chunk file: no copy, and writes stay in this process. None otherwise."""
+        state = self._state
+        meta = state.meta
+        if stop <= start or meta.sample_compression is not None or self.dtype is None:
+            return None
+        cum = state.cum_rows
+        k = int(np.searchsorted(cum, start, side="right")) - 1
+        if int(cum[k + 1]) < stop or state.chunk_remap(k) is not None:
+            return None
+        key = state.full_key(k)
+        reader = self.dataset._reader
+        head = reader.header(key)
+        if not head.uniform or np.dtype(head.dtype) != self.dtype:
+            return None
+        a, b = start - int(cum[k]), stop - int(cum[k])
+        span = reader.private_span(key, a, b, verify=a == 0 and b == head.n)
+        if span is None:
+            return None
+        return np.frombuffer(span, dtype=self.dtype).reshape((b - a, *head.shape(0)))
+
     def numpy(self, aslist: bool = False, fetch_chunks: bool = True, copy: bool = True):
         return self[:].numpy(aslist=aslist, copy=copy)
 

@@ -17,6 +17,14 @@ dask integrations, so a per-reader cache would forget too soon):
   read; chunk files are immutable, and a file rewritten in place gets a new identity (its
   mtime changes). `verify` always checks everything.
 
+Bulk reads, what `Tensor.dask()` blocks use, cache nothing but headers:
+- `read_into` copies a chunk's samples from a local file straight into the caller's buffer
+  with one read() (the GIL is released while the kernel copies), not through the map or
+  the payload cache;
+- `private_span` hands out a writable view of a private, copy-on-write map of the file:
+  no copy at all, and a write to the view stays in this process (the kernel copies the
+  page written), never reaching the file. The map lives as long as views of it do.
+
 A missing chunk file referenced by a manifest raises CorruptionError naming the file.
 """
 
@@ -26,6 +34,7 @@ import mmap
 import os
 import threading
 from collections import OrderedDict
+from contextlib import suppress
 
 from slicewise.format.chunk import (
     ChunkHeader,
@@ -109,7 +118,8 @@ class ChunkReader:
     def _map(self, key: str, path: str) -> mmap.mmap:
         mm = self._maps.get(key)
         if mm is not None:
-            self._maps.move_to_end(key)
+            with suppress(KeyError):  # another thread may have evicted it meanwhile
+                self._maps.move_to_end(key)
             return mm
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -146,7 +156,8 @@ class ChunkReader:
         of the file's map: no copy."""
         cached = self._payloads.get(key)
         if cached is not None:
-            self._payloads.move_to_end(key)
+            with suppress(KeyError):  # another thread may have evicted it meanwhile
+                self._payloads.move_to_end(key)
             return cached
         head = self.header(key)
         where = self.storage.full_path(key)
@@ -221,6 +232,82 @@ class ChunkReader:
             return self.storage.get_range(key, head.payload_start + a, b - a)
         except FileNotFoundError:
             raise self._missing(key) from None
+
+    def read_into(
+        self, key: str, start: int, stop: int, out: memoryview, verify: bool = False
+    ) -> None:
+        """Stored bytes of samples start..stop of a chunk into `out` (exactly that many bytes,
+        a writable byte buffer). A read of the whole chunk checks its payload checksum when
+        verify=True (local files: once per process, see `_VERIFIED`).
+
+        Uncompressed local chunks: one read() from the file into `out`; nothing is mapped
+        or cached. Otherwise the bytes are copied from `span_bytes`."""
+        head = self.header(key)
+        if not 0 <= start <= stop <= head.n:
+            raise self._short(key, head, stop)
+        a, b = int(head.offsets[start]), int(head.offsets[stop])
+        if len(out) != b - a:
+            raise ValueError(f"read_into: {b - a} bytes to read, the buffer holds {len(out)}")
+        local = self.storage.local_path(key) if head.chunk_compression is None else None
+        if local is None:
+            out[:] = self.span_bytes(key, start, stop, verify=verify)
+            return
+        try:
+            file = open(local, "rb", buffering=0)
+        except FileNotFoundError:
+            raise self._missing(key) from None
+        with file:
+            stat = os.fstat(file.fileno())
+            identity = (local, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
+            known = self._identities.get(key)
+            if known is not None and known != identity:
+                # the file changed since its header was read: read it the mapped way, whose
+                # map and header belong together
+                out[:] = self.span_bytes(key, start, stop, verify=verify)
+                return
+            file.seek(head.payload_start + a)
+            done = 0
+            while done < len(out):
+                got = file.readinto(out[done:])
+                if not got:
+                    where = self.storage.full_path(key)
+                    raise CorruptionError(f"chunk file {where} is truncated", where)
+                done += got
+        if verify and start == 0 and stop == head.n and identity not in _VERIFIED:
+            check_payload(head, out, self.storage.full_path(key))
+            _remember_verified(identity)
+
+    def private_span(
+        self, key: str, start: int, stop: int, verify: bool = False
+    ) -> memoryview | None:
+        """Stored bytes of samples start..stop of an uncompressed local chunk as a writable
+        view of a private (copy-on-write) map of its file; None for other chunks (then use
+        `read_into`). A view of the whole chunk is checksummed when verify=True (once per
+        process and file, see `_VERIFIED`)."""
+        head = self.header(key)
+        if not 0 <= start <= stop <= head.n:
+            raise self._short(key, head, stop)
+        local = self.storage.local_path(key) if head.chunk_compression is None else None
+        if local is None:
+            return None
+        try:
+            file = open(local, "rb", buffering=0)
+        except FileNotFoundError:
+            raise self._missing(key) from None
+        with file:
+            stat = os.fstat(file.fileno())
+            identity = (local, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
+            if self._identities.get(key) not in (None, identity):
+                return None  # the file changed since its header was read
+            mm = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+        base = head.payload_start
+        if verify and start == 0 and stop == head.n and identity not in _VERIFIED:
+            with memoryview(mm) as payload:
+                check_payload(head, payload[base : base + head.payload_nbytes],
+                              self.storage.full_path(key))
+            _remember_verified(identity)
+        a, b = int(head.offsets[start]), int(head.offsets[stop])
+        return memoryview(mm)[base + a : base + b]
 
     def close(self) -> None:
         with self._lock:
