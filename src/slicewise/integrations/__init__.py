@@ -3,10 +3,10 @@ out. Seed 003's larger-than-memory work, without rebuilding dask.
 
     READ (lazy)                                   WRITE / IMPORT (parallel, one commit)
     ───────────                                   ─────────────────────────────────────
-    ds.t.dask() ─► dask.array, one block per      dask array ─► whole-row blocks ─► dask's
-      stored chunk; a block task opens its own      scheduler on an engine Pool: a worker
-      read-only handle, reads [start, stop),        computes a block and writes it with its
-      lets go (nothing is read to build it)         own DatasetWriter ─► receipt
+    ds.t.dask() ─► dask.array, blocks are runs    dask array ─► whole-row blocks ─► dask's
+      of whole stored chunks (≤ 64 MiB); a task     scheduler on an engine Pool: a worker
+      reads its chunks straight into a reused       computes a block and writes it with its
+      buffer (nothing is read to build it)          own DatasetWriter ─► receipt
     ds.t.dask_bag() ─► dask.bag per chunk         HDF5 file / Zarr store / image files ─►
       (ragged tensors, text)                        row blocks aligned with the source's
     ds.t.to_zarr / ds.to_zarr(store) ─► workers     chunks ─► engine Pool: each worker opens
@@ -32,7 +32,7 @@ that installs it: `pip install slicewise[dask]`, `[hdf5]`, `[zarr]`):
                 dataset_to_zarr (Dataset.to_zarr: one group, an array per tensor)
     images.py   from_images (sw.from_images): TIFF/PNG/JPEG stacks via Pillow or a reader
 
-Memory is bounded by design: a reduction over `ds.t.dask()` holds only the chunks dask's
-threads are working on; writers hold one block each (~32 MiB by default); the parent holds
-only receipts. tests/integrations/test_bounded_memory.py checks it on a 512 MiB tensor.
+Memory is bounded by design: a reduction over `ds.t.dask()` holds only the blocks dask's
+threads are working on (about threads + 1 blocks of up to 64 MiB); writers hold one block
+each (~32 MiB by default); the parent holds only receipts. tests/integrations/test_bounded_memory.py checks it on a 512 MiB tensor.
 """
