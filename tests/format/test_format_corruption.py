@@ -124,3 +124,23 @@ def test_memory_storage_corruption(jpeg_files):
     assert victim.split("/")[-1] in str(info.value)
     assert not sw.verify(url).ok
     fs.rm(url, recursive=True)
+
+
+def test_text_that_is_not_utf8_names_the_chunk_and_sample(tmp_path):
+    url = str(tmp_path / "ds")
+    ds = sw.empty(url)
+    with ds:
+        ds.create_tensor("t", htype="text")
+        ds.t.extend([f"sample {i:03d}" for i in range(50)])
+    victim = chunk_files(url)[0]
+    data = bytearray(open(victim, "rb").read())
+    pos = data.rindex(b"sample 007")
+    data[pos] = 0xFF  # an invalid UTF-8 start byte in sample 7
+    open(victim, "wb").write(bytes(data))
+    again = sw.load(url)
+    # rows 5..9 are part of the chunk, so its checksum is not read: decoding must catch it
+    with pytest.raises(sw.CorruptionError) as info:
+        again.t[5:10].data()
+    assert victim in str(info.value) and "sample 7" in str(info.value)
+    assert again.t[8:10].data()["value"] == ["sample 008", "sample 009"]
+    assert [p["file"] for p in sw.verify(url).problems] == [victim]

@@ -192,6 +192,7 @@ class Tensor:
         out: list = []
         blocks: list[np.ndarray] = []
         raw = meta.sample_compression is None and meta.htype not in ("text", "json")
+        plain_text = meta.sample_compression is None and meta.htype == "text"
         k = first
         while k < len(state.keys) and int(cum[k]) < stop:
             a = max(start, int(cum[k])) - int(cum[k])
@@ -201,13 +202,16 @@ class Tensor:
             remap = state.chunk_remap(k)
             # a whole chunk's checksum is checked (once per process and file, see reader.py)
             span = reader.span_bytes(key, a, b, verify=a == 0 and b == head.n)
+            texts = _decode_texts(span, head.offsets[a : b + 1]) if plain_text else None
             if raw and head.uniform and remap is None:
                 block = np.frombuffer(span, dtype=head.dtype).reshape((b - a, *head.shape(0)))
                 if stack:
                     blocks.append(block)
                 else:
                     out.extend(block.copy())
-            else:
+            elif texts is not None:
+                (blocks if stack else out).extend(texts)
+            else:  # one sample at a time; also names the sample when one does not decode
                 base = int(head.offsets[a])
                 for i in range(a, b):
                     lo, hi = int(head.offsets[i]) - base, int(head.offsets[i + 1]) - base
@@ -556,3 +560,15 @@ class TensorInfo(dict):
 
     def __setitem__(self, key, value) -> None:
         self.update({key: value})
+
+
+def _decode_texts(span: bytes | memoryview, offsets: np.ndarray) -> list[str] | None:
+    """The strings of consecutive uncompressed text samples, whose bounds within the chunk
+    are `offsets` (one more than samples): one pass, no per-sample header lookups. None if
+    some sample is not UTF-8, so the caller decodes one by one and names the sample."""
+    data = bytes(span)
+    bounds = (offsets - offsets[0]).tolist()
+    try:
+        return [data[lo:hi].decode("utf-8") for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    except UnicodeDecodeError:
+        return None
