@@ -11,9 +11,10 @@
                     spares versions readers may hold and commits that land meanwhile)
 
 Modules:
-- storage.py   Storage interface (get, get_range, put(sync), sync_file, touch_all,
-               set_if_not_exists, list(refresh), delete) and its races; LocalStorage,
-               FsspecStorage, open_storage.
+- storage.py   Storage interface (get, get_range, put(sync), begin_put, sync_file,
+               written_size, touch_all, set_if_not_exists, list(refresh), delete) and its
+               races; LocalStorage (PendingPut: direct I/O), FsspecStorage, open_storage,
+               SyncQueue.
 - chunk.py     chunk file layout: encode_chunk, parse_header (every field checked against
                the file before it sizes anything: files may come from strangers), CRC-32
                (zlib's; computed by ISA-L when the optional `isal` package is there).
@@ -23,8 +24,10 @@ Modules:
 - manifest.py  Version / TensorState (JSON manifests), reading versions.
 - commit.py    Transaction, apply, publish (the commit protocol).
 - writer.py    DatasetWriter and its receipts (workers and ds.append both use it); chunk
-               files are flushed on a helper thread (storage.SyncQueue), finish() waits,
-               or with finish(sync=False) leaves the last ones to the committer (3.1).
+               files are written (large ones with O_DIRECT under a flock) and flushed on
+               a helper thread (storage.SyncQueue); finish() waits, finish(sync=False)
+               leaves the last flushes, and writes still running, to the committer, who
+               waits for the lock and checks sizes (FORMAT.md 3.1).
 - arena.py     the reusable memory a writer reads files and copies raw arrays into.
 - reader.py    ChunkReader with header, mmap (bounded by bytes) and payload caches; a
                whole chunk's checksum is checked once per process per file.

@@ -292,6 +292,11 @@ def publish(
 def new_chunk_keys(base: Version, txn: Transaction, unsynced_only: bool = False) -> list[str]:
     """Storage keys of the chunk files `txn` would publish (only those their writer left
     unsynced, with unsynced_only)."""
+    return [key for key, _ in _new_chunks(base, txn, unsynced_only)]
+
+
+def _new_chunks(base: Version, txn: Transaction, unsynced_only: bool) -> list[tuple[str, int]]:
+    """(storage key, nbytes its writer wrote) of each chunk file `txn` would publish."""
     keys = []
     for name in list(txn.appended) + list(txn.replaced):
         meta = txn.created.get(name) or (base.tensors[name].meta if name in base.tensors else None)
@@ -299,11 +304,28 @@ def new_chunk_keys(base: Version, txn: Transaction, unsynced_only: bool = False)
             continue
         entries = list(txn.appended.get(name, [])) + list(txn.replaced.get(name, {}).values())
         keys += [
-            chunk_key(meta.id, entry["key"])
+            (chunk_key(meta.id, entry["key"]), entry["nbytes"])
             for entry in entries
             if not unsynced_only or entry.get("synced", True) is False
         ]
     return keys
+
+
+def _check_complete(storage: Storage, chunks: list[tuple[str, int]]) -> None:
+    """A chunk its writer left unsynced may have been written on after the writer handed
+    out its receipt (storage.PendingPut); the flush above waited for the writer's lock,
+    which a writer that died or failed mid-write drops early. Its file is then short
+    (FORMAT.md 3.1): never publish it."""
+    for key, nbytes in chunks:
+        size = storage.size(key)
+        if size != nbytes:
+            where = storage.full_path(key)
+            raise CorruptionError(
+                f"chunk file {where} holds {size} bytes, its writer reported {nbytes}: the "
+                "writer died or failed before it finished writing it. Nothing was published; "
+                "write those rows again.",
+                where,
+            )
 
 
 def _prepare_chunks(
@@ -326,9 +348,10 @@ def _prepare_chunks(
         )
     if not keys:
         return
-    unsynced = new_chunk_keys(base, txn, unsynced_only=True)
+    unsynced = _new_chunks(base, txn, unsynced_only=True)
     if unsynced:
-        (syncs or SyncQueue(storage, threads=4)).wait(unsynced)
+        (syncs or SyncQueue(storage, threads=4)).wait([key for key, _ in unsynced])
+        _check_complete(storage, unsynced)
     for prefix in sorted({key.rsplit("/", 1)[0] for key in keys}):
         storage.sync(prefix)
     # the folders' own entries too: a worker that created one may have died before its

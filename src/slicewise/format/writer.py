@@ -5,15 +5,19 @@
     w.append_row({"images": sw.read(f), "labels": "cat"})   # encode via htypes.SampleEncoder
         │ per-tensor buffer reaches chunk_target_bytes
         ▼
-    chunks/<tensor_id>/<uuid4> written straight into storage (one writev), never touched
-        again; on local disks its fdatasync runs on a helper thread (SyncQueue) while
-        the next chunk is encoded
+    chunks/<tensor_id>/<uuid4> written straight into storage, never touched again. On
+        local disks (SyncQueue.put): a large chunk is copied into aligned memory and
+        written with O_DIRECT, then fdatasynced, on a helper thread, under a file lock
+        (storage.PendingPut), while the next chunk is encoded; a small one is written
+        here (one writev) and fdatasynced there
     receipt = w.finish()                             # flush the rest, wait for every sync;
                                                      # JSON-able receipt of durable chunks
-      (or w.finish(sync=False): the last chunks are    # their entries say "synced": false;
-       left to the committer)                          # ds.sync_receipt(receipt) starts them
+      (or w.finish(sync=False): the last chunks,       # their entries say "synced": false;
+       and any still being written, are left to        # ds.sync_receipt(receipt) starts them
+       the committer; it returns at once)
     ds.add_receipts([receipt, ...]); ds.commit(...)  # parent: publish atomically (a commit
-                                                     # syncs unsynced chunks first)
+                                                     # waits for writers' locks, syncs
+                                                     # unsynced chunks, checks their sizes)
 
 A chunk's file is chunks/<tensor id>/<key>; the tensor id is in the spec's tensor metas.
 `ds.append` in the parent goes through this same class, so there is one code path for
@@ -28,8 +32,9 @@ Receipt (JSON-able; entries in write order):
                                         "nbytes": 9810440, "dtype": "uint8",
                                         "min_shape": [375, 500, 3], "max_shape": [480, 640, 3]}]}}}
 
-A chunk entry carries `"synced": false` only after `finish(sync=False)`, for a file written
-but not yet flushed; the field never reaches a manifest.
+A chunk entry carries `"synced": false` only after `finish(sync=False)`, for a file not yet
+flushed (maybe not yet fully written: its writer holds its lock until it is); the field
+never reaches a manifest.
 
 class_label tensors: a writer starts from the class names in its spec; new string labels
 get writer-local ids (class_base + j) and are listed in `new_class_names`; the commit maps
@@ -60,6 +65,26 @@ def shape_bounds(shapes: list[tuple[int, ...]]) -> tuple[list[int], list[int]]:
         [min(s[d] for s in shapes) for d in range(ndim)],
         [max(s[d] for s in shapes) for d in range(ndim)],
     )
+
+
+def unfinished_chunks(storage: Storage, spec: dict, receipt: dict) -> list[str]:
+    """The chunk files of `receipt` that its writer left unsynced and did not finish
+    writing: it died or failed while its helper thread still wrote them, after it handed
+    out the receipt (finish(sync=False); FORMAT.md 3.1). Waits for writers still writing.
+    A commit refuses such a receipt; its rows must be written again."""
+    short = []
+    for name, tensor in receipt.get("tensors", {}).items():
+        tensor_id = spec["tensors"][name]["id"]
+        for entry in tensor.get("chunks", ()):
+            if entry.get("synced", True) is False:
+                key = chunk_key(tensor_id, entry["key"])
+                try:
+                    size = storage.written_size(key)
+                except FileNotFoundError:
+                    size = -1
+                if size != entry["nbytes"]:
+                    short.append(storage.full_path(key))
+    return short
 
 
 class _TensorBuffer:
@@ -215,18 +240,15 @@ class DatasetWriter:
             buf.samples, buf.shapes, dtype, meta.sample_compression, meta.chunk_compression
         )
         key = chunk_key(meta.id, uuid.uuid4().hex)
-        synced = True
         if not self._deferred_sync:
             self.storage.put(key, parts)  # durable when it returns (object stores, memory)
-        elif final and leave_unsynced:
-            self.storage.put(key, parts, sync=False)  # the committer syncs it (finish())
-            synced = False
+        elif final and leave_unsynced:  # the committer flushes it (finish())
+            self._syncs.put(key, parts, flush=False, size_hint=buf.arena.capacity)
         elif final and self._syncs.idle:
             self.storage.put(key, parts, sync=True)  # nothing to overlap with: sync inline
-        else:
-            self.storage.put(key, parts, sync=False)
-            self._syncs.submit(key)
-        buf.arena.reset(buf.samples)  # written: its memory takes the next chunk's samples
+        else:  # written (or copied, then written) and flushed on the helper thread
+            self._syncs.put(key, parts, size_hint=buf.arena.capacity)
+        buf.arena.reset(buf.samples)  # written or copied: the memory takes the next chunk
         nbytes = sum(len(part) for part in parts)
         min_shape, max_shape = shape_bounds(buf.shapes)
         entry = {
@@ -237,8 +259,6 @@ class DatasetWriter:
             "min_shape": min_shape,
             "max_shape": max_shape,
         }
-        if not synced:
-            entry["synced"] = False
         buf.chunks.append(entry)
         buf.rows += len(buf.samples)
         buf.samples, buf.shapes, buf.nbytes = [], [], 0
@@ -293,22 +313,29 @@ class DatasetWriter:
         self._close()
         for buf in self._buffers.values():
             buf.samples, buf.shapes, buf.nbytes = [], [], 0
-        try:
-            self._syncs.wait()
-        except OSError:
-            pass  # nothing will reference these files
+        self._syncs.abandon()  # nothing will reference these files
 
     def finish(self, sync: bool = True) -> dict:
         """Flush every buffer and return the receipt (see module docstring).
 
-        sync=True: every chunk file is durable when it returns. sync=False: the last chunk
-        of each tensor (whose flush would have nothing left to overlap with here) is left
-        to the committer, its entry marked `"synced": false`; every earlier one is durable.
-        A commit syncs such chunks before it publishes them, and `Dataset.sync_receipt`
-        starts that at once, so the flush overlaps the parent's wait for other writers."""
+        sync=True: every chunk file is durable when it returns. sync=False: it returns
+        without waiting for the disk: the last chunk of each tensor (whose flush would
+        have nothing left to overlap with here), and any chunk still being written on the
+        helper thread under its file lock (storage.PendingPut), are left to the
+        committer, their entries marked `"synced": false`; every other one is durable. A
+        commit syncs such chunks before it publishes them (waiting for the lock), and
+        `Dataset.sync_receipt` starts that at once, so the flush overlaps the parent's
+        wait for other writers, and this writer's process goes on with its next work."""
         for buf in self._buffers.values():
             self._flush(buf, final=True, leave_unsynced=not sync)
-        self._syncs.wait()
+        if sync:
+            self._syncs.wait()
+        else:
+            unsynced = self._syncs.hand_over()
+            for buf in self._buffers.values():
+                for entry in buf.chunks:
+                    if chunk_key(buf.meta.id, entry["key"]) in unsynced:
+                        entry["synced"] = False
         self._close()
         for buf in self._buffers.values():
             buf.arena.release()

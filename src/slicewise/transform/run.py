@@ -10,6 +10,8 @@
         └─ worker: pipeline per input -> chunk files -> BatchResult (receipt)   worker.py
       ReceiptOrder: results back in input order          only the parent touches metadata
         every checkpoint_interval inputs: add_receipts + commit(meta=progress)  (optional)
+      batches whose chunk files a worker died writing    after its receipt (FORMAT.md
+        (after handing back the receipt) run again       3.1): checked before each commit
       add_receipts(rest) + commit(meta=done)             one atomic version
       return EvalReport
 
@@ -185,6 +187,10 @@ class _Run:
         self.checkpoint_position = self.first_input  # inputs the dataset holds (committed)
         self.checkpoint_digest = resume.digest.hexdigest() if resume else None
         self.pending_results: list[BatchResult] = []
+        self.pending_batches: dict[int, Batch] = {}  # batch_id -> Batch of pending_results
+        self._check_storage: Any = None  # ds_out's storage, to check unsynced chunk files
+        self._whole: set[int] = set()  # batch ids of pending results found written whole
+        self.retried: dict[int, Batch] = {}  # batch_id -> a lost batch's rerun, killers out
         self.digest_at: dict[int, str] = {}
         self.inflight: dict[int, Batch] = {}  # handed to the engine, result not seen yet
         self.stopping = False  # a failure ends the eval: hand out no more batches
@@ -201,6 +207,7 @@ class _Run:
             required_tensors=self.runner_tensors[1],
             ignore_errors=self.ignore_errors,
         )
+        self.runner_spec = runner.writer_spec
         progress = _progress_bar(self.progressbar, self.source.length, self.first_input,
                                  report.pipeline)
         lost: list[tuple[Batch, Any]] = []
@@ -227,6 +234,8 @@ class _Run:
                     self._raise_first_failure(pool, min(fatal, key=lambda entry: entry[0]))
                 for batch, failure in lost:
                     self._resolve_lost_batch(pool, runner, batch, failure, order, progress)
+                self._drain(order)
+                self._rewrite_unfinished(pool, runner)
         finally:
             progress.close()
         self._drain(order)
@@ -311,6 +320,7 @@ class _Run:
     def _drain(self, order: ReceiptOrder) -> None:
         for batch, result in order.pop_ready():
             self.pending_results.append(result)
+            self.pending_batches[result.batch_id] = self.retried.pop(result.batch_id, batch)
             self.committed_position = batch.start + batch.count
             self._account(result)
 
@@ -359,6 +369,15 @@ class _Run:
         }
         if state == "checkpoint" and meta[CHECKPOINT_KEY]["input_digest"] is None:
             return  # cannot prove a later run's inputs match: no resumable checkpoint
+        unfinished = self._unfinished_results()
+        if unfinished:
+            if state == "checkpoint":
+                return  # their batches run again after the main loop (_rewrite_unfinished)
+            batch = self.pending_batches[unfinished[0].batch_id]
+            raise TransformError(
+                f"chunk files of inputs {_input_range(batch)} were left short by their "
+                "writer, which died while writing them; nothing was published"
+            )
         if receipts:
             self.target.add_receipts(receipts)
         names = " -> ".join(self.pipeline.names)
@@ -370,12 +389,79 @@ class _Run:
         version = self.target.commit(message, meta=meta)
         self.report.version = version if version is not None else _version_of(self.target)
         self.pending_results.clear()
+        self.pending_batches.clear()
+        self._whole.clear()
         self.checkpoint_digest = self._digest_of_prefix(position)
         for key in [key for key in self.digest_at if key <= position]:
             del self.digest_at[key]
         self.checkpoint_position = position
         if state == "checkpoint":
             self.report.checkpoints += 1
+
+    # -- writers that died after their receipt -------------------------------------------
+    def _unfinished_results(self) -> list[BatchResult]:
+        """Pending results with a chunk file their writer did not finish: a worker hands
+        back its receipt while its helper thread still writes the last chunk files, under
+        a lock this waits for (FORMAT.md 3.1); a worker that dies meanwhile (the user's
+        function crashing it in its next batch, the OOM killer) leaves them short. A
+        result found whole stays whole: it is not looked at again."""
+        from slicewise.format.storage import open_storage
+        from slicewise.format.writer import unfinished_chunks
+
+        unchecked = [result for result in self.pending_results
+                     if result.receipt and result.batch_id not in self._whole]
+        if not unchecked:
+            return []
+        spec = self.runner_spec
+        if self._check_storage is None:
+            self._check_storage = open_storage(spec["url"], spec.get("storage_options"))
+        unfinished = []
+        for result in unchecked:
+            if unfinished_chunks(self._check_storage, spec, result.receipt):
+                unfinished.append(result)
+            else:
+                self._whole.add(result.batch_id)
+        return unfinished
+
+    def _rewrite_unfinished(self, pool: Any, runner: BatchRunner) -> None:
+        """Run again the batches whose chunk files a dead worker left unfinished, and put
+        their new results in place of the old (whose files stay for `sw.gc`)."""
+        for _ in range(3):
+            unfinished = self._unfinished_results()
+            if not unfinished:
+                return
+            batches = [self.pending_batches[result.batch_id] for result in unfinished]
+            outcomes = list(pool.imap(runner, batches, chunksize=1, on_error="collect"))
+            for old, batch, outcome in zip(unfinished, batches, outcomes, strict=True):
+                if _is_engine_failure(outcome):
+                    raise TransformError(
+                        f"writing inputs {_input_range(batch)} again (a worker died while "
+                        f"writing them) failed: {_failure_reason(outcome)}",
+                        index=batch.position_of(0),
+                    ) from _failure_exception(outcome)
+                if outcome.failure is not None:
+                    self._raise_item_failure(batch, outcome.failure)
+                self._replace_result(old, outcome, batch)
+        if self._unfinished_results():
+            raise TransformError("workers keep dying while they write the same inputs")
+
+    def _replace_result(self, old: BatchResult, new: BatchResult, batch: Batch) -> None:
+        """`new` (from running `batch` again) takes `old`'s place, in the report too."""
+        ran = {batch.position_of(offset) for offset in range(batch.count)}
+        # inputs skipped before without being run again (a lost batch's killers) stay so
+        new.skipped = sorted(
+            [failure for failure in old.skipped if failure.index not in ran] + new.skipped,
+            key=lambda failure: failure.index,
+        )
+        report = self.report
+        report.rows_written += new.rows - old.rows
+        if old.skipped or new.skipped:
+            dropped = {failure.index for failure in old.skipped}
+            report.skipped = [entry for entry in report.skipped if entry.index not in dropped]
+            report.skipped += [_skipped(failure) for failure in new.skipped]
+            report.skipped.sort(key=lambda entry: entry.index)
+        new.items = old.items
+        self.pending_results[self.pending_results.index(old)] = new
 
     def _digest_of_prefix(self, position: int) -> str | None:
         """The input digest of inputs [0, position), when this run knows it."""
@@ -450,6 +536,7 @@ class _Run:
         )
         outcomes = list(pool.imap(runner, [retry], chunksize=1, on_error="collect"))
         outcome = outcomes[0]
+        self.retried[batch.batch_id] = retry  # what _rewrite_unfinished would run again
         if _is_engine_failure(outcome):
             result = BatchResult(batch.batch_id, worker="(lost)")
             result.skipped = [
@@ -712,6 +799,10 @@ def _failure_exception(failure: Any) -> Any:
 
 def _failure_item_repr(failure: Any) -> str:
     return str(getattr(failure, "item_repr", ""))
+
+
+def _input_range(batch: Batch) -> str:
+    return f"{batch.position_of(0)}..{batch.position_of(batch.count - 1)}"
 
 
 def _skipped(failure: ItemFailure) -> SkippedInput:

@@ -7,12 +7,15 @@
         writer.append_columns(sample_out)               all of the input's rows or none;
                                                         full buffers become chunk files
       return BatchResult(receipt=writer.finish(sync=False), rows, skipped, figures)
-                                                        (last chunks: the parent syncs them)
+                                                        (chunks still being written, and
+                                                        the last ones: the parent syncs)
 
 Only the small BatchResult travels back; the samples are already in the dataset's
-storage, unpublished until the parent commits the receipts. A failing input (without
-ignore_errors) stops the batch: its result names the input, and the parent abandons the
-files written so far (they stay unreferenced; `sw.gc` removes them).
+storage (or being written there by this process's helper thread, under a file lock the
+parent's flush waits for: FORMAT.md 3.1), unpublished until the parent commits the
+receipts. A failing input (without ignore_errors) stops the batch: its result names the
+input, and the parent abandons the files written so far (they stay unreferenced;
+`sw.gc` removes them).
 """
 
 from __future__ import annotations
@@ -110,8 +113,9 @@ class BatchRunner:
             rows += count
         result.rows = rows
         result.items = batch.count
-        # The last chunk files are flushed by the parent (Dataset.sync_receipt), while this
-        # worker goes on with its next batch; the commit waits for them.
+        # The last chunk files, and any still being written on the helper thread, are
+        # flushed by the parent (Dataset.sync_receipt) while this worker goes on with its
+        # next batch; the commit waits for them, and checks they were written whole.
         result.receipt = writer.finish(sync=False)
         result.busy_s = time.perf_counter() - started
         return result
