@@ -191,3 +191,10 @@ def limit_file_size(limit=1 << 20):
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def native_threads_seen(_):
+    """What a worker's native libraries would size their thread pools by."""
+    import os
+
+    return os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS")

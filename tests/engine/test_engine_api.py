@@ -502,3 +502,14 @@ def test_threads_backend_never_misses_a_wakeup():
             assert result == [x for x in range(count) if x not in bad]
             collected = pool.map(h.fail_if_flagged, items, on_error="collect")
             assert len(collected.errors) == len({b for b in bad if b < count})
+
+
+def test_process_workers_get_their_share_of_cores_for_native_thread_pools():
+    # with every worker's BLAS/OpenMP sized to the whole machine, N workers would run N x
+    # cores threads; a variable set before the pool's server started is left as it was
+    expected = str(max(1, sw.cpu_count() // 2))
+    with sw.Pool(2) as pool:
+        seen = set(pool.map(h.native_threads_seen, range(4), chunksize=1))
+    for blas, omp in seen:
+        assert blas == os.environ.get("OPENBLAS_NUM_THREADS", expected)
+        assert omp == os.environ.get("OMP_NUM_THREADS", expected)

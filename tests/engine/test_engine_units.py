@@ -11,6 +11,7 @@ from slicewise.engine.worker import (
     MODE_CALL,
     MODE_ONE,
     MODE_STAR,
+    NATIVE_THREAD_VARIABLES,
     PHASE,
     PICKLING,
     POS,
@@ -18,6 +19,7 @@ from slicewise.engine.worker import (
     SEQ,
     SLOT_WIDTH,
     STARTED,
+    limit_native_threads,
     read_progress,
     run_batch,
 )
@@ -128,3 +130,13 @@ def test_read_progress_discards_a_snapshot_torn_across_batches():
 
     slot = MovesOn([8, RUNNING, 3, 12345])
     assert read_progress(slot) == (8, IDLE, 0, 0)
+
+
+def test_native_thread_limits_leave_the_users_settings_alone():
+    environ = {"OMP_NUM_THREADS": "3"}
+    limit_native_threads(4, environ)
+    assert environ["OMP_NUM_THREADS"] == "3"  # set by the user: kept
+    assert all(environ[name] == "4" for name in NATIVE_THREAD_VARIABLES[1:])
+    untouched: dict = {}
+    limit_native_threads(None, untouched)
+    assert untouched == {}

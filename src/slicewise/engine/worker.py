@@ -274,8 +274,31 @@ class WarmHeap:
             self._trim(0)
 
 
+# Native libraries' thread pools (OpenBLAS, MKL, OpenMP, BLIS, Accelerate, numexpr) size
+# themselves to every core of the machine when first loaded: N workers doing so would
+# oversubscribe the CPU N-fold (loky limits them the same way). A worker sets its share in
+# these variables before the user's code can load them; a variable the user set wins.
+NATIVE_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def limit_native_threads(threads: int | None, environ: Any = os.environ) -> None:
+    """Give native thread pools `threads` threads in this process, unless the variable
+    is set already (None: leave them alone)."""
+    if threads:
+        for name in NATIVE_THREAD_VARIABLES:
+            environ.setdefault(name, str(threads))
+
+
 def process_main(conn, progress_array, slot_index: int, config: dict) -> None:
     """Entry point of a process worker (see the module docstring for the protocol)."""
+    limit_native_threads(config.get("native_threads"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pid = os.getpid()
     prefix = f"{config['prefix']}-{pid}"

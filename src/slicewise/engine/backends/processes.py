@@ -27,6 +27,7 @@ import cloudpickle
 
 from slicewise.engine import shm
 from slicewise.engine.backends.base import ArgumentsNotPicklable, Backend, Worker
+from slicewise.engine.cpu import cpu_count
 from slicewise.engine.worker import FUNCTION_CACHE_SIZE, SLOT_WIDTH, process_main, read_progress
 
 PIPE_SAFE_BYTES = 32 * 1024  # a message this small never blocks on a full pipe
@@ -310,6 +311,8 @@ class ProcessBackend(Backend):
             "prefix": self.prefix,
             "initializer": initializer,
             "result_cache_bytes": result_cache_bytes(workers),
+            # each worker's share of the cores for native thread pools (worker.py)
+            "native_threads": max(1, cpu_count() // max(1, workers)),
         }
 
     def prepare(self, job) -> None:
