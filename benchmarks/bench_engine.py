@@ -381,11 +381,16 @@ def bench_jpeg(sw, pool, quick):
         rows = [row(name, "serial loop", rate(best_of(repeats, lambda: [resize_jpeg(f) for f in files])),
                     "images/s")]
         pool.map(resize_jpeg, files[:4])
-        sw_value = rate(best_of(repeats, lambda: pool.map(resize_jpeg, files)))
         with peer_pools() as pools:
+            sw_values, mp_values = versus_multiprocessing(pool, pools, resize_jpeg, files,
+                                                          repeats, rate, higher_is_better=True)
+            rows.append(row(name, "multiprocessing.Pool", mp_values[0], "images/s",
+                            note="interleaved with slicewise; " + spread(mp_values, 0)))
             rows += run_peers(name, pools, resize_jpeg, files, rate, "images/s", repeats)
+    sw_value = sw_values[0]
     rows.insert(0, row(name, SLICEWISE, sw_value, "images/s", ">= 500", sw_value >= 500,
-                       "limited by Pillow's decode (draft mode) + resize: CPU in the workers"))
+                       f"{spread(sw_values, 0)}, interleaved with multiprocessing.Pool; limited"
+                       " by Pillow's decode (draft mode) + resize: CPU in the workers"))
     return add_ratios(rows, higher_is_better=True)
 
 
