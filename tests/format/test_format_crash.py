@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
+from kill_helpers import run_and_kill
 
 import slicewise as sw
 from slicewise.format.manifest import list_version_seqs
@@ -131,23 +129,9 @@ def test_sigkill_during_writes_and_commits(tmp_path):
         before = sw.load(url)
         before_seq = list_version_seqs(open_storage(url))[-1]
         before_len = len(before)
-        proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, url, mode, str(target)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        try:
-            assert proc.stdout.readline().strip() == b"ready", proc.stderr.read().decode()
-            if mode == "random":
-                time.sleep(rng.uniform(0.0, 0.15))
-                proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == -signal.SIGKILL, (trial, mode, proc.stderr.read().decode())
+        delay = rng.uniform(0.0, 0.15) if mode == "random" else None  # else it kills itself
+        code, stderr = run_and_kill(CHILD, [url, mode, str(target)], delay, env)
+        assert code == -signal.SIGKILL, (trial, mode, stderr)
 
         after = sw.load(url)
         seqs = list_version_seqs(open_storage(url))

@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 import pytest
+from kill_helpers import run_and_kill
 
 import slicewise as sw
 from slicewise.format import DatasetWriter
@@ -385,7 +386,6 @@ while True:
 @pytest.mark.timeout(110)
 def test_sigkill_during_direct_writes_and_commits(tmp_path):
     import random
-    import time
 
     url = str(tmp_path / "ds")
     ds = sw.empty(url, chunk_target_bytes=300_000)
@@ -394,17 +394,7 @@ def test_sigkill_during_direct_writes_and_commits(tmp_path):
     rng = random.Random(7)
     for trial in range(8):
         before = len(sw.load(url))
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, url],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            assert proc.stdout.readline().strip() == b"ready", proc.stderr.read().decode()
-            time.sleep(rng.uniform(0.0, 0.3))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        run_and_kill(KILLED_CHILD, [url], rng.uniform(0.0, 0.3))
         after = sw.load(url)
         assert len(after) >= before, trial
         stored = after.x.numpy(aslist=True)

@@ -30,6 +30,7 @@ A missing chunk file referenced by a manifest raises CorruptionError naming the 
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import threading
@@ -53,6 +54,11 @@ MAX_PAYLOAD_CACHE_BYTES = 256 * 1024 * 1024
 MAX_VERIFIED = 1 << 16  # identities remembered (a few hundred bytes each)
 _VERIFIED: set[tuple] = set()
 _VERIFIED_LOCK = threading.Lock()
+
+
+def _identity(path: str, stat: os.stat_result) -> tuple:
+    """What tells a chunk file from one rewritten under the same name (see `_identities`)."""
+    return (path, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
 
 
 def _remember_verified(identity: tuple) -> None:
@@ -134,8 +140,7 @@ class ChunkReader:
         finally:
             os.close(fd)
         with self._lock:
-            self._identities[key] = (path, stat.st_size, stat.st_mtime_ns, stat.st_ino,
-                                     stat.st_dev)
+            self._identities[key] = _identity(path, stat)
             old = self._maps.get(key)
             if old is not None:  # another thread mapped it meanwhile
                 self._mapped_bytes -= len(old)
@@ -252,13 +257,8 @@ class ChunkReader:
         if local is None:
             out[:] = self.span_bytes(key, start, stop, verify=verify)
             return
-        try:
-            file = open(local, "rb", buffering=0)
-        except FileNotFoundError:
-            raise self._missing(key) from None
+        file, identity = self._open_local(key, local)
         with file:
-            stat = os.fstat(file.fileno())
-            identity = (local, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
             known = self._identities.get(key)
             if known is not None and known != identity:
                 # the file changed since its header was read: read it the mapped way, whose
@@ -277,6 +277,14 @@ class ChunkReader:
             check_payload(head, out, self.storage.full_path(key))
             _remember_verified(identity)
 
+    def _open_local(self, key: str, local: str) -> tuple[io.FileIO, tuple]:
+        """The chunk file at `local` opened unbuffered, and its identity (`_identities`)."""
+        try:
+            file = open(local, "rb", buffering=0)
+        except FileNotFoundError:
+            raise self._missing(key) from None
+        return file, _identity(local, os.fstat(file.fileno()))
+
     def private_span(
         self, key: str, start: int, stop: int, verify: bool = False
     ) -> memoryview | None:
@@ -290,13 +298,8 @@ class ChunkReader:
         local = self.storage.local_path(key) if head.chunk_compression is None else None
         if local is None:
             return None
-        try:
-            file = open(local, "rb", buffering=0)
-        except FileNotFoundError:
-            raise self._missing(key) from None
+        file, identity = self._open_local(key, local)
         with file:
-            stat = os.fstat(file.fileno())
-            identity = (local, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev)
             if self._identities.get(key) not in (None, identity):
                 return None  # the file changed since its header was read
             mm = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
