@@ -376,3 +376,116 @@ def test_gc_retention_and_grace(tmp_path):
     assert report.removed_files == dead  # every kept version still needs the other chunks
     assert sw.load(url).x.numpy().ravel().tolist() == [0, 1, 2, 3]
     assert sw.verify(url).ok
+
+
+def make_uneven(url):
+    """images 5 rows, vec 4, labels 3, name 3, meta 2: Deep Lake 3's uneven dataset."""
+    rng = np.random.default_rng(2)
+    ds = sw.empty(url)
+    with ds:
+        ds.create_tensor("images", htype="image", sample_compression="png")
+        ds.create_tensor("vec", htype="embedding")
+        ds.create_tensor("labels", htype="class_label", class_names=["a", "b"])
+        ds.create_tensor("name", htype="text")
+        ds.create_tensor("meta", htype="json")
+        ds.images.extend([rng.integers(0, 255, (4 + i, 6, 3), dtype=np.uint8) for i in range(5)])
+        ds.vec.extend(np.arange(16, dtype=np.float32).reshape(4, 4))
+        ds.labels.extend(["a", "b", "a"])
+        ds.name.extend(["n0", "n1", "n2"])
+        ds.meta.extend([{"i": 0}, {"i": 1}])
+    return ds
+
+
+def test_padded_view_reads_empty_samples_past_a_short_tensor(ds_url):
+    ds = make_uneven(ds_url)
+    assert (len(ds), ds.min_len, ds.max_len) == (2, 2, 5)
+    view = ds.padded()
+    assert view.pad_tensors and view.read_only and "padded" in repr(view)
+    assert not ds.pad_tensors and len(ds) == 2  # the dataset itself is unchanged
+    assert (len(view), view.min_len, view.max_len) == (5, 2, 5)
+
+    row = view[4]
+    labels = row.labels.numpy()
+    assert labels.shape == (0,) and labels.dtype == np.uint32
+    image = row.images.numpy()
+    assert image.shape == (4 + 4, 6, 3) and image.dtype == np.uint8  # images has 5 rows
+    vec = row.vec.numpy()
+    assert vec.shape == (0,) and vec.dtype == np.float32
+    assert row.name.data() == {"value": ""}
+    assert row.name.numpy().tolist() == [""]
+    assert row.meta.data() == {"value": {}}
+    assert row.labels.data()["text"] == []
+    assert view[1].labels.data()["text"] == ["b"]  # stored rows read as before
+    assert view[2].meta.data() == {"value": {}} and view[1].meta.data() == {"value": {"i": 1}}
+    assert view[3].vec.numpy().tolist() == [12, 13, 14, 15]
+
+    assert view.labels[4].tobytes() == b"" and view.labels[0].tobytes() != b""
+    assert view.labels[4].shape == (0,) and view.name[4].shape == (1,)
+    assert view.labels[1:5].numpy(aslist=True)[1].tolist() == [0]
+    assert [a.shape for a in view.labels[1:5].numpy()] == [(1,), (1,), (0,), (0,)]
+    assert [a.shape for a in view.labels[[4, 0, -1]].numpy()] == [(0,), (1,), (0,)]
+    assert view.labels[3:5].numpy().shape == (2, 0)  # only empty samples: they stack
+    assert view.labels[5:5].numpy(aslist=True) == [] and view.name[4:].data()["value"] == [""]
+    assert view.name[2:5].data()["value"] == ["n2", "", ""]
+    assert view[3:5].meta.data()["value"] == [{}, {}]
+    assert [r.labels.numpy().size for r in view] == [1, 1, 1, 0, 0]
+
+    # a tensor keeps its own length and stored rows; indexing covers the view's rows
+    assert len(view.labels) == 3 and view.labels.numpy().ravel().tolist() == [0, 1, 0]
+    for bad in (lambda: view[5], lambda: view.labels[5], lambda: ds.labels[3], lambda: ds[2]):
+        with pytest.raises(IndexError):
+            bad()
+
+
+def test_padded_view_is_read_only_and_travels_padded(ds_url):
+    ds = make_uneven(ds_url)
+    view = ds.padded()
+    before = ds.version
+    writes = [
+        lambda: view.labels.append("a"),
+        lambda: view.labels.extend(["a"]),
+        lambda: view.append({"labels": "a"}, skip_ok=True),
+        lambda: view.create_tensor("z"),
+        lambda: view.labels.info.update(note=1),
+        lambda: view.commit("x"),
+    ]
+    for write in writes:
+        with pytest.raises(ReadOnlyError, match="padded read view"):
+            write()
+    with pytest.raises(ReadOnlyError, match="padded read view"):
+        view.labels[0] = "b"
+    assert sw.load(ds_url).version == before and len(ds.labels) == 3
+
+    copy = pickle.loads(pickle.dumps(view))
+    assert copy.pad_tensors and len(copy) == 5 and copy.version == view.version
+    assert copy[4].labels.numpy().shape == (0,)
+    assert not pickle.loads(pickle.dumps(ds)).pad_tensors
+    loaded = sw.load(ds_url, pad_tensors=True)
+    assert loaded.pad_tensors and loaded.read_only and len(loaded) == 5
+    assert loaded[3].name.data() == {"value": ""}
+    assert not sw.load(ds_url).pad_tensors
+
+
+def test_padded_view_of_tensors_without_samples_and_pending_changes(ds_url):
+    ds = sw.empty(ds_url)
+    with ds:
+        ds.create_tensor("x", dtype="int16")
+        ds.create_tensor("scalars")
+        ds.create_tensor("nothing")
+        ds.create_tensor("pics", htype="image", sample_compression="png")
+        ds.x.extend([np.int16(i) for i in range(2)])
+        ds.scalars.extend([np.float32(1.5)])
+    view = ds.padded()
+    assert len(view) == 2 and len(ds) == 0
+    assert view[1].x.numpy().reshape(-1).tolist() == [1]
+    scalar = view[1].scalars.numpy()  # an empty scalar has no 0-d form
+    assert scalar.shape == (0,) and scalar.dtype == np.float32
+    nothing = view[0].nothing.numpy()  # no samples, no dtype yet: what it would store
+    assert nothing.shape == (0,) and nothing.dtype == np.float64
+    pics = view[0].pics.numpy()
+    assert pics.shape == (0, 0, 0) and pics.dtype == np.uint8
+    with ds:
+        ds.x.append(np.int16(5))
+        with pytest.raises(sw.DatasetError, match="uncommitted"):
+            ds.padded()
+    assert len(ds.padded()) == 3

@@ -456,3 +456,170 @@ def test_a_skipped_input_leaves_none_of_its_rows(tmp_path, scheduler, workers):
                                                 ignore_errors=True)
     assert values(ds) == [10 * i + k for i in range(8) if i != 4 for k in range(3)]
     assert [s.index for s in report.skipped] == [4] and report.rows_written == 21
+
+
+# -- pad_data_in: a Dataset input with tensors of different lengths ----------------------
+def uneven_source(tmp_path):
+    """x: 5 rows; name (text), label (class_label), image (png), meta (json): 3 rows."""
+    source = new_ds(tmp_path, "source", x={"dtype": "int64"}, name={"htype": "text"},
+                    label={"htype": "class_label"},
+                    image={"htype": "image", "sample_compression": "png"},
+                    meta={"htype": "json"})
+    with source:
+        source.x.extend([np.int64(10 + i) for i in range(5)])
+        source.name.extend(["n0", "n1", "n2"])
+        source.label.extend(["a", "b", "a"])
+        source.image.extend([np.full((2 + i, 3, 3), i, dtype=np.uint8) for i in range(3)])
+        source.meta.extend([{"i": i} for i in range(3)])
+    return source
+
+
+@sw.compute
+def describe_row(row, sample_out):
+    """Writes down what the function sees of each tensor of the row."""
+    label, image = row.label.numpy(), row.image.numpy()
+    sample_out.append({
+        "x": np.int64(int(row.x.numpy().reshape(-1)[0])),
+        "seen": {
+            "name": row.name.data()["value"],
+            "name_numpy": row.name.numpy().tolist(),
+            "label": [list(label.shape), label.dtype.str, label.tolist()],
+            "label_text": row.label.data()["text"],
+            "image": [list(image.shape), image.dtype.str],
+            "meta": row.meta.data()["value"],
+        },
+    })
+
+
+def stored_row(i):
+    return {"name": f"n{i}", "name_numpy": [f"n{i}"], "label": [[1], "<u4", [i % 2]],
+            "label_text": [["a", "b"][i % 2]], "image": [[2 + i, 3, 3], "|u1"],
+            "meta": {"i": i}}
+
+
+EMPTY_ROW = {"name": "", "name_numpy": [""], "label": [[0], "<u4", []], "label_text": [],
+             "image": [[0, 0, 0], "|u1"], "meta": {}}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("pad", [True, False], ids=["padded", "unpadded"])
+@pytest.mark.parametrize("scheduler,workers", SCHEDULERS)
+def test_pad_data_in_pads_short_tensors_with_empty_samples(tmp_path, scheduler, workers, pad):
+    source = uneven_source(tmp_path)
+    out = new_ds(tmp_path, "out", x={"dtype": "int64"}, seen={"htype": "json"})
+    report = describe_row().eval(source, out, num_workers=workers, scheduler=scheduler,
+                                 pad_data_in=pad, progressbar=False)
+    rows = 5 if pad else 3
+    assert report.inputs_total == rows and report.rows_written == rows
+    assert values(out) == [10 + i for i in range(rows)]
+    seen = out.seen.data()["value"]
+    assert seen == [stored_row(i) for i in range(3)] + [EMPTY_ROW] * (rows - 3)
+    assert len(source) == 3 and not source.pad_tensors  # the input itself is unchanged
+
+
+@pytest.mark.timeout(60)
+def test_a_padded_view_as_input_and_pad_data_in_elsewhere(tmp_path):
+    source = uneven_source(tmp_path)
+    out = new_ds(tmp_path, "out", x={"dtype": "int64"}, seen={"htype": "json"})
+    describe_row().eval(source.padded(), out, num_workers=2, scheduler="processed",
+                        progressbar=False)  # already padded: read as it is
+    assert values(out) == [10, 11, 12, 13, 14]
+    assert out.seen[4].data()["value"] == EMPTY_ROW
+    with pytest.warns(UserWarning, match="pad_data_in=True has no effect"):
+        square().eval([1, 2], out, pad_data_in=True, progressbar=False, check_lengths=False,
+                      skip_ok=True)
+    assert values(out)[-2:] == [1, 4]
+    with pytest.raises(sw.TransformError, match="padded read view"):
+        square().eval([1], out.padded(), progressbar=False)
+    with source:
+        source.x.append(np.int64(99))
+        with pytest.raises(sw.TransformError, match="uncommitted"):
+            describe_row().eval(source, out, pad_data_in=True, check_lengths=False,
+                                progressbar=False)
+
+
+def test_padded_and_unpadded_inputs_have_different_fingerprints(tmp_path):
+    from slicewise.transform.inputs import InputDigest, open_source
+
+    even = new_ds(tmp_path, "even", x={"dtype": "int64"}, name={"htype": "text"})
+    even.extend({"x": [np.int64(i) for i in range(4)], "name": ["a", "b", "c", "d"]})
+    for ds in (even, uneven_source(tmp_path)):
+        plain, padded = open_source(ds), open_source(ds.padded())
+        assert plain.identity != padded.identity
+        digests = []
+        for source in (plain, padded):
+            digest = InputDigest(source.identity, ["f"])
+            assert source.prefix_digest(digest, 2)
+            digests.append(digest.hexdigest())
+        assert digests[0] != digests[1]
+    assert open_source(even).identity == open_source(sw.load(even.path)).identity
+
+
+@sw.compute
+def copy_row(row, sample_out, fail_from=None):
+    x = int(row.x.numpy().reshape(-1)[0])
+    if fail_from is not None and x >= fail_from:
+        raise RuntimeError(f"stopped at {x}")
+    sample_out.append({"x": np.int64(x), "name": row.name.data()["value"]})
+
+
+@pytest.mark.timeout(90)
+def test_a_padded_eval_resumes_only_with_pad_data_in(tmp_path):
+    source = new_ds(tmp_path, "source", x={"dtype": "int64"}, name={"htype": "text"})
+    with source:
+        source.x.extend([np.int64(i) for i in range(30)])
+        source.name.extend([f"n{i}" for i in range(20)])
+    expected = list(range(30))
+    for rerun_padded in (True, False):
+        out = new_ds(tmp_path, f"out_{rerun_padded}", x={"dtype": "int64"},
+                     name={"htype": "text"})
+        with pytest.raises(sw.TransformError) as caught:  # serial: checkpoints at 10, 20
+            copy_row(fail_from=25).eval(source, out, pad_data_in=True, checkpoint_interval=10,
+                                        progressbar=False)
+        assert caught.value.index == 25
+        assert values(out) == list(range(20))
+        if rerun_padded:
+            report = copy_row().eval(source, out, num_workers=2, scheduler="processed",
+                                     pad_data_in=True, checkpoint_interval=10,
+                                     progressbar=False)
+            assert report.resumed_from == 20 and report.rows_written == 10
+            assert values(out) == expected
+            assert out.name.data()["value"] == [f"n{i}" for i in range(20)] + [""] * 10
+        else:
+            with pytest.warns(UserWarning, match="not resuming"):
+                report = copy_row().eval(source, out, pad_data_in=False,
+                                         checkpoint_interval=10, progressbar=False)
+            assert report.resumed_from == 0
+            assert values(out) == list(range(20)) + list(range(20))
+
+
+def test_the_resume_fingerprint_does_not_depend_on_batch_boundaries(tmp_path):
+    """A re-run checks its prefix in other batches than the run that made the checkpoint
+    (Dataset, array and DataFrame inputs used to hash the batch boundaries: no resume)."""
+    from slicewise.transform.inputs import InputDigest, open_source
+
+    def digest_in_batches(data, count, size):
+        source = open_source(data)
+        digest = InputDigest(source.identity, ["f"])
+        for position, _, payload in source.payloads(
+            0, lambda position: max(1, min(size, count - position))
+        ):
+            if position >= count:
+                break
+            source.digest_payload(digest, payload)
+        return digest.hexdigest()
+
+    source = uneven_source(tmp_path)
+    inputs = [source, source.padded(), source.x, np.arange(40.0).reshape(20, 2),
+              [f"/data/{i}.jpg" for i in range(20)]]
+    pd = pytest.importorskip("pandas")
+    inputs.append(pd.DataFrame({"a": range(20), "b": [str(i) for i in range(20)]}))
+    for data in inputs:
+        count = min(3, len(data))
+        digests = {digest_in_batches(data, count, size) for size in (1, 2, count)}
+        assert len(digests) == 1, type(data).__name__
+    array = np.arange(40.0).reshape(20, 2)
+    assert digest_in_batches(array, 3, 1) != digest_in_batches(array.reshape(10, 4), 3, 1)
+    frame = pd.DataFrame({"a": range(5)})
+    assert digest_in_batches(frame, 3, 1) != digest_in_batches(frame.rename(columns={"a": "b"}),
+                                                               3, 1)

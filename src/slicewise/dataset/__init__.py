@@ -27,7 +27,7 @@ The interface other packages build on:
    `.to_zarr()`, `Dataset.to_hdf5()` delegate to slicewise.integrations; `Tensor.extend`
    hands dask arrays (anything with `__dask_graph__`) to
    `slicewise.integrations.dask.extend_from_dask(tensor, array)`.
-4. Pickling a Dataset sends (url, version id, storage_options): a read-only handle.
+4. Pickling a Dataset sends (url, version id, storage_options, padding): a read-only handle.
 """
 
 from __future__ import annotations

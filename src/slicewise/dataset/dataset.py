@@ -8,6 +8,10 @@ State of an open Dataset (one process):
 - `_with_depth`: open `with ds:` blocks. Outside them every write commits at once.
 - `_syncs`: flushes of chunk files that writers left unsynced (`finish(sync=False)`),
   started by `sync_receipt` on helper threads; the commit that publishes them waits.
+- `_pad_tensors`: a padded read view (`ds.padded()`, `sw.load(..., pad_tensors=True)`,
+  Deep Lake 3's `pad_tensors`): len() is the longest tensor's length and a shorter
+  tensor's rows past its end read as empty samples (Tensor.empty_sample). Always
+  read-only, and it travels with the pickled handle (eval's `pad_data_in` relies on it).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class Dataset:
         storage_options: dict | None = None,
         chunk_target_bytes: int = DEFAULT_CHUNK_TARGET_BYTES,
         url: str | None = None,
+        pad_tensors: bool = False,
     ):
         self._storage = storage
         self._url = url if url is not None else storage.url
@@ -76,6 +81,7 @@ class Dataset:
         self._with_depth = 0
         self._view_cache: Version | None = None
         self._syncs: SyncQueue | None = None
+        self._pad_tensors = bool(pad_tensors)
         self.chunk_target_bytes = int(chunk_target_bytes)
 
     # ---- identity, pickling
@@ -92,20 +98,65 @@ class Dataset:
 
     @property
     def read_only(self) -> bool:
-        return self._read_only or self._pinned
+        return self._read_only or self._pinned or self._pad_tensors
+
+    @property
+    def pad_tensors(self) -> bool:
+        """True for a padded read view (see `padded`)."""
+        return self._pad_tensors
 
     def __reduce__(self):
-        # A light handle: url, version, options. Pending changes do not travel.
+        # A light handle: url, version, options, padding. Pending changes do not travel.
         return (
             _open_pickled,
-            (self._url, self._base.id, self._storage_options, self.chunk_target_bytes),
+            (
+                self._url,
+                self._base.id,
+                self._storage_options,
+                self.chunk_target_bytes,
+                self._pad_tensors,
+            ),
         )
 
     def __repr__(self) -> str:
+        padded = ", padded" if self._pad_tensors else ""
         return (
             f"Dataset(path={self._url!r}, version={self.version!r}, "
-            f"tensors={list(self._view().tensors)})"
+            f"tensors={list(self._view().tensors)}{padded})"
         )
+
+    def padded(self) -> Dataset:
+        """A read-only view of this version whose tensors are padded to the longest one
+        (Deep Lake 3's `pad_tensors`, what eval's `pad_data_in=True` reads):
+        `len(view) == ds.max_len`, and a shorter tensor's rows past its end read as an
+        empty sample: for numeric and image tensors a numpy array of shape (0,) * ndim
+        (at least one dimension) of the tensor's dtype, for text "", for json {}.
+        `tobytes()` of such a row is b"". A tensor keeps its own `len()` (so
+        `view.labels.numpy()` is its stored rows), but is indexed over the view's rows:
+        `view.labels[i]` is `view[i].labels`. Writing through the view raises
+        ReadOnlyError. This dataset is unchanged.
+
+        >>> len(ds.images), len(ds.labels)          # 5, 3
+        >>> view = ds.padded(); len(view)           # 5
+        >>> view[4].labels.numpy()                  # array([], dtype=uint32)
+        """
+        if self.has_pending:
+            raise DatasetError(
+                f"dataset {self._url} has uncommitted changes, which a padded view would "
+                "not show; commit them first (ds.commit())"
+            )
+        view = Dataset(
+            self._storage,
+            self._base,
+            read_only=True,
+            pinned=self._pinned,
+            storage_options=self._storage_options,
+            chunk_target_bytes=self.chunk_target_bytes,
+            url=self._url,
+            pad_tensors=True,
+        )
+        view._reader = self._reader  # same files, same header cache
+        return view
 
     # ---- views
 
@@ -159,8 +210,9 @@ class Dataset:
         return RowView(self, single, rows)
 
     def __len__(self) -> int:
-        lengths = [t.length for t in self._data_view().tensors.values()]
-        return min(lengths) if lengths else 0
+        """Rows: the shortest tensor's length (Deep Lake 3), the longest one's in a padded
+        view."""
+        return self.max_len if self._pad_tensors else self.min_len
 
     @property
     def max_len(self) -> int:
@@ -169,7 +221,8 @@ class Dataset:
 
     @property
     def min_len(self) -> int:
-        return len(self)
+        lengths = [t.length for t in self._data_view().tensors.values()]
+        return min(lengths) if lengths else 0
 
     def __iter__(self):
         for i in range(len(self)):
@@ -233,6 +286,12 @@ class Dataset:
     # ---- writing
 
     def _check_writable(self) -> None:
+        if self._pad_tensors:
+            raise ReadOnlyError(
+                f"dataset {self._url} is a padded read view (padded() / pad_tensors=True), "
+                f"whose short tensors read as empty samples and cannot be written; write "
+                f"through the dataset itself, e.g. sw.load({self._url!r})"
+            )
         if self._read_only:
             raise ReadOnlyError(f"dataset {self._url} is open read-only")
         if self._pinned:
@@ -793,9 +852,11 @@ def load(
     version=None,
     read_only: bool | None = None,
     storage_options: dict | None = None,
+    pad_tensors: bool = False,
     **_deeplake_kwargs,
 ) -> Dataset:
-    """Open the dataset at `path`: the newest version, or `version` (an id or number)."""
+    """Open the dataset at `path`: the newest version, or `version` (an id or number).
+    `pad_tensors=True` opens it as a padded read view (see `Dataset.padded`)."""
     url = _path_str(path)
     storage = open_storage(url, storage_options)
     marker = _read_marker(storage)
@@ -813,6 +874,7 @@ def load(
         storage_options=storage_options,
         chunk_target_bytes=marker.get("chunk_target_bytes", DEFAULT_CHUNK_TARGET_BYTES),
         url=url,
+        pad_tensors=pad_tensors,
     )
 
 
@@ -837,7 +899,9 @@ def delete(path, storage_options: dict | None = None, **_deeplake_kwargs) -> Non
     storage.delete_all()
 
 
-def _open_pickled(url, version_id, storage_options, chunk_target_bytes) -> Dataset:
+def _open_pickled(
+    url, version_id, storage_options, chunk_target_bytes, pad_tensors=False
+) -> Dataset:
     storage = open_storage(url, storage_options)
     base = find_version(storage, version_id) if version_id else read_latest(storage)
     return Dataset(
@@ -847,4 +911,5 @@ def _open_pickled(url, version_id, storage_options, chunk_target_bytes) -> Datas
         storage_options=storage_options,
         chunk_target_bytes=chunk_target_bytes,
         url=url,
+        pad_tensors=pad_tensors,
     )

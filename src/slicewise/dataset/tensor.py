@@ -5,6 +5,9 @@ the dataset's current view, so a Tensor object stays valid across commits.
 
 Reading one sample:  row -> chunk k (searchsorted over cum_rows) -> cached header ->
 one ranged read / mmap slice -> decode_sample.
+
+In a padded view of a dataset (`Dataset.padded`) a tensor is indexed over the view's rows
+(the longest tensor's length); rows past its own end read as `empty_sample()`.
 """
 
 from __future__ import annotations
@@ -115,6 +118,37 @@ class Tensor:
     def __len__(self) -> int:
         return self._state.length
 
+    def _index_length(self) -> int:
+        """How many rows indexing covers: the tensor's own, or a padded view's."""
+        if self.dataset._pad_tensors:
+            return max(self._state.length, self.dataset.max_len)
+        return self._state.length
+
+    def empty_sample(self):
+        """What a row past this tensor's end reads as in a padded view (Deep Lake 3's
+        get_empty_sample): text "", json {}, otherwise a numpy array of shape (0,) * ndim
+        of the tensor's dtype. ndim is the stored samples' (at least 1: an empty scalar
+        has no 0-d form); a tensor with no samples yet gives images 3, others 1, and a
+        generic tensor with no dtype yet float64 (what it would store by default)."""
+        meta = self.meta
+        if meta.htype == "text":
+            return ""
+        if meta.htype == "json":
+            return {}
+        state = self._state
+        if state.min_shape:
+            ndim = len(state.min_shape[0])
+        else:
+            ndim = 3 if meta.is_image else 1
+        dtype = np.dtype(meta.dtype) if meta.dtype is not None else np.dtype(np.float64)
+        return np.zeros((0,) * max(1, ndim), dtype=dtype)
+
+    def _past_end(self, row: int):
+        """The sample of a row past the tensor's end: only a padded view has such rows."""
+        if self.dataset._pad_tensors and 0 <= row < self._index_length():
+            return self.empty_sample()
+        raise IndexError(f"index {row} out of range for tensor {self.name!r}")
+
     @property
     def num_samples(self) -> int:
         return len(self)
@@ -156,6 +190,8 @@ class Tensor:
         state = self._state
         cum = state.cum_rows
         k = int(cum.searchsorted(row, side="right")) - 1
+        if k >= len(state.keys):
+            return self._past_end(row)
         local = row - int(cum[k])
         key = state.full_key(k)
         reader = self.dataset._reader
@@ -178,7 +214,15 @@ class Tensor:
     def _read_rows(self, rows) -> list:
         """Decoded samples of `rows` (range or array), reading each chunk once."""
         if isinstance(rows, range) and rows.step == 1:
-            return self._read_range(rows.start, rows.stop)
+            length = self._state.length
+            if rows.stop <= length:
+                return self._read_range(rows.start, rows.stop)
+            # a padded view's rows run past the end: the stored ones, then empty samples
+            padding = range(max(rows.start, length), rows.stop)
+            if padding:
+                self._past_end(padding[-1])  # raises unless the view has that many rows
+            stored = self._read_range(rows.start, padding.start)
+            return stored + [self.empty_sample() for _ in padding]
         return [self._sample(int(r)) for r in rows]
 
     def _read_range(self, start: int, stop: int, stack: bool = False):
@@ -294,24 +338,28 @@ class Tensor:
             return None
         return np.frombuffer(span, dtype=self.dtype).reshape((b - a, *head.shape(0)))
 
+    def _stored(self) -> TensorView:
+        """Every stored row (a padded view's empty samples past the end are not)."""
+        return TensorView(self, None, range(len(self)))
+
     def numpy(self, aslist: bool = False, fetch_chunks: bool = True, copy: bool = True):
-        return self[:].numpy(aslist=aslist, copy=copy)
+        return self._stored().numpy(aslist=aslist, copy=copy)
 
     def data(self, aslist: bool = False):
-        return self[:].data(aslist=aslist)
+        return self._stored().data(aslist=aslist)
 
     def tobytes(self) -> bytes:
         raise DatasetError(f"tensor {self.name!r}: tobytes() needs one row, e.g. t[0].tobytes()")
 
     def text(self):
-        return self[:].text()
+        return self._stored().text()
 
     def __getitem__(self, index) -> TensorView:
         if type(index) is int and index >= 0:  # hot path: one row, checked once here
-            if index >= self._state.length:
+            if index >= self._state.length and index >= self._index_length():
                 raise IndexError(f"index {index} out of range for tensor {self.name!r}")
             return TensorView(self, index, None)
-        single, rows = _normalize_index(index, len(self))
+        single, rows = _normalize_index(index, self._index_length())
         return TensorView(self, single, rows)
 
     def __iter__(self):
@@ -415,6 +463,7 @@ class TensorView:
             not aslist
             and isinstance(rows, range)
             and rows.step == 1
+            and rows.stop <= len(self.tensor)
             and meta.sample_compression is None
             and htype not in ("text", "json")
         ):
@@ -478,12 +527,18 @@ class TensorView:
         cum = state.cum_rows
         row = self._single
         k = int(cum.searchsorted(row, side="right")) - 1
+        if k >= len(state.keys):
+            self.tensor._past_end(row)  # raises unless a padded view's row
+            return b""  # an empty sample has no stored bytes
         return self.tensor.dataset._reader.sample_bytes(state.full_key(k), row - int(cum[k]))
 
     @property
     def shape(self) -> tuple[int | None, ...]:
         tensor = self.tensor
         if self._single is not None:
+            if self._single >= len(tensor):
+                empty = tensor._past_end(self._single)
+                return empty.shape if isinstance(empty, np.ndarray) else (1,)
             k, local = tensor._locate(self._single)
             reader = tensor.dataset._reader
             key = tensor._state.full_key(k)

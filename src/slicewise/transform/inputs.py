@@ -9,7 +9,9 @@ Payload kinds (plain tuples, so they pickle cheaply):
   ("items", list)               any sequence or iterable: the items themselves
   ("array", ndarray)            a numpy array: rows of the slice
   ("frame", DataFrame)          a pandas DataFrame: rows (Series) of the slice
-  ("indexed", obj, start, stop) a slicewise Dataset or Tensor: obj[i] for i in the range
+  ("indexed", obj, start, stop) a slicewise Dataset or Tensor: obj[i] for i in the range;
+                                obj pickles as (url, version, padding), so a padded view
+                                (pad_data_in=True) stays padded in process workers
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class InputSource(abc.ABC):
         """(position, count, payload) per batch from `first` on, sized by `next_size`."""
 
     def digest_payload(self, digest: InputDigest, payload: Payload) -> None:
+        """Feed one batch's inputs to `digest`. What a batch adds depends on its inputs
+        only, never on where batches begin and end: a re-run cuts its checked prefix
+        into other batches than the run that stored the checkpoint."""
         for item in unpack(payload):
             digest.add_item(item)
 
@@ -122,8 +127,8 @@ class ArraySource(InputSource):
             yield start, stop - start, ("array", self.data[start:stop])
 
     def digest_payload(self, digest, payload):
+        # dtype and row shape are in the identity: the rows' bytes follow one another
         block = np.ascontiguousarray(payload[1])
-        digest.update(f"array:{block.dtype.str}:{block.shape}".encode())
         digest.update(memoryview(block).cast("B") if block.size else b"")
 
 
@@ -137,8 +142,8 @@ class FrameSource(InputSource):
     def digest_payload(self, digest, payload):
         import pandas as pd
 
+        # the columns are in the identity; one 8-byte hash per row
         frame = payload[1]
-        digest.update(repr(list(frame.columns)).encode())
         digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
 
 
@@ -152,8 +157,11 @@ class IndexedSource(InputSource):
             yield start, stop - start, ("indexed", self.data, start, stop)
 
     def digest_payload(self, digest, payload):
-        # The dataset's identity and version stand for its contents (see open_source).
-        digest.update(f"rows:{payload[2]}:{payload[3]}".encode())
+        """Nothing to add: the identity (path, version, length, padding) stands for the
+        rows' contents, and `inputs_done` says how many of them."""
+
+    def prefix_digest(self, digest, count):
+        return self.length >= count
 
 
 def unpack(payload: Payload) -> Iterable[Any]:
@@ -181,9 +189,11 @@ def open_source(data_in: Any) -> InputSource:
     if isinstance(data_in, np.ndarray):
         if data_in.ndim == 0:
             raise InvalidInputDataError("data_in is a 0-d numpy array; it has no items")
-        return ArraySource(data_in, len(data_in), f"ndarray:{data_in.dtype.str}")
+        return ArraySource(
+            data_in, len(data_in), f"ndarray:{data_in.dtype.str}:{data_in.shape[1:]}"
+        )
     if _is_dataframe(data_in):
-        return FrameSource(data_in, len(data_in), "dataframe")
+        return FrameSource(data_in, len(data_in), f"dataframe:{list(data_in.columns)!r}")
     if isinstance(data_in, (str, bytes, bytearray)):
         raise InvalidInputDataError(
             f"data_in is a {type(data_in).__name__}, whose items are single characters; "
@@ -222,7 +232,12 @@ def _slicewise_kind(data_in: Any) -> str | None:
 
 
 def _dataset_identity(data_in: Any, kind: str) -> str:
+    """Path, version and length stand for a Dataset/Tensor input's contents. A padded view
+    reads other rows (empty samples past a short tensor's end) than the dataset itself,
+    even where both have the same length, so it is named apart."""
     parts = [kind]
+    if kind == "dataset" and getattr(data_in, "pad_tensors", False) is True:
+        parts.append("padded")
     for attribute in ("path", "key", "name"):
         value = getattr(data_in, attribute, None)
         if isinstance(value, str):

@@ -2,7 +2,8 @@
 
     run_eval(pipeline, data_in, ds_out)
       target = ds_out (or data_in, in place); checked before anything runs
-      source = open_source(data_in)                      inputs.py
+      source = open_source(data_in)                      inputs.py; pad_data_in=True reads
+                                                         a Dataset through ds.padded()
       resume = find_resume_point(target, source)         last commit an unfinished checkpoint
                                                          of the same eval? skip its inputs
       pool.imap_unordered(BatchRunner, batches)          engine; batches sized by time, made
@@ -109,10 +110,7 @@ def run_eval(
         )
     if check_lengths:
         _check_equal_lengths(target)
-    if pad_data_in:
-        warnings.warn("pad_data_in is ignored: a Dataset input is read for its len() rows",
-                      stacklevel=3)
-    source = _open_input(data_in, backend)
+    source = _open_input(data_in, backend, pad_data_in)
 
     report = EvalReport(pipeline.names, scheduler, workers, inputs_total=source.length)
     run = _Run(
@@ -681,6 +679,12 @@ def _resolve_target(data_in: Any, ds_out: Any, read_only_ok: bool) -> Any:
                 f"{type(ds_out).__name__}"
             )
         target = ds_out
+    if getattr(target, "pad_tensors", False):
+        raise InvalidOutputDatasetError(
+            f"the output dataset {getattr(target, 'path', '')!r} is a padded read view "
+            "(padded() / pad_tensors=True), which cannot be written; pass the dataset "
+            "itself (sw.load(path)) as ds_out, and pad_data_in=True to pad the input"
+        )
     if getattr(target, "read_only", False) and not read_only_ok:
         raise InvalidOutputDatasetError(
             f"the output dataset {getattr(target, 'path', '')!r} is open read-only; load it "
@@ -723,18 +727,42 @@ def _version_of(ds: Any) -> Any:
     return getattr(version, "id", version)
 
 
-def _open_input(data_in: Any, backend: str) -> InputSource:
+def _open_input(data_in: Any, backend: str, pad_data_in: bool) -> InputSource:
+    if pad_data_in:
+        data_in = _padded_input(data_in, backend)
     source = open_source(data_in)
     if source.kind == "indexed":
         source.data = _read_handle(data_in, backend)
     return source
 
 
+def _padded_input(data_in: Any, backend: str) -> Any:
+    """Deep Lake 3's pad_data_in: a Dataset input is as long as its longest tensor, and a
+    shorter tensor's rows past its end read as empty samples (Dataset.padded). Other
+    inputs have no tensors to pad."""
+    from slicewise.dataset import Dataset
+
+    if isinstance(data_in, Dataset):
+        _check_readable(data_in, backend)
+        return data_in if data_in.pad_tensors else data_in.padded()
+    warnings.warn(
+        f"pad_data_in=True has no effect: it pads the shorter tensors of a Dataset input, "
+        f"and data_in is a {type(data_in).__name__}",
+        stacklevel=5,
+    )
+    return data_in
+
+
 def _read_handle(data_in: Any, backend: str) -> Any:
     """A read-only handle on the committed version of a Dataset (or Tensor) input, which
     workers index: the eval's own commits (in place, checkpoints) do not move it, and it
-    pickles as (url, version) for process workers."""
-    dataset = getattr(data_in, "dataset", data_in)
+    pickles as (url, version, padding) for process workers."""
+    _check_readable(getattr(data_in, "dataset", data_in), backend)
+    return pickle.loads(pickle.dumps(data_in))
+
+
+def _check_readable(dataset: Any, backend: str) -> None:
+    """Workers read a Dataset input's committed version, from its storage."""
     if getattr(dataset, "has_pending", False):
         raise InvalidInputDataError(
             f"data_in ({dataset.path!r}) has uncommitted changes, which workers cannot "
@@ -745,7 +773,6 @@ def _read_handle(data_in: Any, backend: str) -> Any:
             f"data_in is the in-memory dataset {dataset.path!r}, which process workers "
             "cannot see; use scheduler='threaded', or store the dataset on disk"
         )
-    return pickle.loads(pickle.dumps(data_in))
 
 
 @contextlib.contextmanager
