@@ -489,3 +489,22 @@ def test_padded_view_of_tensors_without_samples_and_pending_changes(ds_url):
         with pytest.raises(sw.DatasetError, match="uncommitted"):
             ds.padded()
     assert len(ds.padded()) == 3
+
+
+def test_deeplake_arguments_are_accepted_and_typos_are_not(tmp_path):
+    url = str(tmp_path / "ds")
+    ds = sw.empty(url, overwrite=False, verbose=False, token=None, org_id=None, runtime=None,
+                  lock_enabled=True, memory_cache_size=256)
+    ds.create_tensor("x", dtype="uint8")
+    assert sw.load(url, read_only=True, verbose=False, check_integrity=True, reset=False).read_only
+    assert sw.exists(url, token=None)
+    assert "x" in sw.dataset(url, access_method="stream", verbose=False).tensors
+    for call in (lambda: sw.empty(url, overwirte=True), lambda: sw.load(url, versoin=1),
+                 lambda: sw.dataset(url, read_olny=True), lambda: sw.delete(url, forse=True),
+                 lambda: sw.exists(url, creds_=None)):
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            call()
+    assert sw.exists(url)  # nothing happened: every call above was refused up front
+    sw.delete(url, force=True, large_ok=True)
+    assert not sw.exists(url)
+

@@ -100,3 +100,26 @@ def test_gc_and_delete_on_s3(s3_options, s3_url):
     assert len(sw.load(s3_url, storage_options=s3_options).x) == 2
     sw.delete(s3_url, storage_options=s3_options)
     assert not sw.exists(s3_url, storage_options=s3_options)
+
+
+@pytest.mark.timeout(60)
+def test_deeplake_creds_reach_s3(s3_options, s3_url):
+    # Deep Lake 3 code passes S3 credentials as creds=...; they become s3fs options
+    creds = {
+        "aws_access_key_id": s3_options["key"],
+        "aws_secret_access_key": s3_options["secret"],
+        "endpoint_url": s3_options["endpoint_url"],
+        "aws_region": "us-east-1",
+    }
+    ds = sw.empty(s3_url, creds=creds, verbose=False, token=None)
+    ds.create_tensor("x", dtype="int32")
+    ds.x.append(np.int32(7))
+    assert sw.exists(s3_url, creds=creds)
+    assert sw.load(s3_url, creds=creds, read_only=True).x.numpy().tolist() == [[7]]
+    assert sw.dataset(s3_url, creds=creds).x.numpy().tolist() == [[7]]
+    with pytest.raises(TypeError, match="'aws_secret'"):
+        sw.load(s3_url, creds={"aws_secret": "x"})
+    with pytest.raises(TypeError, match="not both"):
+        sw.load(s3_url, creds=creds, storage_options=s3_options)
+    sw.delete(s3_url, creds=creds, force=True)
+    assert not sw.exists(s3_url, creds=creds)

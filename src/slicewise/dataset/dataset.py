@@ -805,8 +805,9 @@ def _path_str(path) -> str:
     return path if isinstance(path, str) else os.fspath(path)
 
 
-def exists(path, storage_options: dict | None = None) -> bool:
+def exists(path, storage_options: dict | None = None, **deeplake_kwargs) -> bool:
     """True when `path` holds a slicewise dataset."""
+    storage_options = _deeplake_options("exists", deeplake_kwargs, storage_options)
     storage = open_storage(_path_str(path), storage_options)
     return storage.exists(MARKER_KEY)
 
@@ -816,9 +817,10 @@ def empty(
     overwrite: bool = False,
     storage_options: dict | None = None,
     chunk_target_bytes: int | None = None,
-    **_deeplake_kwargs,
+    **deeplake_kwargs,
 ) -> Dataset:
     """Create a new, empty dataset at `path` (a directory, memory://..., s3://...)."""
+    storage_options = _deeplake_options("empty", deeplake_kwargs, storage_options)
     url = _path_str(path)
     storage = open_storage(url, storage_options)
     if storage.exists(MARKER_KEY) or list_version_seqs(storage):
@@ -853,10 +855,11 @@ def load(
     read_only: bool | None = None,
     storage_options: dict | None = None,
     pad_tensors: bool = False,
-    **_deeplake_kwargs,
+    **deeplake_kwargs,
 ) -> Dataset:
     """Open the dataset at `path`: the newest version, or `version` (an id or number).
     `pad_tensors=True` opens it as a padded read view (see `Dataset.padded`)."""
+    storage_options = _deeplake_options("load", deeplake_kwargs, storage_options)
     url = _path_str(path)
     storage = open_storage(url, storage_options)
     marker = _read_marker(storage)
@@ -883,16 +886,21 @@ def dataset(
     read_only: bool | None = None,
     overwrite: bool = False,
     storage_options: dict | None = None,
-    **kwargs,
+    chunk_target_bytes: int | None = None,
+    **deeplake_kwargs,
 ) -> Dataset:
-    """Open the dataset at `path`, creating an empty one when there is none."""
+    """Open the dataset at `path`, creating an empty one when there is none
+    (`chunk_target_bytes` applies to a new one)."""
+    storage_options = _deeplake_options("dataset", deeplake_kwargs, storage_options)
     if not overwrite and exists(path, storage_options):
         return load(path, read_only=read_only, storage_options=storage_options)
-    return empty(path, overwrite=overwrite, storage_options=storage_options, **kwargs)
+    return empty(path, overwrite=overwrite, storage_options=storage_options,
+                 chunk_target_bytes=chunk_target_bytes)
 
 
-def delete(path, storage_options: dict | None = None, **_deeplake_kwargs) -> None:
+def delete(path, storage_options: dict | None = None, **deeplake_kwargs) -> None:
     """Delete the dataset at `path` (refuses folders that are not slicewise datasets)."""
+    storage_options = _deeplake_options("delete", deeplake_kwargs, storage_options)
     storage = open_storage(_path_str(path), storage_options)
     if not storage.exists(MARKER_KEY):
         raise DatasetError(f"no slicewise dataset at {storage.url}; nothing deleted")
@@ -913,3 +921,52 @@ def _open_pickled(
         url=url,
         pad_tensors=pad_tensors,
     )
+
+
+# Deep Lake 3's arguments to empty/load/dataset/delete/exists that mean nothing here (its
+# cloud, caches, locks, indexes, logging): accepted so its code runs unchanged, and
+# ignored. Any other name is a TypeError, so a misspelt argument is never dropped silently.
+_DEEPLAKE_CACHES = {"memory_cache_size", "local_cache_size", "token", "org_id", "verbose",
+                    "lock_enabled", "lock_timeout", "index_params"}
+_DEEPLAKE_IGNORED = {
+    "empty": _DEEPLAKE_CACHES | {"runtime", "public"},
+    "load": _DEEPLAKE_CACHES | {"access_method", "unlink", "reset", "indra", "check_integrity"},
+    "delete": {"force", "large_ok", "token", "verbose", "org_id"},
+    "exists": {"token", "org_id"},
+}
+_DEEPLAKE_IGNORED["dataset"] = _DEEPLAKE_IGNORED["empty"] | _DEEPLAKE_IGNORED["load"]
+
+# Deep Lake 3's S3 `creds` keys -> s3fs storage options
+_CREDS_TO_S3FS = {"aws_access_key_id": "key", "aws_secret_access_key": "secret",
+                  "aws_session_token": "token", "profile_name": "profile"}
+_CREDS_TO_CLIENT = {"endpoint_url": "endpoint_url", "aws_region": "region_name",
+                    "region": "region_name"}
+
+
+def _deeplake_options(function: str, kwargs: dict, storage_options: dict | None) -> dict | None:
+    """Check the Deep Lake 3 keyword arguments of sw.<function>(); returns the storage
+    options, with Deep Lake 3's S3 `creds` translated into them."""
+    unknown = sorted(set(kwargs) - _DEEPLAKE_IGNORED[function] - {"creds"})
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise TypeError(f"sw.{function}() got unexpected keyword argument(s) {names}")
+    creds = kwargs.get("creds")
+    if creds is None or creds == "ENV" or creds == {}:
+        return storage_options  # "ENV": the environment's credentials, as fsspec does anyway
+    if not isinstance(creds, dict):
+        raise TypeError(f"sw.{function}(): creds must be a dict (Deep Lake 3's S3 keys) or "
+                        f"'ENV', got {type(creds).__name__}")
+    if storage_options:
+        raise TypeError(f"sw.{function}(): pass creds= (Deep Lake 3) or storage_options=, "
+                        "not both")
+    options: dict = {}
+    for key, value in creds.items():
+        if key in _CREDS_TO_S3FS:
+            options[_CREDS_TO_S3FS[key]] = value
+        elif key in _CREDS_TO_CLIENT:
+            options.setdefault("client_kwargs", {})[_CREDS_TO_CLIENT[key]] = value
+        else:
+            known = sorted(_CREDS_TO_S3FS) + sorted(_CREDS_TO_CLIENT)
+            raise TypeError(f"sw.{function}(): creds key {key!r} is not understood; known: "
+                            f"{', '.join(known)} (or pass fsspec storage_options=)")
+    return options
