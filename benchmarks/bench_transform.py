@@ -299,7 +299,7 @@ def run(quick: bool) -> list[dict]:
                               f"{ours.per_item(n_main, children=True)}; parent: "
                               f"{ours.per_item(n_main, children=False)}; the floor: "
                               f"{floor_cpu.per_item(n_main, children=False)}"))
-        rows.append(_row(bench, "slicewise: the seed's whole code (dataset creation too)",
+        rows.append(_row(bench, "slicewise: the seed's whole code (dataset creation too; processed)",
                          n_main / whole, "items/s", ratio=round(n_main / whole / floor_rate, 3)))
         threaded = min(_seed_eval(main_files, os.path.join(scratch, f"t{i}"), "threaded")[0]
                        for i in range(2))
