@@ -839,14 +839,11 @@ def _skipped(failure: ItemFailure) -> SkippedInput:
 def _progress_bar(enabled: bool, total: int | None, initial: int, names: list[str]):
     from tqdm.auto import tqdm
 
-    return tqdm(
-        total=total,
-        initial=initial,
-        unit="input",
-        desc=f"eval {' -> '.join(names)}",
-        disable=not enabled,
-        dynamic_ncols=True,
-    )
+    # `disable` only when turned off: tqdm's TQDM_* environment variables (TQDM_DISABLE=1
+    # in CI logs) apply to the arguments a caller leaves out
+    off = {} if enabled else {"disable": True}
+    return tqdm(total=total, initial=initial, unit="input", desc=f"eval {' -> '.join(names)}",
+                dynamic_ncols=True, **off)
 
 
 __all__ = [
