@@ -1,4 +1,4 @@
-"""Fixtures shared by the format and dataset tests (subfolders may add their own)."""
+"""Fixtures shared by the test packages: dataset locations, real JPEG files, script runs."""
 
 from __future__ import annotations
 
@@ -40,3 +40,42 @@ def jpeg_files(tmp_path):
         )
         files.append(str(path))
     return files
+
+
+@pytest.fixture
+def make_image_tree():
+    """make_image_tree(root, classes=("cat", "dog"), per_class=3): real JPEG files
+    root/<class>/<n>.jpg, small noise photos of different sizes."""
+    import numpy as np
+    from PIL import Image
+
+    def make(root, classes=("cat", "dog"), per_class=3) -> None:
+        rng = np.random.default_rng(0)
+        for class_name in classes:
+            (root / class_name).mkdir(parents=True)
+            for index in range(per_class):
+                pixels = rng.integers(0, 255, size=(24 + index, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / class_name / f"{index}.jpg", quality=85)
+
+    return make
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    """run_script(source, name): run python `source` as a script in tmp_path (progress bars
+    off); fails showing its stderr unless it exits 0; returns its stdout."""
+    import os
+    import subprocess
+    import sys
+
+    def run(source: str, name: str = "example.py", timeout: float = 80) -> str:
+        script = tmp_path / name
+        script.write_text(source)
+        out = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
+            cwd=tmp_path, env={**os.environ, "TQDM_DISABLE": "1"},
+        )
+        assert out.returncode == 0, f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+        return out.stdout
+
+    return run

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,12 +17,5 @@ def test_the_guide_has_examples():
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("number", range(len(EXAMPLES)))
-def test_guide_example_runs(number, tmp_path):
-    script = tmp_path / f"example_{number}.py"
-    script.write_text(EXAMPLES[number])
-    out = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=80,
-        cwd=tmp_path, env={**os.environ, "TQDM_DISABLE": "1"},
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip()
+def test_guide_example_runs(number, run_script):
+    assert run_script(EXAMPLES[number], f"example_{number}.py").strip()
