@@ -246,14 +246,13 @@ class Tensor:
             remap = state.chunk_remap(k)
             # a whole chunk's checksum is checked (once per process and file, see reader.py)
             span = reader.span_bytes(key, a, b, verify=a == 0 and b == head.n)
-            texts = _decode_texts(span, head.offsets[a : b + 1]) if plain_text else None
             if raw and head.uniform and remap is None:
                 block = np.frombuffer(span, dtype=head.dtype).reshape((b - a, *head.shape(0)))
                 if stack:
                     blocks.append(block)
                 else:
                     out.extend(block.copy())
-            elif texts is not None:
+            elif plain_text and (texts := _decode_texts(span, head.offsets[a : b + 1])):
                 (blocks if stack else out).extend(texts)
             else:  # one sample at a time; also names the sample when one does not decode
                 base = int(head.offsets[a])

@@ -31,7 +31,7 @@ from slicewise.format.manifest import (
     read_version,
     version_key,
 )
-from slicewise.format.storage import Storage, SyncQueue
+from slicewise.format.storage import Storage, SyncQueue, short_files
 
 MAX_COMMIT_ATTEMPTS = 64
 
@@ -316,16 +316,16 @@ def _check_complete(storage: Storage, chunks: list[tuple[str, int]]) -> None:
     out its receipt (storage.PendingPut); the flush above waited for the writer's lock,
     which a writer that died or failed mid-write drops early. Its file is then short
     (FORMAT.md 3.1): never publish it."""
-    for key, nbytes in chunks:
-        size = storage.size(key)
-        if size != nbytes:
-            where = storage.full_path(key)
-            raise CorruptionError(
-                f"chunk file {where} holds {size} bytes, its writer reported {nbytes}: the "
-                "writer died or failed before it finished writing it. Nothing was published; "
-                "write those rows again.",
-                where,
-            )
+    short = short_files(storage, chunks)
+    if short:
+        where = storage.full_path(short[0])
+        nbytes = dict(chunks)[short[0]]
+        raise CorruptionError(
+            f"chunk file {where} does not hold the {nbytes} bytes its writer reported: the "
+            "writer died or failed before it finished writing it. Nothing was published; "
+            "write those rows again.",
+            where,
+        )
 
 
 def _prepare_chunks(

@@ -257,12 +257,9 @@ class ChunkReader:
         if local is None:
             out[:] = self.span_bytes(key, start, stop, verify=verify)
             return
-        file, identity = self._open_local(key, local)
+        file, identity, changed = self._open_local(key, local)
         with file:
-            known = self._identities.get(key)
-            if known is not None and known != identity:
-                # the file changed since its header was read: read it the mapped way, whose
-                # map and header belong together
+            if changed:  # read it the mapped way, whose map and header belong together
                 out[:] = self.span_bytes(key, start, stop, verify=verify)
                 return
             file.seek(head.payload_start + a)
@@ -277,13 +274,15 @@ class ChunkReader:
             check_payload(head, out, self.storage.full_path(key))
             _remember_verified(identity)
 
-    def _open_local(self, key: str, local: str) -> tuple[io.FileIO, tuple]:
-        """The chunk file at `local` opened unbuffered, and its identity (`_identities`)."""
+    def _open_local(self, key: str, local: str) -> tuple[io.FileIO, tuple, bool]:
+        """The chunk file at `local` opened unbuffered, its identity (`_identities`), and
+        whether it changed since its header was read."""
         try:
             file = open(local, "rb", buffering=0)
         except FileNotFoundError:
             raise self._missing(key) from None
-        return file, _identity(local, os.fstat(file.fileno()))
+        identity = _identity(local, os.fstat(file.fileno()))
+        return file, identity, self._identities.get(key) not in (None, identity)
 
     def private_span(
         self, key: str, start: int, stop: int, verify: bool = False
@@ -298,10 +297,10 @@ class ChunkReader:
         local = self.storage.local_path(key) if head.chunk_compression is None else None
         if local is None:
             return None
-        file, identity = self._open_local(key, local)
+        file, identity, changed = self._open_local(key, local)
         with file:
-            if self._identities.get(key) not in (None, identity):
-                return None  # the file changed since its header was read
+            if changed:
+                return None
             mm = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
         base = head.payload_start
         if verify and start == 0 and stop == head.n and identity not in _VERIFIED:

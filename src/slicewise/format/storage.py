@@ -611,6 +611,22 @@ def _sync_pool(threads: int):
         return entry[1]
 
 
+def short_files(storage: Storage, expected: list[tuple[str, int]]) -> list[str]:
+    """Of (key, nbytes) pairs, the keys whose file does not hold exactly nbytes once no
+    writer writes it any more (`written_size`; a missing file counts as short). A writer
+    that died or failed while its PendingPut was writing leaves its file short
+    (FORMAT.md 3.1): such a file must never be published."""
+    short = []
+    for key, nbytes in expected:
+        try:
+            size = storage.written_size(key)
+        except FileNotFoundError:
+            size = -1
+        if size != nbytes:
+            short.append(key)
+    return short
+
+
 class SyncQueue:
     """Makes new files durable on helper threads, so the disk works while the caller goes
     on (the writes and fdatasync release the GIL). `put(key, parts)` hands over a whole

@@ -50,7 +50,7 @@ from slicewise.format.chunk import encode_chunk_parts
 from slicewise.format.errors import DatasetError, SampleError
 from slicewise.format.htypes import SampleEncoder, TensorMeta
 from slicewise.format.manifest import FORMAT_VERSION, chunk_key
-from slicewise.format.storage import Storage, SyncQueue, open_storage
+from slicewise.format.storage import Storage, SyncQueue, open_storage, short_files
 
 DEFAULT_CHUNK_TARGET_BYTES = 8 * 1024 * 1024
 
@@ -72,19 +72,13 @@ def unfinished_chunks(storage: Storage, spec: dict, receipt: dict) -> list[str]:
     writing: it died or failed while its helper thread still wrote them, after it handed
     out the receipt (finish(sync=False); FORMAT.md 3.1). Waits for writers still writing.
     A commit refuses such a receipt; its rows must be written again."""
-    short = []
-    for name, tensor in receipt.get("tensors", {}).items():
-        tensor_id = spec["tensors"][name]["id"]
-        for entry in tensor.get("chunks", ()):
-            if entry.get("synced", True) is False:
-                key = chunk_key(tensor_id, entry["key"])
-                try:
-                    size = storage.written_size(key)
-                except FileNotFoundError:
-                    size = -1
-                if size != entry["nbytes"]:
-                    short.append(storage.full_path(key))
-    return short
+    expected = [
+        (chunk_key(spec["tensors"][name]["id"], entry["key"]), entry["nbytes"])
+        for name, tensor in receipt.get("tensors", {}).items()
+        for entry in tensor.get("chunks", ())
+        if entry.get("synced", True) is False
+    ]
+    return [storage.full_path(key) for key in short_files(storage, expected)]
 
 
 class _TensorBuffer:
