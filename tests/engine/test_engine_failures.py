@@ -20,6 +20,11 @@ ITEMS = list(range(12))
 BAD = 5
 
 
+def described(error: BaseException) -> str:
+    """What a traceback shows of an exception: its message and its PEP 678 notes."""
+    return "\n".join([str(error), *getattr(error, "__notes__", [])])
+
+
 def check_collected(result, stage, kind, how=None, factor=1):
     assert isinstance(result, ResultList)
     assert [r for i, r in enumerate(result) if i != BAD] == [x * factor for x in ITEMS if x != BAD]
@@ -36,15 +41,16 @@ def test_failure_in_the_function(process_pool, how):
     fn = functools.partial(h.fail_at, bad=BAD, how=how)
     result = process_pool.map(fn, ITEMS, chunksize=4, on_error="collect")
     check_collected(result, "call", "exception" if how == "raise" else "worker_lost", how, 2)
-    expected = sw.TaskError if how == "raise" else sw.WorkerLostError
+    expected = ValueError if how == "raise" else sw.WorkerLostError
     with pytest.raises(expected) as info:
         process_pool.map(fn, ITEMS, chunksize=4)
     error = info.value
     assert error.index == BAD and error.item_repr == repr(BAD)
-    assert f"item {BAD} ({BAD})" in str(error)
-    if how == "raise":
-        assert isinstance(error.__cause__, ValueError)
+    assert f"item {BAD} ({BAD})" in described(error)
+    if how == "raise":  # the function's own exception, the worker's traceback as its cause
+        assert type(error) is ValueError and "boom from the worker" in str(error)
         assert "boom from the worker" in error.worker_traceback
+        assert "boom from the worker" in str(error.__cause__)
         assert "fail_at" in error.worker_traceback
     else:
         assert (error.exitcode, error.signal) == EXPECTED_EXIT[how]
@@ -60,8 +66,10 @@ def test_failure_pickling_arguments_in_the_parent(process_pool):
     result = process_pool.map(h.identity, items, chunksize=4, on_error="collect")
     check_collected(result, "pickling_args", "pickling")
     assert "refuses to be pickled" in str(result[BAD].exception)
-    with pytest.raises(sw.TaskError, match="pickling the arguments in the parent"):
+    with pytest.raises(Exception, match="refuses to be pickled") as info:
         process_pool.map(h.identity, items)
+    assert "pickling the arguments in the parent" in described(info.value)
+    assert info.value.index == BAD
 
 
 @pytest.mark.parametrize("how", ["raise", *DEATHS])
@@ -69,9 +77,11 @@ def test_failure_unpickling_arguments_in_the_worker(process_pool, how):
     items = [*range(BAD), h.ExplodesOnUnpickle(how), *range(BAD + 1, 12)]
     result = process_pool.map(h.identity, items, chunksize=4, on_error="collect")
     check_collected(result, "unpickling_args", "pickling" if how == "raise" else "worker_lost", how)
-    with pytest.raises(sw.TaskError, match="unpickling the arguments in the worker") as info:
+    expected = sw.WorkerLostError if how in DEATHS else ValueError
+    with pytest.raises(expected) as info:
         process_pool.map(h.identity, items, chunksize=4)
     assert info.value.index == BAD
+    assert "unpickling the arguments in the worker" in described(info.value)
 
 
 @pytest.mark.parametrize("how", ["raise", *DEATHS])
@@ -79,18 +89,20 @@ def test_failure_pickling_the_result_in_the_worker(process_pool, how):
     fn = functools.partial(h.result_that_fails_to_pickle, bad=BAD, how=how)
     result = process_pool.map(fn, ITEMS, chunksize=4, on_error="collect")
     check_collected(result, "pickling_result", "pickling" if how == "raise" else "worker_lost", how)
-    with pytest.raises(sw.TaskError, match="pickling the result in the worker") as info:
+    with pytest.raises(Exception) as info:
         process_pool.map(fn, ITEMS, chunksize=4)
     assert info.value.index == BAD
+    assert "pickling the result in the worker" in described(info.value)
 
 
 def test_failure_unpickling_the_result_in_the_parent(process_pool):
     fn = functools.partial(h.result_that_fails_to_unpickle, bad=BAD)
     result = process_pool.map(fn, ITEMS, chunksize=4, on_error="collect")
     check_collected(result, "unpickling_result", "pickling")
-    with pytest.raises(sw.TaskError, match="unpickling the result in the parent") as info:
+    with pytest.raises(ValueError) as info:
         process_pool.map(fn, ITEMS, chunksize=4)
     assert info.value.index == BAD
+    assert "unpickling the result in the parent" in described(info.value)
 
 
 def test_exit_in_one_of_a_thousand_items(process_pool):
@@ -128,7 +140,7 @@ def test_imap_reports_errors_as_it_goes(any_pool):
     iterator = any_pool.imap(fn, range(8), on_error="skip")
     assert list(iterator) == [x * 2 for x in range(8) if x != 3]
     assert [f.index for f in iterator.errors] == [3]
-    with pytest.raises(sw.TaskError) as info:
+    with pytest.raises(ValueError) as info:
         list(any_pool.imap(fn, range(8)))
     assert info.value.index == 3
     collected = list(any_pool.imap_unordered(fn, range(8), on_error="collect"))
@@ -139,9 +151,9 @@ def test_same_semantics_on_every_backend(any_pool):
     fn = functools.partial(h.fail_at, bad=BAD)
     result = any_pool.map(fn, ITEMS, on_error="collect")
     check_collected(result, "call", "exception", factor=2)
-    with pytest.raises(sw.TaskError) as info:
+    with pytest.raises(ValueError) as info:
         any_pool.map(fn, ITEMS)
-    assert info.value.index == BAD and isinstance(info.value.__cause__, ValueError)
+    assert info.value.index == BAD and type(info.value) is ValueError
 
 
 def test_retries(any_pool, tmp_path):
@@ -149,7 +161,7 @@ def test_retries(any_pool, tmp_path):
     assert any_pool.map(h.flaky, items, retries=1) == list(range(6))
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    with pytest.raises(sw.TaskError, match="first attempt at 0"):
+    with pytest.raises(RuntimeError, match="first attempt at 0"):
         any_pool.map(h.flaky, [(str(fresh), 0)], retries=0)
 
 
@@ -242,9 +254,9 @@ def test_failure_unpickling_the_function_in_the_worker(process_pool):
     assert all(isinstance(f, Failure) for f in result)
     assert {(f.kind, f.stage) for f in result} == {("pickling", "unpickling_function")}
     assert [f.index for f in result.errors] == list(range(6))
-    with pytest.raises(sw.TaskError, match="unpickling the function in the worker") as info:
+    with pytest.raises(ValueError) as info:
         process_pool.map(fn, range(6))
-    assert isinstance(info.value.__cause__, ValueError)
+    assert "unpickling the function in the worker" in described(info.value)
     assert process_pool.map(h.square, range(3)) == [0, 1, 4]
 
 

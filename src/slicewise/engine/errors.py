@@ -1,4 +1,12 @@
-"""What a failed item looks like: `Failure` (a record) and `TaskError` (an exception).
+"""What a failed item looks like: `Failure` (a record) and the exception a caller gets.
+
+With on_error="raise" the caller gets the exception the function raised, of its own class
+(`except ValueError:` works as with the stdlib pools), with the worker's traceback chained
+as `__cause__` (a `RemoteTraceback`, as multiprocessing does), a PEP 678 note naming the
+item, and the attributes `index`, `item_repr` and `worker_traceback` (each set only where
+the exception has no attribute of that name already). `TaskError` is for failures with
+no exception of their own: `WorkerLostError` (the worker died), `TaskTimeoutError` (the
+item ran too long), or an exception that could not travel back from the worker.
 
 A `Failure` is plain data that travels well: `on_error="collect"` puts one at the failed
 position, `.errors` lists them all, and `Failure.to_error()` makes the matching exception.
@@ -67,6 +75,43 @@ class RemoteTraceback(Exception):
         return "\n\nWorker traceback:\n" + self.text
 
 
+class RemoteError(Exception):
+    """Stands in for a worker's exception that could not be pickled or unpickled."""
+
+
+ATTACHED = "_slicewise_item"  # marks an exception that already names its item
+
+
+def attach_item(exc: BaseException, failure: Failure) -> BaseException:
+    """Name the failed item on the function's own exception: a PEP 678 note, the worker's
+    traceback as `__cause__` (when the exception crossed a process boundary), and the
+    attributes `index`, `item_repr`, `worker_traceback` where the exception has none."""
+    if getattr(exc, ATTACHED, None) == failure.index:
+        return exc  # already done (the same Failure raised twice)
+    where = STAGE_TEXT.get(failure.stage, failure.stage)
+    note = f"slicewise: item {failure.index} ({failure.item_repr}) failed {where}"
+    if failure.attempts > 1:
+        note += f" (after {failure.attempts} attempts)"
+    try:
+        exc.add_note(note)
+    except Exception:  # an exception class that refuses notes still gets raised
+        pass
+    if failure.traceback and exc.__cause__ is None and exc.__traceback__ is None:
+        exc.__cause__ = RemoteTraceback(failure.traceback)
+    for name, value in (
+        ("index", failure.index),
+        ("item_repr", failure.item_repr),
+        ("worker_traceback", failure.traceback),
+        (ATTACHED, failure.index),
+    ):
+        if name == ATTACHED or not hasattr(exc, name):
+            try:
+                setattr(exc, name, value)
+            except Exception:  # __slots__ or a read-only property: the note still says it
+                pass
+    return exc
+
+
 class TaskError(Exception):
     """An item failed. `.index` is its position in the input, `.item_repr` a short repr,
     `.worker_traceback` the traceback in the worker; the original exception is `__cause__`."""
@@ -125,8 +170,9 @@ class InitializerError(RuntimeError):
     """The pool's `initializer` raised in a worker; the pool cannot run anything."""
 
 
-class PoolClosedError(ValueError):
-    """Work was given to a pool after close(), shutdown() or terminate()."""
+class PoolClosedError(ValueError, RuntimeError):
+    """Work was given to a pool after close(), shutdown() or terminate(). A ValueError, as
+    multiprocessing.Pool raises, and a RuntimeError, as concurrent.futures raises."""
 
 
 @dataclass
@@ -163,7 +209,16 @@ class Failure:
             text += "\n\nWorker traceback:\n" + self.traceback.rstrip()
         return text
 
-    def to_error(self) -> TaskError:
+    def to_error(self) -> BaseException:
+        """The exception a caller gets for this failure: the function's own exception
+        (naming the item, see `attach_item`) when there is one, else a TaskError."""
+        exc = self.exception
+        if (
+            self.kind in ("exception", "pickling")
+            and exc is not None
+            and not isinstance(exc, RemoteError)
+        ):
+            return attach_item(exc, self)
         fields = dict(
             index=self.index,
             item_repr=self.item_repr,

@@ -14,10 +14,16 @@ Shared state, guarded by `Job.lock` (producer and consumer meet only here):
     errors     every final Failure, kept sorted by input position.
     error      the exception that ends the job early (on_error="raise", a failing input
                iterable, a terminated pool); the consumer raises it.
+    pending    (position, exception): an error that belongs at an input position (the
+               lowest failed item under on_error="raise" in an ordered call, or the input
+               iterable raising). It becomes `error` only once every position before it
+               has settled (`frontier`), so `map` raises the failure at the lowest index
+               and `imap` yields every result before it first, as the stdlib pools do.
     open_items positions handed out and not yet settled (in a worker or waiting for a
                retry). The job is done when the input is exhausted and this is zero.
 
-Everything else (the input iterator, the retry queue) is touched by the producer only.
+Everything else (the input iterator, the retry queue, `pending`, `frontier`) is touched by
+the producer only.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from slicewise.engine.batching import BatchSizer
-from slicewise.engine.errors import Failure, PoolClosedError, RemoteTraceback, short_repr
+from slicewise.engine.errors import Failure, PoolClosedError, short_repr
 from slicewise.engine.progress import Progress
 
 ON_ERROR = ("raise", "skip", "collect")
@@ -136,6 +142,9 @@ class Job:
         self.errors: list[Failure] = []
         self.error: BaseException | None = None
         self.first_failure: Failure | None = None
+        self.pending: tuple[int, BaseException] | None = None
+        self.frontier = 0  # every position below it has settled
+        self._settled_ahead: dict[int, int] = {}  # settled runs past the frontier: start -> end
         self.open_items = 0
         self.done = False
         self.cancelled = False
@@ -159,6 +168,8 @@ class Job:
         given", and nobody may ever read a half-read imap again)."""
         if self.done or self.error is not None or self.cancelled:
             return False
+        if self.pending is not None:  # only positions before the error still matter
+            return any(batch.start < self.pending[0] for batch in self._retry)
         if self._retry:
             return True
         if self._exhausted:
@@ -178,6 +189,10 @@ class Job:
 
     def take(self, limit: int | None = None) -> Batch | None:
         """The next batch: a waiting retry first, else fresh items from the input."""
+        if self.pending is not None:
+            self._drop_retries_from(self.pending[0])
+            if not self._retry:
+                return None
         if self._retry:
             batch = self._retry.popleft()
             if limit is not None and len(batch) > limit:
@@ -200,19 +215,22 @@ class Job:
         if limit is not None:
             size = min(size, limit)
         start = self._next_position
+        items: list = []
         try:
-            items = list(itertools.islice(self._source, size))
-        except BaseException as exc:  # the caller's iterable failed: that ends the job
+            items.extend(itertools.islice(self._source, size))  # keeps what came before a raise
+        except BaseException as exc:  # the caller's iterable failed: the input ends there
             self._exhausted = True
-            if hasattr(exc, "add_note"):  # Python >= 3.11
-                exc.add_note(f"(raised by the input iterable after position {start - 1})")
-            self.fail(exc)
-            return None
+            position = start + len(items)
+            note = getattr(exc, "add_note", None)  # PEP 678, Python >= 3.11
+            if note is not None:
+                note(f"slicewise: raised by the input iterable at position {position}")
+            self._set_pending(position, exc)
         if len(items) < size or (
             self.total is not None and self._next_position + len(items) >= self.total
         ):
             self._exhausted = True
         if not items:
+            self._check_pending()
             self.check_done()
             return None
         self._next_position += len(items)
@@ -254,6 +272,7 @@ class Job:
         if not failures:
             self._store(batch.start, values, None)
             return
+        stop = len(values)  # positions from `stop` on are not stored (an ordered raise)
         retry_offsets = []
         final: list[int] = []
         for offset, failure in failures.items():
@@ -268,20 +287,27 @@ class Job:
                 self._attempts.pop(index, None)
                 values[offset] = failure
                 final.append(offset)
-        for offset in retry_offsets:
-            self._retry.append(Batch(self, batch.start + offset, [batch.items[offset]], True))
         if final:
-            self._record_failures([values[o] for o in sorted(final)])
+            final.sort()
+            self._record_failures([values[o] for o in final])
             if self.error is not None:
                 return
+            if self.on_error == "raise":  # ordered: the error waits for the positions before it
+                stop = final[0]
+                self._set_pending(batch.start + stop, values[stop].to_error())
+                retry_offsets = [o for o in retry_offsets if o < stop]
+                final = []
+        for offset in retry_offsets:
+            self._retry.append(Batch(self, batch.start + offset, [batch.items[offset]], True))
         # store the settled runs between the positions that go back for a retry
         edges = sorted(retry_offsets)
         run_start = 0
-        for cut in [*edges, len(values)]:
+        for cut in [*edges, stop]:
             if cut > run_start:
                 run_final = [o - run_start for o in final if run_start <= o < cut]
                 self._store(batch.start + run_start, values[run_start:cut], run_final or None)
             run_start = cut + 1
+        self._check_pending()
 
     def fail_items(self, batch: Batch, failures: dict[int, Failure]) -> None:
         """Settle the listed offsets of `batch` (only those) as failures."""
@@ -295,15 +321,44 @@ class Job:
                 bisect.insort(self.errors, failure, key=lambda f: f.index)
             if self.first_failure is None:
                 self.first_failure = failures[0]
-        if self.on_error == "raise":
-            self.fail(failures[0].to_error())
+        if self.on_error == "raise" and not self.ordered:
+            self.fail(failures[0].to_error())  # completion order: the first to fail
+
+    def _set_pending(self, position: int, error: BaseException) -> None:
+        """`error` belongs at input `position`: raise it once every position before it has
+        settled, unless a failure at a lower position comes first."""
+        if self.pending is None or position < self.pending[0]:
+            self.pending = (position, error)
+            self._drop_retries_from(position)
+        self._check_pending()
+
+    def _check_pending(self) -> None:
+        if self.pending is not None and self.frontier >= self.pending[0]:
+            self.fail(self.pending[1])
+
+    def _drop_retries_from(self, position: int) -> None:
+        """Positions at or past an error will never be read: do not run them again."""
+        kept: deque[Batch] = deque()
+        for batch in self._retry:
+            if batch.start + len(batch) <= position:
+                kept.append(batch)
+            elif batch.start < position:
+                kept.append(Batch(self, batch.start, batch.items[: position - batch.start],
+                                  batch.isolated))
+        self._retry = kept
 
     def _store(self, start: int, values: list, failed: list[int] | None) -> None:
         with self.lock:
-            self.segments[start] = Segment(values, failed)
+            if self.pending is None or start < self.pending[0]:
+                self.segments[start] = Segment(values, failed)
             self.open_items -= len(values)
             self.changed.notify_all()
+        # the frontier: every position below it has settled
+        self._settled_ahead[start] = start + len(values)
+        while self.frontier in self._settled_ahead:
+            self.frontier = self._settled_ahead.pop(self.frontier)
         self.progress.advance(len(values))
+        self._check_pending()
         self.check_done()
 
     def make_failure(self, batch: Batch, offset: int, kind: str, **fields: Any) -> Failure:
@@ -321,6 +376,8 @@ class Job:
             finished = self._exhausted and not self._retry and self.open_items == 0
             if not (finished or self.error is not None or self.cancelled):
                 return
+            if self.error is None and self.pending is not None:
+                self.error = self.pending[1]
             self.done = True
             self.changed.notify_all()
             callbacks = list(self.on_done)
@@ -362,14 +419,7 @@ class Job:
         if future.done():
             return
         if self.error is not None:
-            failure = self.first_failure
-            if failure is not None and failure.kind == "exception" and failure.exception is not None:
-                error = failure.exception  # Executor semantics: the original exception
-                if failure.traceback and error.__cause__ is None:
-                    error.__cause__ = RemoteTraceback(failure.traceback)
-            else:
-                error = self.error
-            future.set_exception(error)
+            future.set_exception(self.error)
         elif self.cancelled:
             future.cancel()
         else:

@@ -7,6 +7,7 @@ import multiprocessing
 import multiprocessing.context
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
@@ -377,6 +378,8 @@ class Pool(Executor):
             self._scheduler.join()
 
     def __enter__(self) -> Pool:
+        if self._scheduler.state != "running":  # multiprocessing.Pool's contract
+            raise PoolClosedError(f"the pool is not running ({self._scheduler.state})")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -391,6 +394,9 @@ class Pool(Executor):
     def __del__(self) -> None:
         scheduler = getattr(self, "_scheduler", None)
         if scheduler is not None and scheduler.state == "running":
+            # as multiprocessing.Pool: a pool dropped while running is a leak in the caller
+            warnings.warn(f"unclosed running pool {self!r}", ResourceWarning, stacklevel=2,
+                          source=self)
             try:
                 scheduler.close()
             except Exception:

@@ -52,6 +52,7 @@ from typing import Any
 import cloudpickle  # noqa: F401  (preloaded: every function arrives cloudpickled)
 
 from slicewise.engine import shm
+from slicewise.engine.errors import RemoteError
 
 # call modes: how one item becomes a call
 MODE_ONE = 0  # fn(item)
@@ -88,10 +89,6 @@ def pack_failure(pos: int, stage: str, exc: BaseException) -> tuple:
     return (pos, stage, data, text, type(exc).__qualname__, message)
 
 
-class RemoteError(Exception):
-    """Stands in for a worker's exception that could not be pickled or unpickled."""
-
-
 def unpack_exception(data: bytes | None, type_name: str, message: str) -> BaseException:
     if data is not None:
         try:
@@ -101,6 +98,27 @@ def unpack_exception(data: bytes | None, type_name: str, message: str) -> BaseEx
         except Exception:
             pass
     return RemoteError(f"{type_name}: {message}")
+
+
+class ByReference:
+    """A function the parent could only pickle by reference (see processes.pickle_function):
+    unpickling it imports what the reference names, the main script first when it lives
+    in `__main__` (as multiprocessing's spawn imports it, under the name `__mp_main__`)."""
+
+    def __init__(self, data: bytes, main_path: str | None) -> None:
+        self.data = data
+        self.main_path = main_path
+
+    def __reduce__(self):
+        return (load_by_reference, (self.data, self.main_path))
+
+
+def load_by_reference(data: bytes, main_path: str | None) -> Any:
+    if main_path is not None and getattr(sys.modules.get("__mp_main__"), "__file__", None) != main_path:
+        import multiprocessing.spawn
+
+        multiprocessing.spawn.import_main_path(main_path)
+    return pickle.loads(data)
 
 
 # ---------------------------------------------------------------- the batch loop

@@ -22,13 +22,20 @@ import pickle
 import sys
 import threading
 from collections import deque
+from typing import Any
 
 import cloudpickle
 
 from slicewise.engine import shm
 from slicewise.engine.backends.base import ArgumentsNotPicklable, Backend, Worker
 from slicewise.engine.cpu import cpu_count
-from slicewise.engine.worker import FUNCTION_CACHE_SIZE, SLOT_WIDTH, process_main, read_progress
+from slicewise.engine.worker import (
+    FUNCTION_CACHE_SIZE,
+    SLOT_WIDTH,
+    ByReference,
+    process_main,
+    read_progress,
+)
 
 PIPE_SAFE_BYTES = 32 * 1024  # a message this small never blocks on a full pipe
 MAX_RESULT_CACHE_BYTES = 1 << 30  # given-back result segments kept for reuse, per worker
@@ -84,6 +91,35 @@ def _install_preparation_hook() -> None:
     get_preparation_data._slicewise_hook = True  # type: ignore[attr-defined]
     get_preparation_data.__wrapped__ = current  # type: ignore[attr-defined]
     multiprocessing.spawn.get_preparation_data = get_preparation_data
+
+
+def pickle_function(fn: Any) -> bytes:
+    """The function as the worker will load it: by value (cloudpickle: lambdas, closures,
+    functions from `__main__` or a notebook), and when that fails, by reference as the
+    stdlib pools send it (a module-level function whose globals hold a lock, a bound method
+    of an object whose `__getstate__` drops one). A reference into `__main__` carries the
+    main script's path: the worker imports it as `__mp_main__`, as multiprocessing's spawn
+    does, the first time it needs it."""
+    try:
+        return cloudpickle.dumps(fn, protocol=5)
+    except Exception as exc:
+        by_value = exc
+    try:
+        data = pickle.dumps(fn, protocol=5)
+    except Exception:
+        raise pickle.PicklingError(
+            f"cannot send the function {fn!r} to worker processes: {by_value}"
+        ) from by_value
+    main_path = None
+    if b"__main__" in data:
+        main_path = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main_path is None:
+            raise pickle.PicklingError(
+                f"cannot send the function {fn!r} to worker processes: {by_value}; "
+                "by reference it lives in an interactive __main__ that workers cannot import"
+            ) from by_value
+        main_path = os.path.abspath(main_path)
+    return cloudpickle.dumps(ByReference(data, main_path), protocol=5)
 
 
 def result_cache_bytes(workers: int) -> int:
@@ -329,12 +365,7 @@ class ProcessBackend(Backend):
                     job.sizer = entry[3]  # what earlier calls measured: enables prefetch
                     job.before_resolve.append(self._burst_call_done)
                     return
-        try:
-            fn_bytes = cloudpickle.dumps(fn, protocol=5)
-        except Exception as exc:
-            raise pickle.PicklingError(
-                f"cannot send the function {fn!r} to worker processes: {exc}"
-            ) from exc
+        fn_bytes = pickle_function(fn)
         job.payload = (hashlib.blake2b(fn_bytes, digest_size=16).digest(), fn_bytes)
         if job.future is not None:
             with self._burst_lock:
