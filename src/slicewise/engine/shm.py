@@ -63,8 +63,21 @@ def shared_array_prefix(pid: int) -> str:
     return f"swarr{pid}-"
 
 
+_stopped = False  # set when the parent died: a segment made now would never be freed
+
+
+def stop_creating() -> None:
+    """Refuse new segments from now on (see worker.clean_up_after_parent)."""
+    global _stopped
+    _stopped = True
+
+
 def _write_segment(name: str, data: memoryview) -> None:
     fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    if _stopped:  # created after the sweep began, so the sweep may miss it: undo
+        os.close(fd)
+        unlink(name)
+        raise OSError("shared memory is being released: the parent process is gone")
     try:
         # write() into tmpfs allocates the pages as it copies: no page faults
         _write_all(fd, data.cast("B"))

@@ -203,27 +203,59 @@ def run_batch(
 # ---------------------------------------------------------------- the process worker
 
 
-def _watch_parent(parent_pid: int, segment_prefix: str, pool_prefix: str) -> None:
+def parent_is_gone(parent_pid: int, first_ppid: int) -> bool:
+    """Whether the pool's parent process has died: this process was re-parented, the pid
+    is gone, or it is a zombie nobody has reaped yet (a killed parent whose own parent,
+    a test harness say, has not waited for it: `kill(pid, 0)` still succeeds then)."""
+    if os.getppid() != first_ppid:
+        return True
+    if os.name != "posix":  # on Windows os.kill(pid, 0) would kill it
+        return False
+    try:
+        os.kill(parent_pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{parent_pid}/stat", "rb") as stat:
+            # "pid (comm) S ...": the state follows the last ')' (comm may hold one)
+            return stat.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def clean_up_after_parent(parent_pid: int, pool_prefix: str) -> None:
+    """The parent died (kill -9, a crash): nobody else will ever unlink the pool's shared
+    memory, so every worker that notices unlinks all of it, whoever created or held it:
+    result segments of every worker (the dead parent was holding some), the arguments the
+    parent wrote, this worker's and the parent's shared arrays. Segment creation stops
+    first, so a result being written meanwhile cannot slip past the sweep."""
+    shm.stop_creating()
+    shm.unlink_prefix(pool_prefix + "-")
+    shm.unlink_prefix(shm.shared_array_prefix(os.getpid()))
+    shm.unlink_prefix(shm.shared_array_prefix(parent_pid))
+
+
+def _watch_parent(parent_pid: int, pool_prefix: str, first_ppid: int) -> None:
     """Exit when the parent is gone, so a killed parent never leaves workers behind, nor
-    shared memory: this worker's result segments, and what only the dead parent could
-    have unlinked (arguments it wrote for workers, its shared arrays)."""
-    first_ppid = os.getppid()
+    shared memory (`clean_up_after_parent`)."""
     while True:
         time.sleep(PARENT_POLL_SECONDS)
-        gone = os.getppid() != first_ppid
-        if not gone and os.name == "posix":  # on Windows os.kill(pid, 0) would kill it
-            try:
-                os.kill(parent_pid, 0)
-            except ProcessLookupError:
-                gone = True
-            except PermissionError:
-                pass
-        if gone:
-            shm.unlink_prefix(segment_prefix)
-            shm.unlink_prefix(shm.shared_array_prefix(os.getpid()))
-            shm.unlink_prefix(pool_prefix + "-in-")
-            shm.unlink_prefix(shm.shared_array_prefix(parent_pid))
+        if parent_is_gone(parent_pid, first_ppid):
+            clean_up_after_parent(parent_pid, pool_prefix)
             os._exit(0)
+
+
+def _parent_died(parent_pid: int, first_ppid: int, wait: float = 2.0) -> bool:
+    """The pipe broke without a stop message: wait briefly for the parent to be seen gone
+    (a killed process closes its pipes a moment before it turns into a zombie)."""
+    deadline = time.monotonic() + wait
+    while not parent_is_gone(parent_pid, first_ppid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _dump_results(
@@ -320,8 +352,9 @@ def process_main(conn, progress_array, slot_index: int, config: dict) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pid = os.getpid()
     prefix = f"{config['prefix']}-{pid}"
+    first_ppid = os.getppid()
     threading.Thread(
-        target=_watch_parent, args=(config["parent_pid"], prefix + "-", config["prefix"]),
+        target=_watch_parent, args=(config["parent_pid"], config["prefix"], first_ppid),
         daemon=True,
         name="slicewise-parent-watch",
     ).start()
@@ -344,6 +377,7 @@ def process_main(conn, progress_array, slot_index: int, config: dict) -> None:
     writer = shm.SegmentWriter(prefix, config["result_cache_bytes"])
     heap = WarmHeap(config["result_cache_bytes"])
     warm = False  # holding memory only for speed: segments, mappings, a big free heap
+    stopped = False  # the parent said stop (else the pipe broke: it may have died)
     while True:
         try:
             if warm and not conn.poll(IDLE_RELEASE_SECONDS):
@@ -352,6 +386,7 @@ def process_main(conn, progress_array, slot_index: int, config: dict) -> None:
                 warm = False
             header = conn.recv_bytes()
             if not header:
+                stopped = True
                 break
             body = conn.recv_bytes()
         except (EOFError, OSError):
@@ -395,6 +430,9 @@ def process_main(conn, progress_array, slot_index: int, config: dict) -> None:
         except (OSError, pickle.PicklingError):
             break
         slot[PHASE] = IDLE
+    if not stopped and _parent_died(config["parent_pid"], first_ppid):
+        clean_up_after_parent(config["parent_pid"], config["prefix"])
+        os._exit(0)
     # result segments waiting for reuse, and shared arrays this process created, die with
     # it (segments the parent still maps are unlinked by the parent when it drops them)
     writer.close()
