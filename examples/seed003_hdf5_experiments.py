@@ -43,13 +43,13 @@ def main() -> None:
                       datasets=["Control", "Treatment"], overwrite=True)
     print(f"imported {len(ds.tensors)} experiments in {time.perf_counter() - start:.1f} s")
 
-    controls = [ds[f"Control.Experiment {i}"].dask() for i in range(1, 10)]
-    treatments = [ds[f"Treatment.Experiment {i}"].dask() for i in range(1, 10)]
+    controls = [ds.Control[f"Experiment {i}"].dask() for i in range(1, 10)]   # HDF5 groups
+    treatments = [ds[f"Treatment/Experiment {i}"].dask() for i in range(1, 10)]  # are groups
     control_mean = da.stack([c.mean() for c in controls]).mean()
     treatment_mean = da.stack([t.mean() for t in treatments]).mean()
     c, t = da.compute(control_mean, treatment_mean)
     print(f"mean intensity: control {c:.2f}, treatment {t:.2f}")
-    print("attributes travel:", dict(ds["Control.Experiment 3"].info))
+    print("attributes travel:", dict(ds.Control["Experiment 3"].info))
 
     out = ds.to_hdf5("demo-data/seed003/experiments_copy.h5")
     with h5py.File(out, "r") as f:
@@ -59,9 +59,10 @@ def main() -> None:
     start = time.perf_counter()
     ds.to_zarr(store, dimension_names=("time", "y", "x"), overwrite=True)
     print(f"exported to Zarr in {time.perf_counter() - start:.1f} s")
-    experiments = xr.open_zarr(store)  # lazy: one xarray.Dataset, every experiment a variable
-    print(f"xarray: {len(experiments.data_vars)} variables on {dict(experiments.sizes)}; "
-          f"day of Treatment 4: {experiments['Treatment.Experiment 4'].attrs['day']}")
+    # lazy: one xarray.Dataset per group, every experiment of it a variable
+    treatment = xr.open_zarr(store, group="Treatment")
+    print(f"xarray: {len(treatment.data_vars)} variables on {dict(treatment.sizes)}; "
+          f"day of Treatment 4: {treatment['Experiment 4'].attrs['day']}")
 
 
 if __name__ == "__main__":

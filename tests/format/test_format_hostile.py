@@ -65,7 +65,10 @@ def test_manifest_paths_cannot_leave_the_dataset(tmp_path, field, value):
     assert path in [p["file"] for p in sw.verify(url).problems]
 
 
-@pytest.mark.parametrize("name", ["../evil", "a/b", "_private", ".hidden", "", "x\x00"])
+@pytest.mark.parametrize(
+    "name", ["../evil", "a//b", "/etc/passwd", "a/../../b", "a/", "a\\b", "_private", ".hidden",
+             "", "x\x00"]
+)
 def test_manifest_tensor_names_are_validated(tmp_path, name):
     url = str(tmp_path / "ds")
     make(url)

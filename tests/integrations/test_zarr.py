@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import textwrap
@@ -36,9 +37,10 @@ def store(tmp_path):
 def test_import_group_in_parallel_keeps_names_and_attributes(store, tmp_path, pool):
     path, frames, labels = store
     ds = from_zarr(path, str(tmp_path / "ds"), pool=pool, block_bytes=5 * 16 * 12 * 4)
-    assert sorted(ds.tensors) == ["frames", "meta.labels"]
+    assert sorted(ds.tensors) == ["frames", "meta/labels"]
+    assert list(ds.groups) == ["meta"]
     np.testing.assert_array_equal(ds.frames.numpy(), frames)
-    np.testing.assert_array_equal(ds["meta.labels"].numpy()[:, 0], labels)  # scalars: (1,)
+    np.testing.assert_array_equal(ds.meta.labels.numpy()[:, 0], labels)  # scalars: (1,)
     assert ds.frames.info["dimension_names"] == ["time", "y", "x"]
     assert ds.frames.info["units"] == "au"
     assert [e["message"] for e in ds.log()].count("from_zarr") == 1
@@ -300,9 +302,11 @@ def test_a_failing_export_block_names_tensor_rows_and_array(tmp_path, pool):
     # every sample byte is gone (only manifests remain): the workers' reads fail
     shutil.move(str(tmp_path / "lab" / "chunks"), str(tmp_path / "hidden"))
     reopened = sw.load(str(tmp_path / "lab"))
-    with pytest.raises(sw.TaskError) as failed:
+    # the worker's own error, as the stdlib pools give it (issue 8), naming the failing job
+    with pytest.raises(sw.CorruptionError) as failed:
         reopened.to_zarr(str(tmp_path / "lab.zarr"), tensors=["signal"], pool=pool)
-    assert "rows [0:40] of tensor 'signal' -> Zarr array 'signal'" in str(failed.value)
+    described = "\n".join([str(failed.value), *getattr(failed.value, "__notes__", [])])
+    assert "rows [0:40] of tensor 'signal' -> Zarr array 'signal'" in described
     assert "missing" in str(failed.value)
 
 
@@ -352,3 +356,123 @@ def test_dataset_export_memory_stays_bounded(tmp_path):
     exported = zarr.open_group(out, mode="r")
     assert exported["b"].shape == (rows, 1024, 1024)
     np.testing.assert_array_equal(exported["b"][rows - 1, :2, :2], np.full((2, 2), rows - 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups: Zarr groups are slicewise groups (Deep Lake 3's "/" names); a round trip gives back
+# the same paths, shapes, dtypes and values, 1-D and 0-D arrays included
+
+
+def _zarr_tree(path: str) -> dict:
+    """Every group and array of a store: path -> ("group",) or (shape, dtype, values)."""
+    root = zarr.open_group(path, mode="r")
+    tree = {}
+    for name, obj in root.members(max_depth=None):
+        if isinstance(obj, zarr.Group):
+            tree[name] = ("group",)
+        else:
+            values = obj[()]
+            tree[name] = (obj.shape, str(obj.dtype),
+                          values.tolist() if isinstance(values, np.ndarray) else values)
+    return tree
+
+
+def _grouped_store(path: str, zarr_format: int = 3) -> str:
+    rng = np.random.default_rng(5)
+    root = zarr.open_group(path, mode="w", zarr_format=zarr_format)
+    dims = {"dimension_names": ("t", "y", "x")} if zarr_format == 3 else {}
+    frames = root.create_array("Control/Experiment 1", shape=(9, 4, 3), chunks=(4, 4, 3),
+                               dtype="f4", attributes={"exposure_ms": 12.5}, **dims)
+    frames[:] = rng.random((9, 4, 3), dtype=np.float32)
+    root.create_array("Control/Day 2/temperature", shape=(7,), chunks=(3,),
+                      dtype="f8")[:] = np.linspace(20, 21, 7)                     # 1-D
+    root.create_array("Control/Day 2/counts", shape=(5,), chunks=(5,),
+                      dtype="i2")[:] = np.arange(5, dtype=np.int16)               # 1-D
+    gain = root.create_array("Control/Day 2/deep/gain", shape=(), dtype="u1")     # 0-D
+    gain[...] = 3
+    root.create_array("Treatment/flags", shape=(3,), chunks=(2,),
+                      dtype="bool")[:] = [True, False, True]
+    root.create_group("Placebo")                                                   # empty
+    root.create_group("Treatment/Later/Empty")
+    if zarr_format == 3:
+        root.create_array("Control/notes", shape=(2,), dtype=str)[:] = ["fine", "dusty lens"]
+    return path
+
+
+def test_zarr_groups_round_trip_with_paths_shapes_dtypes_and_values(tmp_path, pool):
+    source = _grouped_store(str(tmp_path / "in.zarr"))
+    ds = from_zarr(source, str(tmp_path / "ds"), pool=pool)
+    assert sorted(ds.tensors) == [
+        "Control/Day 2/counts", "Control/Day 2/deep/gain", "Control/Day 2/temperature",
+        "Control/Experiment 1", "Control/notes", "Treatment/flags"]
+    assert sorted(ds.groups) == ["Control", "Control/Day 2", "Control/Day 2/deep", "Placebo",
+                                 "Treatment", "Treatment/Later", "Treatment/Later/Empty"]
+    assert ds.Control["Experiment 1"].shape == (9, 4, 3)
+    assert ds.Control["Day 2"].temperature.shape == (7, 1)   # scalars: samples of shape (1,)
+    assert ds.Control["Day 2"].deep.gain.numpy().tolist() == [[3]]
+
+    out = str(tmp_path / "out.zarr")
+    ds.to_zarr(out, pool=pool)
+    assert _zarr_tree(out) == _zarr_tree(source)
+    back = zarr.open_group(out, mode="r")
+    assert back["Control/Day 2/temperature"].shape == (7,)   # 1-D stays 1-D
+    assert back["Control/Experiment 1"].attrs["exposure_ms"] == 12.5
+    assert tuple(back["Control/Experiment 1"].metadata.dimension_names) == ("t", "y", "x")
+    assert "zarr_ndim" not in back["Control/Day 2/counts"].attrs
+    # xarray opens one group at a time, each with one size per dimension name
+    day2 = xr.open_zarr(out, group="Control/Day 2")
+    np.testing.assert_allclose(day2["temperature"].values, np.linspace(20, 21, 7))
+
+
+def test_zarr_format_2_groups_round_trip(tmp_path):
+    source = _grouped_store(str(tmp_path / "in2.zarr"), zarr_format=2)
+    ds = from_zarr(source, str(tmp_path / "ds"), num_workers=0)
+    out = str(tmp_path / "out2.zarr")
+    ds.to_zarr(out, zarr_format=2, num_workers=0)
+    assert _zarr_tree(out) == _zarr_tree(source)
+
+
+def test_one_dimensional_array_comes_back_one_dimensional(tmp_path):
+    """The bug of issue 8: a 1-D Zarr array came back 2-D (its rows are samples of (1,))."""
+    source = str(tmp_path / "one.zarr")
+    zarr.open_group(source, mode="w").create_array(
+        "signal", shape=(10,), chunks=(4,), dtype="i4")[:] = np.arange(10)
+    ds = from_zarr(source, str(tmp_path / "ds"), num_workers=0)
+    array = ds.signal.to_zarr(str(tmp_path / "back.zarr"), num_workers=0)
+    assert array.shape == (10,) and array.dtype == np.int32
+    np.testing.assert_array_equal(array[:], np.arange(10))
+    ds.signal.extend([10, 11])                       # still 1-D after more rows
+    again = ds.signal.to_zarr(str(tmp_path / "again.zarr"), num_workers=0)
+    np.testing.assert_array_equal(again[:], np.arange(12))
+
+
+def test_a_deeplake3_grouped_dataset_exports_to_zarr_groups(tmp_path):
+    ds = sw.empty(str(tmp_path / "dl3"))
+    with ds:
+        ds.create_group("Control")
+        ds.create_group("Control/empty")
+        ds.Control.create_tensor("frames", dtype="uint16")
+        ds.create_tensor("Treatment/frames", dtype="uint16")
+        ds.Control.frames.extend(np.arange(24, dtype=np.uint16).reshape(2, 3, 4))
+        ds["Treatment/frames"].extend(np.zeros((5, 3, 4), np.uint16))
+    out = str(tmp_path / "dl3.zarr")
+    ds.to_zarr(out, num_workers=0)
+    root = zarr.open_group(out, mode="r")
+    assert isinstance(root["Control/empty"], zarr.Group)
+    np.testing.assert_array_equal(root["Control/frames"][:],
+                                  np.arange(24, dtype=np.uint16).reshape(2, 3, 4))
+    # the same default names in two groups: each group is its own xarray Dataset, so
+    # neither needs a prefix
+    assert tuple(root["Treatment/frames"].metadata.dimension_names) == ("sample", "dim_1",
+                                                                         "dim_2")
+    back = from_zarr(out, str(tmp_path / "back"), num_workers=0)
+    assert sorted(back.tensors) == sorted(ds.tensors)
+    assert sorted(back.groups) == sorted(ds.groups)
+
+
+def test_array_names_cannot_leave_the_store(tmp_path, make_dataset):
+    ds = make_dataset(tmp_path / "ds", {"x": np.zeros((3, 2), np.uint8)})
+    for bad in ("../x", "/abs", "a//b", "a/../../b"):
+        with pytest.raises(ValueError, match="invalid array name"):
+            ds.to_zarr(str(tmp_path / "out.zarr"), tensors={"x": bad}, num_workers=0)
+    assert not os.path.exists(tmp_path / "x")

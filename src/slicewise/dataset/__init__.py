@@ -9,6 +9,8 @@
     ds.commit(message, meta={...})                     -> versions/<seq>.json (put-if-absent)
     ds.images[3].numpy()                               -> manifest index → chunk header
                                                           (cached) → one ranged read → decode
+    ds.create_group("Control"); ds.create_tensor("Control/x")
+    ds.Control.x, ds["Control/x"], ds.Control.tensors  -> Group (group.py): a "/" name prefix
 
 Writes outside `with ds:` commit at once: one chunk file and one manifest per call (a few
 hundred microseconds locally, a few round trips on S3). Batch them in `with ds:`.
@@ -35,15 +37,9 @@ from __future__ import annotations
 import sys
 import types
 
-from slicewise.dataset.dataset import (
-    Dataset,
-    RowView,
-    dataset,
-    delete,
-    empty,
-    exists,
-    load,
-)
+from slicewise.dataset.dataset import Dataset
+from slicewise.dataset.group import Group, RowView
+from slicewise.dataset.opening import dataset, delete, empty, exists, load
 from slicewise.dataset.tensor import Tensor, TensorView
 from slicewise.format.errors import CommitConflictError, CorruptionError, DatasetError
 from slicewise.format.htypes import HTYPES, FileSample
@@ -52,6 +48,7 @@ from slicewise.format.storage import open_storage
 
 __all__ = [
     "Dataset",
+    "Group",
     "Tensor",
     "TensorView",
     "RowView",

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from slicewise.dataset.tensor import Tensor, TensorView, _normalize_index
+from slicewise.dataset.group import Group, RowView, all_groups, check_new_name
+from slicewise.dataset.tensor import Tensor, _normalize_index
 from slicewise.format.chunk import encode_chunk
 from slicewise.format.commit import Transaction, apply, publish
 from slicewise.format.errors import CorruptionError, DatasetError, ReadOnlyError
@@ -30,13 +31,10 @@ from slicewise.format.htypes import (
     SampleEncoder,
     apply_label_remap,
     make_tensor_meta,
-    validate_tensor_name,
     with_location,
 )
 from slicewise.format.manifest import (
-    FORMAT_NAME,
     FORMAT_VERSION,
-    MARKER_KEY,
     Version,
     chunk_key,
     find_version,
@@ -47,10 +45,6 @@ from slicewise.format.manifest import (
 from slicewise.format.reader import ChunkReader
 from slicewise.format.storage import Storage, SyncQueue, open_storage
 from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES, DatasetWriter, shape_bounds
-
-# What a dataset marker may ask for (a marker may come from a stranger).
-MIN_CHUNK_TARGET = 1
-MAX_CHUNK_TARGET = 1024**3
 
 
 class Dataset:
@@ -189,23 +183,41 @@ class Dataset:
 
     @property
     def tensors(self) -> dict[str, Tensor]:
+        """Every tensor, by full name ("Control/Experiment 1" for a tensor in a group)."""
         return {name: Tensor(self, name) for name in self._view().tensors}
 
-    def __getattr__(self, name: str) -> Tensor:
+    @property
+    def groups(self) -> dict[str, Group]:
+        """Every group, by full name ("a", "a/b"), as Deep Lake 3's `ds.groups`."""
+        return {name: Group(self, name) for name in all_groups(self._view())}
+
+    def _child(self, name: str) -> Tensor | Group | None:
+        view = self._view()
+        if name in view.tensors:
+            return Tensor(self, name)
+        if name in all_groups(view):
+            return Group(self, name)
+        return None
+
+    def __getattr__(self, name: str) -> Tensor | Group:
         if name.startswith("_"):
             raise AttributeError(name)
-        if name in self._view().tensors:
-            return Tensor(self, name)
+        child = self._child(name)
+        if child is not None:
+            return child
         raise AttributeError(
-            f"dataset {self._url} has no tensor or attribute {name!r}; "
+            f"dataset {self._url} has no tensor, group or attribute {name!r}; "
             f"tensors: {list(self._view().tensors)}"
         )
 
     def __getitem__(self, index):
+        """`ds["images"]`, `ds["Control/Experiment 1"]` (a tensor), `ds["Control"]` (a
+        group), or rows: `ds[3]`, `ds[2:5]`, `ds[[1, 4]]`."""
         if isinstance(index, str):
-            if index not in self._view().tensors:
-                raise KeyError(f"dataset {self._url} has no tensor {index!r}")
-            return Tensor(self, index)
+            child = self._child(index)
+            if child is None:
+                raise KeyError(f"dataset {self._url} has no tensor or group {index!r}")
+            return child
         single, rows = _normalize_index(index, len(self))
         return RowView(self, single, rows)
 
@@ -229,7 +241,26 @@ class Dataset:
             yield RowView(self, i, None)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._view().tensors
+        """True for the name of a tensor or a group."""
+        return isinstance(name, str) and self._child(name) is not None
+
+    def create_group(self, name: str, exist_ok: bool = False) -> Group:
+        """Deep Lake 3's create_group: a group of tensors, "a/b" nested (its outer groups
+        come with it). Tensors go into it by name (`ds.create_tensor("Control/x")`) or
+        through it (`ds.Control.create_tensor("x")`). An empty group persists (the
+        manifest lists it). A name taken by a tensor, or a group that exists (unless
+        `exist_ok`), is a DatasetError."""
+        self._check_writable()
+        view = self._view()
+        if isinstance(name, str) and name in all_groups(view):
+            if exist_ok:
+                return Group(self, name)
+            raise DatasetError(f"group {name!r} already exists in {self._url}")
+        check_new_name(self, name, "group")
+        self._pending().groups.append(name)
+        self._touch()
+        self._autocommit(f"create group {name!r}")
+        return Group(self, name)
 
     def create_tensor(
         self,
@@ -259,13 +290,11 @@ class Dataset:
             raise DatasetError("hidden tensors are not supported")
         if downsampling is not None:
             raise DatasetError("downsampling is not supported")
-        validate_tensor_name(name)
-        if name in self._view().tensors:
+        if isinstance(name, str) and name in self._view().tensors:
             if exist_ok:
                 return Tensor(self, name)
             raise DatasetError(f"tensor {name!r} already exists in {self._url}")
-        if name in dir(type(self)):
-            raise DatasetError(f"invalid tensor name {name!r}: it is a Dataset attribute")
+        check_new_name(self, name, "tensor")
         meta = make_tensor_meta(
             f"t{secrets.token_hex(4)}",
             name,
@@ -700,211 +729,12 @@ class Dataset:
         return {name: t.numpy(aslist=aslist) for name, t in self.tensors.items()}
 
 
-class RowView:
-    """`ds[i]` (one row) or `ds[i:j]`: tensors restricted to those rows."""
-
-    def __init__(self, dataset: Dataset, single: int | None, rows):
-        self._dataset = dataset
-        self._single = single
-        self._rows = rows
-
-    def _index(self):
-        return self._single if self._single is not None else self._rows
-
-    @property
-    def tensors(self) -> dict[str, TensorView]:
-        return {name: t[self._index()] for name, t in self._dataset.tensors.items()}
-
-    def __getattr__(self, name: str) -> TensorView:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if name in self._dataset._view().tensors:
-            return Tensor(self._dataset, name)[self._index()]
-        raise AttributeError(f"no tensor {name!r}")
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            return Tensor(self._dataset, key)[self._index()]
-        if self._single is not None:
-            raise IndexError("a single row cannot be indexed further; pick a tensor")
-        single, rows = _normalize_index(key, len(self._rows))
-        base = self._rows
-        if single is not None:
-            return RowView(self._dataset, int(base[single]), None)
-        return RowView(self._dataset, None, np.asarray(base, dtype=np.int64)[np.asarray(rows)])
-
-    def __len__(self) -> int:
-        if self._single is not None:
-            raise TypeError("a single row has no len()")
-        return len(self._rows)
-
-    def __iter__(self):
-        if self._single is not None:
-            raise TypeError("a single row is not iterable; use .tensors")
-        for r in self._rows:
-            yield RowView(self._dataset, int(r), None)
-
-    def numpy(self, aslist: bool = False) -> dict:
-        return {name: view.numpy(aslist=aslist) for name, view in self.tensors.items()}
-
-    def __repr__(self) -> str:
-        return f"RowView({self._dataset.path!r}, {self._index()})"
-
-
 def _maybe_decompress(data: bytes, meta, shape) -> bytes:
     from slicewise.format.codecs import BYTE_COMPRESSIONS, decompress_bounded
 
     if meta.sample_compression in BYTE_COMPRESSIONS:
         return decompress_bounded(data, meta.sample_compression, 4 * int(np.prod(shape)))
     return data
-
-
-# ---- module functions (sw.empty, sw.load, ...) --------------------------------------------
-
-
-def _marker(chunk_target_bytes: int) -> bytes:
-    doc = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "chunk_target_bytes": int(chunk_target_bytes),
-    }
-    return json.dumps(doc).encode()
-
-
-def _read_marker(storage: Storage) -> dict | None:
-    try:
-        data = storage.get(MARKER_KEY)
-    except FileNotFoundError:
-        return None
-    where = storage.full_path(MARKER_KEY)
-    try:
-        if len(data) > 64 * 1024:
-            raise ValueError(f"{len(data)} bytes, a marker is a few dozen")
-        doc = json.loads(data.decode("utf-8"))
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
-            raise ValueError("not a slicewise marker")
-        target = doc.get("chunk_target_bytes", DEFAULT_CHUNK_TARGET_BYTES)
-        if type(target) is not int or not MIN_CHUNK_TARGET <= target <= MAX_CHUNK_TARGET:
-            raise ValueError(f"chunk_target_bytes {str(target)[:40]} is not a sane chunk size")
-    except Exception as exc:
-        raise CorruptionError(f"{where} is not a slicewise dataset marker: {exc}", where) from exc
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise CorruptionError(
-            f"{where}: format_version {str(doc.get('format_version'))[:40]}; this slicewise "
-            f"reads {FORMAT_VERSION} (written by a newer slicewise?)",
-            where,
-        )
-    return doc
-
-
-def _path_str(path) -> str:
-    if isinstance(path, Dataset):
-        return path.path
-    import os
-
-    return path if isinstance(path, str) else os.fspath(path)
-
-
-def exists(path, storage_options: dict | None = None, **deeplake_kwargs) -> bool:
-    """True when `path` holds a slicewise dataset."""
-    storage_options = _deeplake_options("exists", deeplake_kwargs, storage_options)
-    storage = open_storage(_path_str(path), storage_options)
-    return storage.exists(MARKER_KEY)
-
-
-def empty(
-    path,
-    overwrite: bool = False,
-    storage_options: dict | None = None,
-    chunk_target_bytes: int | None = None,
-    **deeplake_kwargs,
-) -> Dataset:
-    """Create a new, empty dataset at `path` (a directory, memory://..., s3://...)."""
-    storage_options = _deeplake_options("empty", deeplake_kwargs, storage_options)
-    url = _path_str(path)
-    storage = open_storage(url, storage_options)
-    if storage.exists(MARKER_KEY) or list_version_seqs(storage):
-        if not overwrite:
-            raise DatasetError(
-                f"a dataset already exists at {storage.url}; pass overwrite=True to replace it "
-                "or use sw.load()"
-            )
-        storage.delete_all()
-        storage = open_storage(url, storage_options)
-    elif storage.supports_listing and storage.list("") and not overwrite:
-        raise DatasetError(
-            f"{storage.url} is not empty and is not a slicewise dataset; refusing to write there"
-        )
-    target = int(chunk_target_bytes or DEFAULT_CHUNK_TARGET_BYTES)
-    if not MIN_CHUNK_TARGET <= target <= MAX_CHUNK_TARGET:
-        raise DatasetError(
-            f"chunk_target_bytes={target}: choose between {MIN_CHUNK_TARGET} and "
-            f"{MAX_CHUNK_TARGET} (about 8-16 MB is best)"
-        )
-    if not storage.set_if_not_exists(MARKER_KEY, _marker(target)):
-        raise DatasetError(f"another process created a dataset at {storage.url} meanwhile")
-    first = publish(storage, Version.empty(), Transaction(), "create dataset")
-    return Dataset(
-        storage, first, storage_options=storage_options, chunk_target_bytes=target, url=url
-    )
-
-
-def load(
-    path,
-    version=None,
-    read_only: bool | None = None,
-    storage_options: dict | None = None,
-    pad_tensors: bool = False,
-    **deeplake_kwargs,
-) -> Dataset:
-    """Open the dataset at `path`: the newest version, or `version` (an id or number).
-    `pad_tensors=True` opens it as a padded read view (see `Dataset.padded`)."""
-    storage_options = _deeplake_options("load", deeplake_kwargs, storage_options)
-    url = _path_str(path)
-    storage = open_storage(url, storage_options)
-    marker = _read_marker(storage)
-    if marker is None:
-        raise DatasetError(f"no slicewise dataset at {storage.url} (use sw.empty to create one)")
-    seqs = list_version_seqs(storage)
-    if not seqs:
-        raise DatasetError(f"dataset at {storage.url} has no versions (damaged or being created)")
-    base = read_version(storage, seqs[-1]) if version is None else find_version(storage, version)
-    return Dataset(
-        storage,
-        base,
-        read_only=bool(read_only),
-        pinned=base.seq != seqs[-1],
-        storage_options=storage_options,
-        chunk_target_bytes=marker.get("chunk_target_bytes", DEFAULT_CHUNK_TARGET_BYTES),
-        url=url,
-        pad_tensors=pad_tensors,
-    )
-
-
-def dataset(
-    path,
-    read_only: bool | None = None,
-    overwrite: bool = False,
-    storage_options: dict | None = None,
-    chunk_target_bytes: int | None = None,
-    **deeplake_kwargs,
-) -> Dataset:
-    """Open the dataset at `path`, creating an empty one when there is none
-    (`chunk_target_bytes` applies to a new one)."""
-    storage_options = _deeplake_options("dataset", deeplake_kwargs, storage_options)
-    if not overwrite and exists(path, storage_options):
-        return load(path, read_only=read_only, storage_options=storage_options)
-    return empty(path, overwrite=overwrite, storage_options=storage_options,
-                 chunk_target_bytes=chunk_target_bytes)
-
-
-def delete(path, storage_options: dict | None = None, **deeplake_kwargs) -> None:
-    """Delete the dataset at `path` (refuses folders that are not slicewise datasets)."""
-    storage_options = _deeplake_options("delete", deeplake_kwargs, storage_options)
-    storage = open_storage(_path_str(path), storage_options)
-    if not storage.exists(MARKER_KEY):
-        raise DatasetError(f"no slicewise dataset at {storage.url}; nothing deleted")
-    storage.delete_all()
 
 
 def _open_pickled(
@@ -921,52 +751,3 @@ def _open_pickled(
         url=url,
         pad_tensors=pad_tensors,
     )
-
-
-# Deep Lake 3's arguments to empty/load/dataset/delete/exists that mean nothing here (its
-# cloud, caches, locks, indexes, logging): accepted so its code runs unchanged, and
-# ignored. Any other name is a TypeError, so a misspelt argument is never dropped silently.
-_DEEPLAKE_CACHES = {"memory_cache_size", "local_cache_size", "token", "org_id", "verbose",
-                    "lock_enabled", "lock_timeout", "index_params"}
-_DEEPLAKE_IGNORED = {
-    "empty": _DEEPLAKE_CACHES | {"runtime", "public"},
-    "load": _DEEPLAKE_CACHES | {"access_method", "unlink", "reset", "indra", "check_integrity"},
-    "delete": {"force", "large_ok", "token", "verbose", "org_id"},
-    "exists": {"token", "org_id"},
-}
-_DEEPLAKE_IGNORED["dataset"] = _DEEPLAKE_IGNORED["empty"] | _DEEPLAKE_IGNORED["load"]
-
-# Deep Lake 3's S3 `creds` keys -> s3fs storage options
-_CREDS_TO_S3FS = {"aws_access_key_id": "key", "aws_secret_access_key": "secret",
-                  "aws_session_token": "token", "profile_name": "profile"}
-_CREDS_TO_CLIENT = {"endpoint_url": "endpoint_url", "aws_region": "region_name",
-                    "region": "region_name"}
-
-
-def _deeplake_options(function: str, kwargs: dict, storage_options: dict | None) -> dict | None:
-    """Check the Deep Lake 3 keyword arguments of sw.<function>(); returns the storage
-    options, with Deep Lake 3's S3 `creds` translated into them."""
-    unknown = sorted(set(kwargs) - _DEEPLAKE_IGNORED[function] - {"creds"})
-    if unknown:
-        names = ", ".join(repr(name) for name in unknown)
-        raise TypeError(f"sw.{function}() got unexpected keyword argument(s) {names}")
-    creds = kwargs.get("creds")
-    if creds is None or creds == "ENV" or creds == {}:
-        return storage_options  # "ENV": the environment's credentials, as fsspec does anyway
-    if not isinstance(creds, dict):
-        raise TypeError(f"sw.{function}(): creds must be a dict (Deep Lake 3's S3 keys) or "
-                        f"'ENV', got {type(creds).__name__}")
-    if storage_options:
-        raise TypeError(f"sw.{function}(): pass creds= (Deep Lake 3) or storage_options=, "
-                        "not both")
-    options: dict = {}
-    for key, value in creds.items():
-        if key in _CREDS_TO_S3FS:
-            options[_CREDS_TO_S3FS[key]] = value
-        elif key in _CREDS_TO_CLIENT:
-            options.setdefault("client_kwargs", {})[_CREDS_TO_CLIENT[key]] = value
-        else:
-            known = sorted(_CREDS_TO_S3FS) + sorted(_CREDS_TO_CLIENT)
-            raise TypeError(f"sw.{function}(): creds key {key!r} is not understood; known: "
-                            f"{', '.join(known)} (or pass fsspec storage_options=)")
-    return options

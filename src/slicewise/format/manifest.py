@@ -30,6 +30,53 @@ _VERSION_ID = re.compile(r"^v(\d+)-([0-9a-f]{16})$")
 _CHUNK_NAME = re.compile(r"^[0-9a-f]{32}$")
 
 
+# A tensor or group name: components joined by "/" (Deep Lake 3's groups), at most this long.
+NAME_MAX = 1024
+
+
+def validate_name(name: object, kind: str = "tensor") -> str:
+    """A tensor or group name (FORMAT.md 2.1): one or more components joined by '/', each a
+    valid single name (validate_tensor_name: non-empty, printable, no '\\', NUL or '..', not
+    starting with '.' or '_'). So no leading, trailing or double '/', no '.' or '..'
+    component: a name stays a name, never a path out of anywhere, whatever it is used
+    for (chunk paths use tensor ids; exports to HDF5 and Zarr use names as paths)."""
+    if not isinstance(name, str) or not name:
+        raise DatasetError(f"a {kind} name must be a non-empty string, got {name!r}")
+    if len(name) > NAME_MAX:
+        raise DatasetError(f"invalid {kind} name {name[:40]!r}...: longer than {NAME_MAX}")
+    for part in name.split("/"):
+        if not part:
+            raise DatasetError(
+                f"invalid {kind} name {name!r}: an empty component (a leading, trailing or "
+                "double '/'); groups are separated by single '/'"
+            )
+        try:
+            validate_tensor_name(part)
+        except DatasetError as exc:
+            reason = str(exc).split(": ", 1)[-1]
+            raise DatasetError(f"invalid {kind} name {name!r}: {reason}") from None
+    return name
+
+
+def ancestors(name: str) -> list[str]:
+    """The groups a name lies in, outermost first: "a/b/c" -> ["a", "a/b"]."""
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def check_hierarchy(tensors, groups) -> None:
+    """Names form one tree: no tensor is also a group, and nothing lies inside a tensor
+    (ValueError says which)."""
+    tensor_names = set(tensors)
+    for name in groups:
+        if name in tensor_names:
+            raise ValueError(f"{name!r} is both a tensor and a group")
+    for name in list(tensor_names) + list(groups):
+        for outer in ancestors(name):
+            if outer in tensor_names:
+                raise ValueError(f"{name!r} lies inside {outer!r}, which is a tensor")
+
+
 def version_key(seq: int) -> str:
     return f"{VERSIONS_PREFIX}{seq:012d}.json"
 
@@ -191,9 +238,12 @@ class Version:
     meta: dict
     changes: dict
     tensors: dict[str, TensorState]
+    # groups made by create_group, in creation order (a tensor's groups need no entry:
+    # "a/b/x" lies in "a" and "a/b"); so an empty group persists
+    groups: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {
+        doc = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "seq": self.seq,
@@ -205,6 +255,9 @@ class Version:
             "changes": self.changes,
             "tensors": {name: t.to_json() for name, t in self.tensors.items()},
         }
+        if self.groups:  # absent when none: manifests without groups stay as they were
+            doc["groups"] = list(self.groups)
+        return doc
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), separators=(",", ":")).encode("utf-8")
@@ -267,7 +320,7 @@ def decode_version(data: bytes, where: str) -> Version:
         tensors = {}
         for name, tensor in tensors_doc.items():
             try:
-                validate_tensor_name(name)
+                validate_name(name)
             except DatasetError as exc:
                 raise ValueError(str(exc)) from None
             try:
@@ -276,6 +329,17 @@ def decode_version(data: bytes, where: str) -> Version:
                 raise ValueError(f"tensor {name!r}: {exc}") from None
         if len({t.meta.id for t in tensors.values()}) != len(tensors):
             raise ValueError("two tensors share an id")
+        groups = doc.get("groups", [])
+        if not isinstance(groups, list):
+            raise ValueError("'groups' must be a list of group names")
+        for name in groups:
+            try:
+                validate_name(name, "group")
+            except DatasetError as exc:
+                raise ValueError(str(exc)) from None
+        if len(set(groups)) != len(groups):
+            raise ValueError("a group is listed twice")
+        check_hierarchy(tensors, groups)
         return Version(
             seq=seq,
             id=str(version_id) if seq else "",
@@ -285,6 +349,7 @@ def decode_version(data: bytes, where: str) -> Version:
             meta=dict(meta),
             changes=dict(changes),
             tensors=tensors,
+            groups=list(groups),
         )
     except Exception as exc:
         raise CorruptionError(

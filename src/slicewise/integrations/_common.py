@@ -470,19 +470,77 @@ def dataset_token(ds: Any) -> Any:
 
 
 def tensor_name_for(source_path: str, where: str) -> str:
-    """The tensor name for an HDF5/Zarr path: tensor names hold no '/', so groups become
-    dots ("/Control/Experiment 1" -> "Control.Experiment 1")."""
+    """The tensor name for an HDF5/Zarr path: the same path, its groups slicewise groups
+    ("/Control/Experiment 1" -> tensor "Control/Experiment 1" in group "Control"). A path
+    no tensor may have (a component starting with "." or "_", holding "..", ...) is an
+    error that says how to name it."""
     from slicewise.format.errors import DatasetError
-    from slicewise.format.htypes import validate_tensor_name
+    from slicewise.format.manifest import validate_name
 
-    name = source_path.strip("/").replace("/", ".")
+    name = source_path.strip("/")
     try:
-        return validate_tensor_name(name)
+        return validate_name(name)
     except DatasetError as exc:
         raise ValueError(
             f"{where}: {source_path!r} gives no valid tensor name ({exc}); name it yourself "
             f"with a dict, e.g. {{{source_path!r}: 'my_name'}}"
         ) from None
+
+
+def chosen_groups(selection: Any, groups: Sequence[str]) -> list[str]:
+    """The source's groups (HDF5/Zarr group paths, no leading "/") that an import's
+    `datasets=` / `arrays=` selection takes in: every group for None, else the groups named
+    and every group below them (a dict's entries name arrays, unless their tensor name is
+    None). An import makes the empty ones among them slicewise groups (make_empty_groups),
+    so they come back on export; the others exist through their tensors' names."""
+    if selection is None:
+        return [group.strip("/") for group in groups if group.strip("/")]
+    if isinstance(selection, str):
+        keys = [selection]
+    elif isinstance(selection, dict):
+        keys = [key for key, name in selection.items() if name is None]
+    else:
+        keys = list(selection)
+    keys = [key.strip("/") for key in keys if isinstance(key, str)]
+    out = []
+    for group in (group.strip("/") for group in groups):
+        if group and any(not key or group == key or group.startswith(key + "/")
+                         for key in keys):
+            out.append(group)
+    return out
+
+
+def make_empty_groups(ds: Any, groups: Iterable[str], tensor_names: Iterable[str],
+                      where: str) -> None:
+    """Create the groups that hold none of `tensor_names` (an empty group in the source);
+    a group whose path is no valid group name is left out with a warning (it holds nothing
+    to lose)."""
+    from slicewise.format.errors import DatasetError
+    from slicewise.format.manifest import ancestors
+
+    groups = list(groups)
+    # a group that holds a tensor, or another group made here, exists through that name
+    held = {outer for name in [*tensor_names, *groups] for outer in ancestors(name)}
+    skipped = []
+    for group in groups:
+        if group in held or group in ds:
+            continue
+        try:
+            ds.create_group(group, exist_ok=True)
+        except DatasetError as exc:
+            skipped.append(f"{group!r} ({exc})")
+    if skipped:
+        warnings.warn(f"{where}: empty group(s) left out: {'; '.join(skipped)}", UserWarning,
+                      stacklevel=_first_frame_outside_slicewise())
+
+
+def export_groups(ds: Any, tensors: Any) -> list[str]:
+    """The groups an export recreates in the file or store: all of the dataset's groups
+    (empty ones too) when it exports every tensor; none (beyond those its arrays' paths
+    make) when it exports chosen tensors."""
+    if tensors is not None:
+        return []
+    return list(getattr(ds, "groups", None) or {})
 
 
 def chosen_sources(selection: Any, members: Sequence[str], *, where: str,
@@ -492,8 +550,8 @@ def chosen_sources(selection: Any, members: Sequence[str], *, where: str,
 
     None picks every member; a string picks one array, or a group: every member under it;
     a dict {path: tensor name} picks arrays and names their tensors; any other iterable
-    lists paths. Paths may start with "/". Other tensors are named by their paths
-    (tensor_name_for). `kind` names the source's arrays in errors ("HDF5 dataset")."""
+    lists paths. Paths may start with "/". Other tensors are named by their paths, groups
+    and all (tensor_name_for). `kind` names the source's arrays in errors ("HDF5 dataset")."""
     if selection is None:
         wanted: dict[str, str | None] = {member: None for member in members}
     elif isinstance(selection, str):

@@ -3,8 +3,10 @@
 Import (lazy and parallel: the parent reads only the file's structure):
 
     experiments.h5                         parent
-    ├─ /Control/Experiment 1   ──walk──►   one tensor per HDF5 dataset ("Control.Experiment 1"):
-    ├─ /Control/notes (strings)            numbers -> a numeric tensor, strings -> a text tensor,
+    ├─ /Control/Experiment 1   ──walk──►   one tensor per HDF5 dataset, named by its path
+    ├─ /Control/notes (strings)            ("Control/Experiment 1": HDF5 groups become slicewise
+    │                                      groups, empty ones too);
+    │                                      numbers -> a numeric tensor, strings -> a text tensor,
     └─ /Treatment/...                      attributes -> the tensor's info; anything else is
                                            refused up front, by path and dtype. Rows split
                                            into blocks of ~32 MiB aligned with the HDF5 chunks
@@ -17,7 +19,9 @@ Import (lazy and parallel: the parent reads only the file's structure):
                                               ▼
                                            parent: receipts in order ─► one commit
 
-Export streams one stored chunk at a time (the next one is read while the current one is
+Export writes each tensor at its path ("Control/Experiment 1" -> /Control/Experiment 1) and
+recreates the dataset's groups, empty ones too: HDF5 -> slicewise -> HDF5 gives back the
+same paths, shapes, dtypes and values. It streams one stored chunk at a time (the next one is read while the current one is
 written), so memory stays near two chunks whatever the dataset's size: numeric tensors into
 N-D datasets, text tensors into variable-length UTF-8 string datasets, a block of rows per
 read. HDF5 has one writer per file, so export writes from one process.
@@ -38,14 +42,17 @@ import numpy as np
 
 from slicewise.integrations._common import (
     DEFAULT_BLOCK_BYTES,
+    chosen_groups,
     chosen_sources,
     commit_receipts,
+    export_groups,
     exportable_tensors,
     fspath,
     import_blocks,
     info_to_attributes,
     info_value,
     is_text,
+    make_empty_groups,
     new_dataset,
     require,
     row_blocks,
@@ -57,7 +64,8 @@ from slicewise.integrations._common import (
 __all__ = ["HDF5Rows", "dataset_to_hdf5", "from_hdf5"]
 
 # Tensor info keys an import writes (and export reads back instead of writing as attributes):
-# the HDF5 path ("Control.Experiment 1" goes back to /Control/Experiment 1), and the number of
+# the HDF5 path (a tensor renamed on import, {"/Control/Experiment 2": "ctrl2"}, goes back to
+# /Control/Experiment 2), and the number of
 # axes of a dataset whose rows gained one (0 or 1), so that export drops it again.
 HDF5_PATH_INFO = "hdf5_path"
 HDF5_NDIM_INFO = "hdf5_ndim"
@@ -129,8 +137,9 @@ def from_hdf5(
     `datasets` picks what to import: None for every dataset in the file; names of datasets
     or groups (a group imports everything under it), e.g. ["Control", "Treatment/Experiment
     1"]; or a dict {HDF5 name: tensor name}. Each HDF5 dataset becomes a tensor named by its
-    HDF5 path with groups as dots ("/Control/Experiment 1" -> "Control.Experiment 1"), its
-    first axis the rows:
+    HDF5 path, HDF5 groups becoming slicewise groups ("/Control/Experiment 1" -> tensor
+    "Control/Experiment 1" of group "Control": `ds.Control["Experiment 1"]`), its first axis
+    the rows (the chosen groups that hold no dataset come along as empty groups):
 
     - numbers (ints, floats, bools) of any shape: a numeric tensor. A 1-D dataset's rows
       are scalars, stored as samples of shape (1,); a 0-D one is a single such row.
@@ -146,7 +155,8 @@ def from_hdf5(
     chunk_compression="lz4") go to create_tensor. Tensors and data appear in one commit.
 
     >>> ds = sw.from_hdf5("experiments.h5", "./exp_ds", datasets=["Control", "Treatment"])
-    >>> ds["Control.Experiment 1"].dask().mean().compute()
+    >>> ds["Control/Experiment 1"].dask().mean().compute()
+    >>> ds.Control["Experiment 1"].numpy().shape
     """
     h5py = require("h5py", "sw.from_hdf5")
     file_path = fspath(file)
@@ -155,7 +165,7 @@ def from_hdf5(
     if not os.path.exists(file_path):
         raise FileNotFoundError(f"from_hdf5: no such HDF5 file: {file_path}")
     with h5py.File(file_path, "r") as handle:  # structure and attributes only
-        plan = _plan_import(h5py, handle, file_path, datasets)
+        plan, groups = _plan_import(h5py, handle, file_path, datasets)
 
     with new_dataset(path, overwrite=overwrite, chunk_target_bytes=chunk_target_bytes) as ds:
         blocks = []
@@ -167,6 +177,8 @@ def from_hdf5(
             for start, stop in row_blocks(item["rows"], item["row_nbytes"],
                                           block_bytes=block_bytes, align=item["align"]):
                 blocks.append((item["tensor"], source, start, stop))
+        make_empty_groups(ds, groups, [item["tensor"] for item in plan],
+                          where=f"from_hdf5 {file_path}")
         receipts = import_blocks(ds, blocks, pool=pool, num_workers=num_workers,
                                  progress=progress)
         meta = {
@@ -178,8 +190,10 @@ def from_hdf5(
     return ds
 
 
-def _plan_import(h5py: Any, handle: Any, file_path: str, datasets: Any) -> list[dict]:
-    members = [name.lstrip("/") for name in _datasets_under(h5py, handle)]
+def _plan_import(h5py: Any, handle: Any, file_path: str,
+                 datasets: Any) -> tuple[list[dict], list[str]]:
+    """What to import: one item per HDF5 dataset, and the HDF5 groups chosen."""
+    members, groups = _members_under(h5py, handle)
     chosen = chosen_sources(datasets, members, where=f"from_hdf5 {file_path}",
                             kind="HDF5 dataset")
     found = {f"/{key}": tensor_name for key, tensor_name in chosen.items()}  # HDF5 names
@@ -195,7 +209,7 @@ def _plan_import(h5py: Any, handle: Any, file_path: str, datasets: Any) -> list[
         plan.append(_plan_item(h5py, dset, name, tensor_name))
     if refused:
         raise ValueError(_refused_message(file_path, refused, [item["name"] for item in plan]))
-    return plan
+    return plan, chosen_groups(datasets, groups)
 
 
 def _plan_item(h5py: Any, dset: Any, name: str, tensor_name: str) -> dict:
@@ -269,15 +283,19 @@ def _refused_message(file_path: str, refused: Sequence[str], others: Sequence[st
             f"{listed}. Nothing was imported; {remedy}")
 
 
-def _datasets_under(h5py: Any, group: Any) -> list[str]:
-    members: list[str] = []
+def _members_under(h5py: Any, group: Any) -> tuple[list[str], list[str]]:
+    """Paths (no leading "/") of every dataset and every group in the file."""
+    datasets: list[str] = []
+    groups: list[str] = []
 
-    def visit(_: str, obj: Any) -> None:
+    def visit(name: str, obj: Any) -> None:
         if isinstance(obj, h5py.Dataset):
-            members.append(obj.name)
+            datasets.append(name)
+        elif isinstance(obj, h5py.Group):
+            groups.append(name)
 
     group.visititems(visit)
-    return members
+    return datasets, groups
 
 
 def dataset_to_hdf5(
@@ -289,7 +307,9 @@ def dataset_to_hdf5(
     compression: str | None = None,
 ) -> str:
     """Write tensors (default: all) into an HDF5 file, one HDF5 dataset per tensor, at the
-    HDF5 path it was imported from (info["hdf5_path"]) or else at its name. Fixed-shape
+    HDF5 path it was imported from (info["hdf5_path"]) or else at its name, groups and all
+    ("Control/Experiment 1" -> /Control/Experiment 1); exporting every tensor (tensors=None)
+    recreates the dataset's empty groups too. Fixed-shape
     numeric tensors become N-D datasets (`compression` applies to them), text tensors 1-D
     variable-length UTF-8 string datasets (HDF5 filters do not compress those). A tensor
     imported from a 0-D or 1-D dataset gets that shape back. Returns the file path; the
@@ -312,6 +332,8 @@ def dataset_to_hdf5(
             else:
                 _write_array(handle, target, tensor, reader, compression)
             _write_attrs(handle[target], tensor)
+        for group in export_groups(ds, tensors):
+            handle.require_group(group)
     return file_path
 
 

@@ -3,8 +3,10 @@
 
 Import (the parent reads only metadata; workers read the chunks):
 
-    zarr group / array ──walk──► one tensor per Zarr array ("Control/Experiment 1" ->
-                                 "Control.Experiment 1"; 1-D string arrays: text tensors);
+    zarr group / array ──walk──► one tensor per Zarr array, named by its path (array
+                                 "Control/Experiment 1" -> tensor "Control/Experiment 1" of
+                                 group "Control"; empty groups come along); string arrays
+                                 of 0 or 1 axes: text tensors; a 0-D array is one row;
                                  dimension names and attributes go to the tensor's info;
                                  rows split into ~32 MiB blocks aligned with the Zarr chunks
         │ jobs (store URL, array path, start, stop)
@@ -24,6 +26,11 @@ Export (parallel; every worker writes whole Zarr chunks, so no two touch the sam
     opens the group as one Dataset with named dimensions (dimension_names in Zarr 3,
     _ARRAY_DIMENSIONS in Zarr 2)
 
+An export puts each tensor at its path (groups and all) and recreates the dataset's groups,
+and a tensor imported from a 1-D (or 0-D) array goes back 1-D (0-D): its rows were stored as
+samples of shape (1,), and info "zarr_ndim" says to drop that axis again. So Zarr ->
+slicewise -> Zarr gives back the same paths, shapes, dtypes and values.
+
 Stores given as a path or URL are opened again in each worker; store objects (e.g. an
 in-memory store) cannot cross processes, so they are read or written in this process, as
 are a dataset's uncommitted rows (inside `with ds:`), which only this process holds.
@@ -41,15 +48,18 @@ import numpy as np
 from slicewise.integrations._common import (
     DEFAULT_BLOCK_BYTES,
     TensorRows,
+    chosen_groups,
     chosen_sources,
     commit_receipts,
     dataset_of,
+    export_groups,
     exportable_tensors,
     fspath,
     import_blocks,
     info_to_attributes,
     info_value,
     is_text,
+    make_empty_groups,
     name_of,
     new_dataset,
     require,
@@ -71,9 +81,12 @@ EXPORT_CHUNK_BYTES = 16 * 2**20
 # A text tensor's rows are strings of unknown size; chunks and blocks assume this many bytes.
 TEXT_ROW_BYTES = 256
 
-# Tensor info keys written by from_zarr.
+# Tensor info keys written by from_zarr: dimension names, the array's path, and the number of
+# axes of an array whose rows gained one (0 or 1: a 1-D array's rows are scalars, stored as
+# samples of shape (1,); a 0-D array is one such row), so that export drops it again.
 DIMENSION_NAMES_INFO = "dimension_names"
 ZARR_PATH_INFO = "zarr_path"
+ZARR_NDIM_INFO = "zarr_ndim"
 
 # Where Zarr format 2 keeps dimension names (xarray's convention; format 3 has a field)
 V2_DIMENSIONS_ATTRIBUTE = "_ARRAY_DIMENSIONS"
@@ -110,7 +123,10 @@ class ZarrRows:
         return _open_array(self.store, self.array_path, "r", self.storage_options)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self.open()[start:stop])
+        array = self.open()
+        if len(array.shape) == 0:  # a 0-D array is one row
+            return np.reshape(np.asarray(array[()]), (1,))
+        return np.asarray(array[start:stop])
 
     def __repr__(self) -> str:
         where = os.path.basename(self.store.rstrip("/")) if self.store else "a store object"
@@ -136,7 +152,12 @@ def from_zarr(
     `store` is a path or URL of a Zarr group or array (or a zarr Group/Array object).
     `arrays` picks what to import: None for every array; names of arrays or groups; or a
     dict {Zarr path: tensor name}. Each array becomes a tensor, its first axis the rows;
-    its dimension names and attributes go to the tensor's info.
+    its dimension names and attributes go to the tensor's info. A tensor is named by the
+    array's path, Zarr groups becoming slicewise groups (array "Control/Experiment 1" ->
+    `ds["Control/Experiment 1"]`, `ds.Control["Experiment 1"]`); the chosen groups that
+    hold no array come along as empty groups. A 1-D numeric array's rows are scalars
+    (samples of shape (1,)); a 0-D array is one such row; ds.to_zarr gives both their
+    shape back.
 
     >>> ds = sw.from_zarr("video.zarr", "./video_ds")
     >>> ds.frames.dask().mean().compute()
@@ -152,7 +173,7 @@ def from_zarr(
             raise FileNotFoundError(f"{where}: no Zarr group or array there ({exc})") from exc
     else:
         node = store
-    plan = _plan_import(zarr, node, arrays, where, url)
+    plan, groups = _plan_import(zarr, node, arrays, where, url)
 
     with new_dataset(path, overwrite=overwrite, chunk_target_bytes=chunk_target_bytes) as ds:
         blocks = []
@@ -165,9 +186,11 @@ def from_zarr(
                 source = ZarrRows(url, item["path"], storage_options=storage_options)
             else:
                 source = ZarrRows(None, item["path"], array=array)
-            for start, stop in row_blocks(array.shape[0], item["row_bytes"],
-                                          block_bytes=block_bytes, align=array.chunks[0]):
+            rows, align = (array.shape[0], array.chunks[0]) if array.shape else (1, 1)
+            for start, stop in row_blocks(rows, item["row_bytes"], block_bytes=block_bytes,
+                                          align=align):
                 blocks.append((item["tensor"], source, start, stop))
+        make_empty_groups(ds, groups, [item["tensor"] for item in plan], where=where)
 
         # a store object (no URL) lives in this process: read it with threads
         receipts = import_blocks(ds, blocks, pool=pool if url is not None else None,
@@ -179,7 +202,9 @@ def from_zarr(
     return ds
 
 
-def _plan_import(zarr: Any, node: Any, arrays: Any, where: str, url: str | None) -> list[dict]:
+def _plan_import(zarr: Any, node: Any, arrays: Any, where: str,
+                 url: str | None) -> tuple[list[dict], list[str]]:
+    """What to import: one item per array, and the Zarr groups chosen."""
     if _is_array(zarr, node):
         # a single array: its path relative to the URL we were given is ""; its name is the
         # array's own, or the URL's last part when the URL points at the array itself
@@ -188,20 +213,22 @@ def _plan_import(zarr: Any, node: Any, arrays: Any, where: str, url: str | None)
                 or "data")
         if isinstance(arrays, dict) and len(arrays) == 1:
             name = next(iter(arrays.values()))
-        return [_plan_item(node, "", tensor_name_for(name, where), where)]
+        return [_plan_item(node, "", tensor_name_for(name, where), where)], []
 
-    members = dict(_walk_arrays(zarr, node))
+    members, groups = _walk(zarr, node)
     chosen = chosen_sources(arrays, list(members), where=where, kind="Zarr array")
-    return [_plan_item(members[key], key, tensor, where) for key, tensor in chosen.items()]
+    plan = [_plan_item(members[key], key, tensor, where) for key, tensor in chosen.items()]
+    return plan, chosen_groups(arrays, groups)
 
 
 def _plan_item(array: Any, key: str, tensor: str, where: str) -> dict:
     dtype = np.dtype(array.dtype)
-    text = len(array.shape) == 1 and dtype.kind in "TU"  # strings: a text tensor
-    if not text and (len(array.shape) == 0 or dtype.kind not in "biuf" or dtype.names):
+    ndim = len(array.shape)
+    text = ndim <= 1 and dtype.kind in "TU"  # strings: a text tensor
+    if not text and (dtype.kind not in "biuf" or dtype.names):
         raise ValueError(
             f"{where}: array {key or '<root>'!r} (shape {array.shape}, dtype {dtype}) is "
-            "neither a numeric array with rows nor a 1-D array of strings; choose the others "
+            "neither a numeric array nor a 0-D or 1-D array of strings; choose the others "
             "with arrays=[...]"
         )
     attrs = dict(array.attrs) if hasattr(array, "attrs") else {}
@@ -212,19 +239,23 @@ def _plan_item(array: Any, key: str, tensor: str, where: str) -> dict:
     if dims:
         info[DIMENSION_NAMES_INFO] = list(dims)
     info[ZARR_PATH_INFO] = key
+    if ndim == 0 or (ndim == 1 and not text):  # its rows gained an axis
+        info[ZARR_NDIM_INFO] = ndim
     return {"array": array, "path": key, "tensor": tensor, "info": info, "create": create,
             "dtype": None if text else dtype,
             "row_bytes": TEXT_ROW_BYTES if text else row_nbytes(array.shape[1:], dtype)}
 
 
-def _walk_arrays(zarr: Any, group: Any) -> list[tuple[str, Any]]:
+def _walk(zarr: Any, group: Any) -> tuple[dict[str, Any], list[str]]:
+    """Every array below `group` by path, and the path of every group below it."""
     if hasattr(group, "members"):  # Zarr 3
-        return [(name, obj) for name, obj in group.members(max_depth=None)
-                if _is_array(zarr, obj)]
-    found: list[tuple[str, Any]] = []  # Zarr 2
-    group.visititems(lambda name, obj: found.append((name, obj)) if _is_array(zarr, obj)
-                     else None)
-    return found
+        found = list(group.members(max_depth=None))
+    else:  # Zarr 2
+        found = []
+        group.visititems(lambda name, obj: found.append((name, obj)))
+    arrays = {name: obj for name, obj in found if _is_array(zarr, obj)}
+    groups = [name for name, obj in found if isinstance(obj, zarr.Group)]
+    return arrays, groups
 
 
 def _is_array(zarr: Any, obj: Any) -> bool:
@@ -263,19 +294,36 @@ class _TextRows(TensorRows):
         return np.asarray(super().read(start, stop), dtype=object).reshape(stop - start)
 
 
+class _FlatRows(TensorRows):
+    """A tensor of samples of shape (1,) imported from a 1-D or 0-D array, read back as the
+    1-D array it was (rows of shape () again)."""
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(super().read(start, stop)).reshape(stop - start)
+
+
 class _ArrayPlan:
     """One tensor's way into one Zarr array: what to create, and where its rows come from.
     `dims_given`: the dimension names were asked for (or remembered from an import), so a
-    whole-dataset export may not rename them to keep xarray's one size per name."""
+    whole-dataset export may not rename them to keep xarray's one size per name. A tensor
+    imported from a 1-D or 0-D array (info "zarr_ndim") gets that shape back."""
 
     def __init__(self, tensor: Any, array_name: str, dims: Sequence[str] | None,
                  chunk_rows: int | None, where: str) -> None:
         self.tensor_name = name_of(tensor)
-        self.array_name = array_name
+        self.array_name = _array_name(array_name, where)
         text = is_text(tensor)
         self.source = _TextRows(tensor) if text else TensorRows(tensor)
         self.shape = (self.source.shape[0],) if text else self.source.shape
         self.dtype: Any = str if text else self.source.dtype
+        if text or self.shape[1:] == (1,):
+            ndim = _source_ndim(tensor, self.shape[0])
+            if ndim is not None and not text:
+                self.source = _FlatRows(tensor)
+            if ndim == 0:
+                self.shape = ()  # one row, written as the 0-D array it came from
+            elif ndim == 1:
+                self.shape = self.shape[:1]
         remembered = _remembered_dims(tensor, len(self.shape))
         self.dims_given = dims is not None or remembered is not None
         self.dims = tuple(str(d) for d in (dims if dims is not None else
@@ -287,15 +335,16 @@ class _ArrayPlan:
             )
         self.row_bytes = TEXT_ROW_BYTES if text else row_nbytes(self.shape[1:], self.dtype)
         rows = int(chunk_rows) if chunk_rows else max(1, EXPORT_CHUNK_BYTES // self.row_bytes)
-        self.chunk_rows = max(1, min(rows, self.shape[0])) if self.shape[0] else 1
+        self.rows = self.shape[0] if self.shape else 1
+        self.chunk_rows = max(1, min(rows, self.rows)) if self.rows else 1
         self.attributes = info_to_attributes(
             tensor, where=where,
-            skip=(DIMENSION_NAMES_INFO, ZARR_PATH_INFO, V2_DIMENSIONS_ATTRIBUTE))
+            skip=(DIMENSION_NAMES_INFO, ZARR_PATH_INFO, ZARR_NDIM_INFO, V2_DIMENSIONS_ATTRIBUTE))
 
     def blocks(self) -> list[tuple[int, int]]:
         """Row blocks for workers, each a whole number of Zarr chunks: each Zarr chunk has
         one writer."""
-        return row_blocks(self.shape[0], self.row_bytes, align=self.chunk_rows,
+        return row_blocks(self.rows, self.row_bytes, align=self.chunk_rows,
                           block_bytes=max(DEFAULT_BLOCK_BYTES, self.chunk_rows * self.row_bytes))
 
     def piece_rows(self) -> int:
@@ -343,6 +392,9 @@ def _export_block(job: _ExportJob) -> int:
     and written `piece_rows` (whole Zarr chunks) at a time, so a worker holds one piece."""
     target = job.target
     array = target.open() if isinstance(target, _ZarrTarget) else target
+    if len(array.shape) == 0:  # a 0-D array: its one row
+        array[...] = np.asarray(job.source.read(0, 1)).reshape(())
+        return 1
     for piece in range(job.start, job.stop, job.piece_rows):
         end = min(piece + job.piece_rows, job.stop)
         array[piece:end] = job.source.read(piece, end)
@@ -417,11 +469,15 @@ def dataset_to_zarr(
     array_names = [plan.array_name for plan in plans]
     if len(set(array_names)) != len(array_names):
         raise ValueError(f"{where}: two tensors would share one array name: {array_names}")
-    _settle_dimension_names(plans, where)
+    by_group: dict[str, list[_ArrayPlan]] = {}  # xarray opens one group at a time
+    for plan in plans:
+        by_group.setdefault(plan.array_name.rpartition("/")[0], []).append(plan)
+    for group_plans in by_group.values():
+        _settle_dimension_names(group_plans, where)
     return _write_arrays(zarr, ds, store, plans, zarr_format=zarr_format, overwrite=overwrite,
                          pool=pool, num_workers=num_workers, progress=progress,
                          consolidate=consolidate, storage_options=storage_options,
-                         array_options=array_options)
+                         array_options=array_options, groups=export_groups(ds, tensors))
 
 
 def _dimension_names_per_tensor(given: Any, names: list[str], where: str) -> dict:
@@ -442,10 +498,10 @@ def _dimension_names_per_tensor(given: Any, names: list[str], where: str) -> dic
 
 
 def _settle_dimension_names(plans: list[_ArrayPlan], where: str) -> None:
-    """Give every dimension name one size across the group, as xarray needs to open it as
-    one Dataset. Names asked for (or remembered from an import) are kept, and a clash among
-    them is an error; a default name ("sample", "dim_1", ...) that clashes takes the array's
-    name as prefix ("labels_dim_1")."""
+    """Give every dimension name one size across the group (the plans of one Zarr group), as
+    xarray needs to open it as one Dataset. Names asked for (or remembered from an import)
+    are kept, and a clash among them is an error; a default name ("sample", "dim_1", ...)
+    that clashes takes the array's name as prefix ("labels_dim_1")."""
     sizes: dict[str, tuple[int, str]] = {}  # dimension name -> (size, first array with it)
 
     def bind(dim: str, size: int, plan: _ArrayPlan) -> None:
@@ -468,7 +524,7 @@ def _settle_dimension_names(plans: list[_ArrayPlan], where: str) -> None:
         settled = []
         for dim, size in zip(plan.dims, plan.shape, strict=True):
             if dim in sizes and sizes[dim][0] != size:
-                dim = f"{plan.array_name}_{dim}"
+                dim = f"{plan.array_name.rpartition('/')[2]}_{dim}"
             bind(dim, size, plan)
             settled.append(dim)
         plan.dims = tuple(settled)
@@ -477,10 +533,11 @@ def _settle_dimension_names(plans: list[_ArrayPlan], where: str) -> None:
 def _write_arrays(zarr: Any, ds: Any, store: Any, plans: list[_ArrayPlan], *,
                   zarr_format: int | None, overwrite: bool, pool: Any, num_workers: int | None,
                   progress: bool, consolidate: bool, storage_options: dict | None,
-                  array_options: dict) -> Any:
-    """Create the planned arrays in the group at `store`, write their rows in parallel
-    blocks (one job list for all arrays, so small tensors share the workers), consolidate
-    the group's metadata once. Returns the group."""
+                  array_options: dict, groups: Sequence[str] = ()) -> Any:
+    """Create the planned arrays (at their paths: "Control/x" in group "Control") and the
+    `groups` (empty ones too) in the group at `store`, write their rows in parallel blocks
+    (one job list for all arrays, so small tensors share the workers), consolidate the
+    group's metadata once. Returns the group."""
     url = fspath(store)
     kwargs = {"storage_options": storage_options} if storage_options and url else {}
     v2_api = _zarr_major(zarr) < 3
@@ -502,6 +559,8 @@ def _write_arrays(zarr: Any, ds: Any, store: Any, plans: list[_ArrayPlan], *,
 
     arrays = [_create_array(root, plan, fmt, v2_api, overwrite, array_options)
               for plan in plans]
+    for group in groups:
+        root.require_group(group)
     # Pending rows (inside `with ds:`) live only in this process's handle; store objects
     # without a URL cannot cross processes either.
     if getattr(ds, "has_pending", False):
@@ -527,7 +586,7 @@ def _write_arrays(zarr: Any, ds: Any, store: Any, plans: list[_ArrayPlan], *,
 
 def _create_array(root: Any, plan: _ArrayPlan, fmt: int, v2_api: bool, overwrite: bool,
                   array_options: dict) -> Any:
-    chunks = (plan.chunk_rows, *(max(1, d) for d in plan.shape[1:]))
+    chunks = (plan.chunk_rows, *(max(1, d) for d in plan.shape[1:])) if plan.shape else ()
     attributes = dict(plan.attributes)
     if fmt == 2:
         attributes[V2_DIMENSIONS_ATTRIBUTE] = list(plan.dims)
@@ -551,7 +610,31 @@ def _remembered_dims(tensor: Any, ndim: int) -> tuple | None:
     return None
 
 
+def _source_ndim(tensor: Any, rows: int) -> int | None:
+    """0 or 1 when the tensor came from a 0-D or 1-D array (info "zarr_ndim"), so export
+    drops the axis the import added; a 0-D source that has since gained rows goes back
+    1-D. None: write the tensor's own shape."""
+    ndim = info_value(tensor, ZARR_NDIM_INFO)
+    if isinstance(ndim, bool) or ndim not in (0, 1):
+        return None
+    return 0 if ndim == 0 and rows == 1 else 1
+
+
+def _array_name(name: Any, where: str) -> str:
+    """An array's path in the store: a valid tensor name (groups by "/", no empty, "." or
+    ".." part), so an export never writes outside its group."""
+    from slicewise.format.errors import DatasetError
+    from slicewise.format.manifest import validate_name
+
+    try:
+        return validate_name(name, "array")
+    except DatasetError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
 def _default_dims(tensor: Any, shape: tuple) -> tuple:
+    if not shape:
+        return ()
     htype = str(getattr(tensor, "htype", "") or "")
     if htype.startswith("image") and len(shape) in (3, 4):
         return ("sample", "height", "width", "channel")[: len(shape)]

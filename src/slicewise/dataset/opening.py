@@ -1,0 +1,221 @@
+"""Opening datasets: sw.empty, sw.load, sw.dataset, sw.exists, sw.delete, with Deep Lake
+3's arguments (those that mean nothing here are accepted and ignored; its S3 `creds` become
+fsspec storage options), and the dataset marker (`slicewise.json`) they write and check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from slicewise.dataset.dataset import Dataset
+from slicewise.format.commit import Transaction, publish
+from slicewise.format.errors import CorruptionError, DatasetError
+from slicewise.format.manifest import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MARKER_KEY,
+    Version,
+    find_version,
+    list_version_seqs,
+    read_version,
+)
+from slicewise.format.storage import Storage, open_storage
+from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES
+
+# What a dataset marker may ask for (a marker may come from a stranger).
+MIN_CHUNK_TARGET = 1
+MAX_CHUNK_TARGET = 1024**3
+
+
+def _marker(chunk_target_bytes: int) -> bytes:
+    doc = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "chunk_target_bytes": int(chunk_target_bytes),
+    }
+    return json.dumps(doc).encode()
+
+
+def _read_marker(storage: Storage) -> dict | None:
+    try:
+        data = storage.get(MARKER_KEY)
+    except FileNotFoundError:
+        return None
+    where = storage.full_path(MARKER_KEY)
+    try:
+        if len(data) > 64 * 1024:
+            raise ValueError(f"{len(data)} bytes, a marker is a few dozen")
+        doc = json.loads(data.decode("utf-8"))
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+            raise ValueError("not a slicewise marker")
+        target = doc.get("chunk_target_bytes", DEFAULT_CHUNK_TARGET_BYTES)
+        if type(target) is not int or not MIN_CHUNK_TARGET <= target <= MAX_CHUNK_TARGET:
+            raise ValueError(f"chunk_target_bytes {str(target)[:40]} is not a sane chunk size")
+    except Exception as exc:
+        raise CorruptionError(f"{where} is not a slicewise dataset marker: {exc}", where) from exc
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise CorruptionError(
+            f"{where}: format_version {str(doc.get('format_version'))[:40]}; this slicewise "
+            f"reads {FORMAT_VERSION} (written by a newer slicewise?)",
+            where,
+        )
+    return doc
+
+
+def _path_str(path) -> str:
+    if isinstance(path, Dataset):
+        return path.path
+
+    return path if isinstance(path, str) else os.fspath(path)
+
+
+def exists(path, storage_options: dict | None = None, **deeplake_kwargs) -> bool:
+    """True when `path` holds a slicewise dataset."""
+    storage_options = _deeplake_options("exists", deeplake_kwargs, storage_options)
+    storage = open_storage(_path_str(path), storage_options)
+    return storage.exists(MARKER_KEY)
+
+
+def empty(
+    path,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+    chunk_target_bytes: int | None = None,
+    **deeplake_kwargs,
+) -> Dataset:
+    """Create a new, empty dataset at `path` (a directory, memory://..., s3://...)."""
+    storage_options = _deeplake_options("empty", deeplake_kwargs, storage_options)
+    url = _path_str(path)
+    storage = open_storage(url, storage_options)
+    if storage.exists(MARKER_KEY) or list_version_seqs(storage):
+        if not overwrite:
+            raise DatasetError(
+                f"a dataset already exists at {storage.url}; pass overwrite=True to replace it "
+                "or use sw.load()"
+            )
+        storage.delete_all()
+        storage = open_storage(url, storage_options)
+    elif storage.supports_listing and storage.list("") and not overwrite:
+        raise DatasetError(
+            f"{storage.url} is not empty and is not a slicewise dataset; refusing to write there"
+        )
+    target = int(chunk_target_bytes or DEFAULT_CHUNK_TARGET_BYTES)
+    if not MIN_CHUNK_TARGET <= target <= MAX_CHUNK_TARGET:
+        raise DatasetError(
+            f"chunk_target_bytes={target}: choose between {MIN_CHUNK_TARGET} and "
+            f"{MAX_CHUNK_TARGET} (about 8-16 MB is best)"
+        )
+    if not storage.set_if_not_exists(MARKER_KEY, _marker(target)):
+        raise DatasetError(f"another process created a dataset at {storage.url} meanwhile")
+    first = publish(storage, Version.empty(), Transaction(), "create dataset")
+    return Dataset(
+        storage, first, storage_options=storage_options, chunk_target_bytes=target, url=url
+    )
+
+
+def load(
+    path,
+    version=None,
+    read_only: bool | None = None,
+    storage_options: dict | None = None,
+    pad_tensors: bool = False,
+    **deeplake_kwargs,
+) -> Dataset:
+    """Open the dataset at `path`: the newest version, or `version` (an id or number).
+    `pad_tensors=True` opens it as a padded read view (see `Dataset.padded`)."""
+    storage_options = _deeplake_options("load", deeplake_kwargs, storage_options)
+    url = _path_str(path)
+    storage = open_storage(url, storage_options)
+    marker = _read_marker(storage)
+    if marker is None:
+        raise DatasetError(f"no slicewise dataset at {storage.url} (use sw.empty to create one)")
+    seqs = list_version_seqs(storage)
+    if not seqs:
+        raise DatasetError(f"dataset at {storage.url} has no versions (damaged or being created)")
+    base = read_version(storage, seqs[-1]) if version is None else find_version(storage, version)
+    return Dataset(
+        storage,
+        base,
+        read_only=bool(read_only),
+        pinned=base.seq != seqs[-1],
+        storage_options=storage_options,
+        chunk_target_bytes=marker.get("chunk_target_bytes", DEFAULT_CHUNK_TARGET_BYTES),
+        url=url,
+        pad_tensors=pad_tensors,
+    )
+
+
+def dataset(
+    path,
+    read_only: bool | None = None,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+    chunk_target_bytes: int | None = None,
+    **deeplake_kwargs,
+) -> Dataset:
+    """Open the dataset at `path`, creating an empty one when there is none
+    (`chunk_target_bytes` applies to a new one)."""
+    storage_options = _deeplake_options("dataset", deeplake_kwargs, storage_options)
+    if not overwrite and exists(path, storage_options):
+        return load(path, read_only=read_only, storage_options=storage_options)
+    return empty(path, overwrite=overwrite, storage_options=storage_options,
+                 chunk_target_bytes=chunk_target_bytes)
+
+
+def delete(path, storage_options: dict | None = None, **deeplake_kwargs) -> None:
+    """Delete the dataset at `path` (refuses folders that are not slicewise datasets)."""
+    storage_options = _deeplake_options("delete", deeplake_kwargs, storage_options)
+    storage = open_storage(_path_str(path), storage_options)
+    if not storage.exists(MARKER_KEY):
+        raise DatasetError(f"no slicewise dataset at {storage.url}; nothing deleted")
+    storage.delete_all()
+
+
+# Deep Lake 3's arguments to empty/load/dataset/delete/exists that mean nothing here (its
+# cloud, caches, locks, indexes, logging): accepted so its code runs unchanged, and
+# ignored. Any other name is a TypeError, so a misspelt argument is never dropped silently.
+_DEEPLAKE_CACHES = {"memory_cache_size", "local_cache_size", "token", "org_id", "verbose",
+                    "lock_enabled", "lock_timeout", "index_params"}
+_DEEPLAKE_IGNORED = {
+    "empty": _DEEPLAKE_CACHES | {"runtime", "public"},
+    "load": _DEEPLAKE_CACHES | {"access_method", "unlink", "reset", "indra", "check_integrity"},
+    "delete": {"force", "large_ok", "token", "verbose", "org_id"},
+    "exists": {"token", "org_id"},
+}
+_DEEPLAKE_IGNORED["dataset"] = _DEEPLAKE_IGNORED["empty"] | _DEEPLAKE_IGNORED["load"]
+
+# Deep Lake 3's S3 `creds` keys -> s3fs storage options
+_CREDS_TO_S3FS = {"aws_access_key_id": "key", "aws_secret_access_key": "secret",
+                  "aws_session_token": "token", "profile_name": "profile"}
+_CREDS_TO_CLIENT = {"endpoint_url": "endpoint_url", "aws_region": "region_name",
+                    "region": "region_name"}
+
+
+def _deeplake_options(function: str, kwargs: dict, storage_options: dict | None) -> dict | None:
+    """Check the Deep Lake 3 keyword arguments of sw.<function>(); returns the storage
+    options, with Deep Lake 3's S3 `creds` translated into them."""
+    unknown = sorted(set(kwargs) - _DEEPLAKE_IGNORED[function] - {"creds"})
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise TypeError(f"sw.{function}() got unexpected keyword argument(s) {names}")
+    creds = kwargs.get("creds")
+    if creds is None or creds == "ENV" or creds == {}:
+        return storage_options  # "ENV": the environment's credentials, as fsspec does anyway
+    if not isinstance(creds, dict):
+        raise TypeError(f"sw.{function}(): creds must be a dict (Deep Lake 3's S3 keys) or "
+                        f"'ENV', got {type(creds).__name__}")
+    if storage_options:
+        raise TypeError(f"sw.{function}(): pass creds= (Deep Lake 3) or storage_options=, "
+                        "not both")
+    options: dict = {}
+    for key, value in creds.items():
+        if key in _CREDS_TO_S3FS:
+            options[_CREDS_TO_S3FS[key]] = value
+        elif key in _CREDS_TO_CLIENT:
+            options.setdefault("client_kwargs", {})[_CREDS_TO_CLIENT[key]] = value
+        else:
+            known = sorted(_CREDS_TO_S3FS) + sorted(_CREDS_TO_CLIENT)
+            raise TypeError(f"sw.{function}(): creds key {key!r} is not understood; known: "
+                            f"{', '.join(known)} (or pass fsspec storage_options=)")
+    return options
