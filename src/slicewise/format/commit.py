@@ -1,7 +1,8 @@
 """Transactions and the commit protocol (docs/FORMAT.md §3).
 
     Transaction (pending changes: created tensors, appended chunk entries from receipts,
-                 replaced chunks, info and class-name edits)
+                 replaced chunks, cleared tensors (an in-place eval's new contents),
+                 info and class-name edits)
         │ apply(base) -> Version seq+1      (pure: builds the new manifest in memory)
         ▼
     storage.set_if_not_exists("versions/<seq+1>.json")  ── taken? ──► read what landed,
@@ -25,6 +26,7 @@ from slicewise.format.htypes import TensorMeta
 from slicewise.format.manifest import (
     TensorState,
     Version,
+    check_hierarchy,
     chunk_key,
     decode_version,
     list_version_seqs,
@@ -45,10 +47,17 @@ class Transaction:
     replaced: dict[str, dict[int, dict]] = field(default_factory=dict)
     info: dict[str, dict] = field(default_factory=dict)
     class_names_added: dict[str, list[str]] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)  # made by create_group
+    # tensors whose chunk lists start empty in the new version: their rows are then the
+    # `appended` ones only (an in-place eval replaces the tensors it wrote; the old chunk
+    # files stay readable through the older versions until gc)
+    cleared: set[str] = field(default_factory=set)
 
     def is_empty(self) -> bool:
         return not (
-            self.created
+            self.groups
+            or self.created
+            or self.cleared
             or any(self.appended.values())
             or self.replaced
             or self.info
@@ -59,14 +68,19 @@ class Transaction:
         return set(self.created) | {k for k, v in self.appended.items() if v} | self.modified()
 
     def modified(self) -> set[str]:
-        return set(self.replaced) | set(self.info) | set(self.class_names_added)
+        return set(self.replaced) | set(self.info) | set(self.class_names_added) | self.cleared
 
     def changes(self) -> dict:
-        return {
+        changes = {
             "appended": sorted(k for k, v in self.appended.items() if v),
             "created": list(self.created),
             "modified": sorted(self.modified()),
         }
+        if self.groups:
+            changes["groups"] = list(self.groups)
+        if self.cleared:
+            changes["cleared"] = sorted(self.cleared)
+        return changes
 
     def add_receipt(self, receipt: dict, known: set[str]) -> None:
         """Queue the chunks a writer reported (in the order given)."""
@@ -137,6 +151,12 @@ def apply(base: Version, txn: Transaction, message: str = "", meta: dict | None 
         for label in added:
             if label not in names:
                 names.append(label)
+    for name in sorted(txn.cleared):
+        if name not in tensors:
+            raise CommitConflictError(f"tensor {name!r} no longer exists")
+        if name in txn.replaced:
+            raise DatasetError(f"tensor {name!r}: a commit cannot both clear and rewrite it")
+        _clear(tensors[name])
     for name, replacements in txn.replaced.items():
         state = tensors[name]
         for k, entry in replacements.items():
@@ -172,6 +192,12 @@ def apply(base: Version, txn: Transaction, message: str = "", meta: dict | None 
             state.remap.append(remap_index)
     for name, info in txn.info.items():
         tensors[name].meta.info = dict(info)
+    groups = list(base.groups) + [g for g in txn.groups if g not in base.groups]
+    if txn.groups or txn.created:
+        try:
+            check_hierarchy(tensors, groups)
+        except ValueError as exc:
+            raise CommitConflictError(f"another commit made a clashing name: {exc}") from None
     seq = base.seq + 1
     return Version(
         seq=seq,
@@ -182,7 +208,16 @@ def apply(base: Version, txn: Transaction, message: str = "", meta: dict | None 
         meta=dict(meta or {}),
         changes=txn.changes(),
         tensors=tensors,
+        groups=groups,
     )
+
+
+def _clear(state: TensorState) -> None:
+    """No chunks (the copy apply() made; the schema and class names stay)."""
+    state.keys, state.rows, state.nbytes = [], [], []
+    state.min_shape, state.max_shape, state.remap = [], [], []
+    state.label_remaps = []
+    state._cum = state._remap_arrays = state._full_keys = None
 
 
 def _check_dtype(name: str, state: TensorState, entry: dict) -> None:
@@ -326,6 +361,14 @@ def _check_complete(storage: Storage, chunks: list[tuple[str, int]]) -> None:
             "write those rows again.",
             where,
         )
+
+
+def prepare_chunks(
+    storage: Storage, base: Version, txn: Transaction, syncs: SyncQueue | None = None
+) -> None:
+    """What `publish` does to the chunk files before it names them (below), for a caller
+    that records them elsewhere first (an in-place eval's staged checkpoint)."""
+    _prepare_chunks(storage, base, txn, syncs)
 
 
 def _prepare_chunks(

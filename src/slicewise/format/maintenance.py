@@ -18,6 +18,7 @@ from slicewise.format.manifest import (
     read_version,
     version_key,
 )
+from slicewise.format.staged import staged_references
 from slicewise.format.storage import Storage
 
 
@@ -150,8 +151,15 @@ def gc_storage(
     # Every kept manifest must be read: one that cannot be read stops gc (its chunks are
     # unknown, so nothing may be deleted).
     referenced: set[str] = set()
+    newest = None
     for seq in seqs:
-        referenced |= _references(read_version(storage, seq))
+        newest = read_version(storage, seq)
+        referenced |= _references(newest)
+    # an in-place eval's staged checkpoint names chunks no version does yet (staged.py):
+    # spare them while it can be resumed; remove it once stale
+    tensor_ids = {name: state.meta.id for name, state in newest.tensors.items()}
+    staged, stale_staged = staged_references(storage, newest.id, tensor_ids, now, grace_seconds)
+    referenced |= staged
     candidates = []
     for key in storage.list("", refresh=True):
         if key == MARKER_KEY or key in referenced:
@@ -175,6 +183,10 @@ def gc_storage(
         if not dry_run:
             storage.delete(version_key(seq))
         report.removed_versions.append(seq)
+    for key in stale_staged:  # before the chunks only they named
+        if not dry_run:
+            storage.delete(key)
+        report.removed_files.append(key)
     for key in candidates:
         if key in referenced:
             continue

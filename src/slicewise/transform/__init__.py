@@ -18,13 +18,17 @@
       │   (its last chunk files unsynced: the parent flushes them at once, on helper
       │    threads, while the workers go on; the commit waits for those flushes)
       ▼
-    ReceiptOrder: results back in input order (only the parent writes metadata)
-      │ every checkpoint_interval inputs: add_receipts + commit(meta=progress)
+    ReceiptOrder: results back in input order (batches.py; only the parent writes metadata)
+      │ every checkpoint_interval inputs: sink.checkpoint(meta=progress)  checkpoint.py
       ▼
-    add_receipts + commit(meta=done): one atomic version  ──►  EvalReport (report.py)
+    sink.finish(meta=done): one atomic version  ──►  EvalReport (report.py)
+      appending (ds_out given): add_receipts + commit, checkpoints are versions too
+      in place (ds_out=None): the written tensors' contents replaced; checkpoints are
+        staged, not versions (inplace.py, format/staged.py)
 
 A failure anywhere before the commit leaves the dataset as it was (or at its last
-checkpoint); the chunk files written so far are unreferenced until `sw.gc`.
+checkpoint; in place, always as it was); the chunk files written so far are unreferenced
+until `sw.gc`.
 `ingest.py` builds `slicewise ingest` / `sw.ingest_folder` on top of this.
 """
 

@@ -90,9 +90,10 @@ class Pipeline:
         ignore_errors: bool = False,
         **kwargs: Any,
     ):
-        """Run the pipeline over every item of `data_in`, appending the rows to `ds_out`
-        (`None`: in place, into `data_in`, which must then be a Dataset) and committing
-        one new version. Returns an `EvalReport`. Deep Lake 3's parameters and meaning;
+        """Run the pipeline over every item of `data_in`, appending the rows to `ds_out`,
+        and commit one new version. `ds_out=None`: in place, as in Deep Lake 3 (`data_in`
+        must then be a Dataset): each tensor the pipeline writes holds only the new rows
+        afterwards (inplace.py). Returns an `EvalReport`. Deep Lake 3's parameters and meaning;
         see docs/guides/transform.md for what slicewise adds (resume, reports)."""
         from slicewise.transform.run import run_eval
 

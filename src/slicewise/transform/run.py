@@ -2,38 +2,33 @@
 
     run_eval(pipeline, data_in, ds_out)
       target = ds_out (or data_in, in place); checked before anything runs
+      sink = AppendSink(ds_out) | InPlaceSink(data_in)   checkpoint.py, inplace.py: where
+                                                         the receipts go
       source = open_source(data_in)                      inputs.py; pad_data_in=True reads
-                                                         a Dataset through ds.padded()
-      resume = find_resume_point(target, source)         last commit an unfinished checkpoint
+                                                         a Dataset through ds.padded(), at
+                                                         the version the eval starts from
+      resume = find_resume_point(sink, source)           last checkpoint an unfinished one
                                                          of the same eval? skip its inputs
       pool.imap_unordered(BatchRunner, batches)          engine; batches sized by time, made
                                                          lazily, one per free worker
         └─ worker: pipeline per input -> chunk files -> BatchResult (receipt)   worker.py
       ReceiptOrder: results back in input order          only the parent touches metadata
-        every checkpoint_interval inputs: add_receipts + commit(meta=progress)  (optional)
+        every checkpoint_interval inputs: sink.checkpoint(receipts, meta=progress)
+          (optional; appending: a commit; in place: staged, not a version)
       batches whose chunk files a worker died writing    after its receipt (FORMAT.md
         (after handing back the receipt) run again       3.1): checked before each commit
-      add_receipts(rest) + commit(meta=done)             one atomic version
+      sink.finish(rest, meta=done)                       one atomic version
       return EvalReport
 
 Failure rule: the dataset changes only by `commit`. Until then the workers' chunk files
 are unreferenced, so an exception, a Ctrl-C or a kill -9 anywhere leaves `ds_out` at its
-previous version (or its last checkpoint) and the files for `sw.gc`.
-
-The checkpoint meta, stored with each commit this module makes (key CHECKPOINT_KEY):
-  state          "checkpoint" while inputs remain, "done" for the final commit
-  pipeline       the stage names
-  inputs_done    how many inputs (from 0) the dataset holds the rows of
-  input_digest   InputDigest of those inputs: a re-run resumes only when its own first
-                 `inputs_done` inputs hash the same
-  rows_before    the dataset's row count before the first run started
-  rows_written   rows the whole eval (all runs) has added so far
+previous version (or its last checkpoint; in place, always the previous version) and the
+files for `sw.gc`. The checkpoint meta is described in checkpoint.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import pickle
 import sys
 import time
@@ -43,6 +38,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from slicewise.transform.batches import BatchSizer, ReceiptOrder
+from slicewise.transform.checkpoint import (
+    CHECKPOINT_KEY,
+    AppendSink,
+    find_resume_point,
+    head_progress,
+)
 from slicewise.transform.errors import (
     AllSamplesSkippedError,
     InvalidInputDataError,
@@ -51,6 +53,7 @@ from slicewise.transform.errors import (
     TransformError,
     UnsupportedSchedulerError,
 )
+from slicewise.transform.inplace import InPlaceSink
 from slicewise.transform.inputs import InputDigest, InputSource, open_source, unpack
 from slicewise.transform.pipeline import Pipeline
 from slicewise.transform.report import EvalReport, SkippedInput, WorkerFigures
@@ -62,7 +65,6 @@ from slicewise.transform.worker import (
     ProbeRunner,
 )
 
-CHECKPOINT_KEY = "slicewise.transform"
 SCHEDULERS = {"serial": "serial", "threaded": "threads", "processed": "processes"}
 LATER_SCHEDULERS = ("dask", "ray")
 
@@ -110,12 +112,14 @@ def run_eval(
         )
     if check_lengths:
         _check_equal_lengths(target)
-    source = _open_input(data_in, backend, pad_data_in)
+    sink = InPlaceSink(target) if ds_out is None else AppendSink(target)
+    source = _open_input(data_in, backend, pad_data_in)  # pinned to the version of now
 
     report = EvalReport(pipeline.names, scheduler, workers, inputs_total=source.length)
     run = _Run(
         pipeline=pipeline,
         target=target,
+        sink=sink,
         source=source,
         report=report,
         backend=backend,
@@ -160,6 +164,7 @@ class _Run:
 
     pipeline: Pipeline
     target: Any
+    sink: Any  # AppendSink | InPlaceSink
     source: InputSource
     report: EvalReport
     backend: str
@@ -173,7 +178,7 @@ class _Run:
     def execute(self) -> EvalReport:
         started = time.perf_counter()
         target, report = self.target, self.report
-        resume = find_resume_point(target, self.source, self.pipeline)
+        resume = find_resume_point(self.sink, self.source, self.pipeline)
         self.first_input = resume.inputs_done if resume else 0
         self.rows_before = resume.rows_before if resume else _row_count(target)
         self.rows_committed_earlier = resume.rows_written if resume else 0
@@ -376,15 +381,14 @@ class _Run:
                 f"chunk files of inputs {_input_range(batch)} were left short by their "
                 "writer, which died while writing them; nothing was published"
             )
-        if receipts:
-            self.target.add_receipts(receipts)
         names = " -> ".join(self.pipeline.names)
-        message = (
-            f"eval {names}: checkpoint after {position} inputs"
-            if state == "checkpoint"
-            else f"eval {names}: {rows_so_far} rows from {position} inputs"
-        )
-        version = self.target.commit(message, meta=meta)
+        where = " in place" if self.sink.in_place else ""
+        if state == "checkpoint":
+            message = f"eval {names}{where}: checkpoint after {position} inputs"
+            version = self.sink.checkpoint(receipts, message, meta)
+        else:
+            message = f"eval {names}{where}: {rows_so_far} rows from {position} inputs"
+            version = self.sink.finish(receipts, message, meta)
         self.report.version = version if version is not None else _version_of(self.target)
         self.pending_results.clear()
         self.pending_batches.clear()
@@ -560,107 +564,6 @@ class _Run:
         self._commit_ready(order)
 
 
-class ReceiptOrder:
-    """Batch results arrive in any order; the dataset gets them in input order. Holds the
-    results that finished ahead of an earlier, slower batch."""
-
-    def __init__(self, first_position: int):
-        self._next = first_position
-        self._waiting: dict[int, tuple[Batch, BatchResult]] = {}
-
-    def add(self, batch: Batch, result: BatchResult) -> None:
-        self._waiting[batch.start] = (batch, result)
-
-    def pop_ready(self) -> Iterator[tuple[Batch, BatchResult]]:
-        while self._next in self._waiting:
-            batch, result = self._waiting.pop(self._next)
-            self._next = batch.start + batch.count
-            yield batch, result
-
-    def waiting(self) -> int:
-        return len(self._waiting)
-
-
-class BatchSizer:
-    """How many inputs the next batch gets: aimed at `batch_seconds` of work, measured
-    from finished batches (no static split: workers pull batches as they free up), and
-    small enough near the end that every worker gets a share of the tail."""
-
-    MAX_ITEMS = 8192
-    # Each batch ends in its own chunk files (a write and an fsync each): never split the
-    # tail into batches shorter than this much work.
-    MIN_BATCH_SECONDS = 0.02
-
-    def __init__(self, workers, length, first, checkpoint_interval, batch_seconds):
-        self.workers = workers
-        self.length = length
-        self.checkpoint_interval = checkpoint_interval
-        self.batch_seconds = batch_seconds
-        self.seconds_per_item: float | None = None
-        if length is None:
-            self.initial = 16
-        else:
-            self.initial = max(1, min(256, (length - first) // (4 * workers)))
-
-    def observe(self, items: int, busy_s: float) -> None:
-        if items <= 0 or busy_s <= 0:
-            return
-        measured = busy_s / items
-        previous = self.seconds_per_item
-        self.seconds_per_item = measured if previous is None else 0.5 * previous + 0.5 * measured
-
-    def next_size(self, position: int) -> int:
-        if self.seconds_per_item is None:
-            size = self.initial
-        else:
-            size = int(self.batch_seconds / max(self.seconds_per_item, 1e-7))
-        if self.length is not None:
-            remaining = self.length - position
-            tail_share = math.ceil(remaining / (2 * self.workers))
-            if self.seconds_per_item is not None:
-                tail_share = max(tail_share, int(self.MIN_BATCH_SECONDS / self.seconds_per_item))
-            size = min(size, max(1, tail_share))
-        if self.checkpoint_interval:  # batches end on checkpoint boundaries
-            interval = self.checkpoint_interval
-            size = min(size, (position // interval + 1) * interval - position)
-        return max(1, min(size, self.MAX_ITEMS))
-
-
-# -- resume ------------------------------------------------------------------------------
-@dataclass
-class ResumePoint:
-    inputs_done: int
-    rows_before: int
-    rows_written: int
-    digest: InputDigest
-
-
-def find_resume_point(target: Any, source: InputSource, pipeline: Pipeline) -> ResumePoint | None:
-    """The dataset's last commit is an unfinished checkpoint of this pipeline, and this
-    run's first inputs hash the same as that checkpoint's: resume after them."""
-    progress = head_progress(target)
-    if progress is None or progress.get("state") != "checkpoint":
-        return None
-    if progress.get("pipeline") != pipeline.names or not progress.get("input_digest"):
-        return None
-    done = int(progress.get("inputs_done", 0))
-    digest = InputDigest(source.identity, pipeline.names)
-    if not source.prefix_digest(digest, done) or digest.hexdigest() != progress["input_digest"]:
-        warnings.warn(
-            f"the dataset's last commit is a checkpoint of an unfinished eval of "
-            f"{' -> '.join(pipeline.names)} on other inputs; not resuming it (its rows stay, "
-            "this eval appends after them)",
-            stacklevel=4,
-        )
-        return None
-    return ResumePoint(
-        inputs_done=done,
-        rows_before=int(progress.get("rows_before", 0)),
-        rows_written=int(progress.get("rows_written", 0)),
-        digest=digest,
-    )
-
-
 # -- the dataset and the engine, as this module uses them --------------------------------
 def _resolve_target(data_in: Any, ds_out: Any, read_only_ok: bool) -> Any:
     from slicewise.dataset import Dataset
@@ -708,18 +611,6 @@ def _check_equal_lengths(ds: Any) -> None:
             f"the output dataset's tensors have different lengths {lengths}; eval appends "
             "whole rows (pass check_lengths=False to allow it)"
         )
-
-
-def _head_meta(ds: Any) -> dict:
-    """The meta dict of the dataset's current version ({} when it has none)."""
-    meta = ds.version_info.get("meta")
-    return meta if isinstance(meta, dict) else {}
-
-
-def head_progress(ds: Any) -> dict | None:
-    """What the eval that made the dataset's current version recorded, if one did."""
-    progress = _head_meta(ds).get(CHECKPOINT_KEY)
-    return progress if isinstance(progress, dict) else None
 
 
 def _version_of(ds: Any) -> Any:
@@ -848,7 +739,10 @@ def _progress_bar(enabled: bool, total: int | None, initial: int, names: list[st
 
 __all__ = [
     "CHECKPOINT_KEY",
+    "BatchSizer",
     "EvalReport",
+    "ReceiptOrder",
+    "head_progress",
     "InvalidInputDataError",
     "TensorMismatchError",
     "run_eval",
