@@ -343,6 +343,14 @@ class Dataset:
                 out[name] = len(committed.meta.class_names or []) if committed else 0
         return out
 
+    def _ndims(self) -> dict[str, int]:
+        """Per tensor with rows, its samples' number of dimensions (fixed by the first)."""
+        return {
+            name: len(state.min_shape[0])
+            for name, state in self._view().tensors.items()
+            if state.min_shape
+        }
+
     def _get_writer(self) -> DatasetWriter:
         if self._writer is None:
             view = self._view()
@@ -352,6 +360,7 @@ class Dataset:
                 self.chunk_target_bytes,
                 writer_id="parent",
                 class_bases=self._class_bases(),
+                ndims=self._ndims(),
             )
         return self._writer
 
@@ -533,6 +542,7 @@ class Dataset:
             "chunk_target_bytes": self.chunk_target_bytes,
             "tensors": {name: t.meta.to_json() for name, t in view.tensors.items()},
             "class_bases": self._class_bases(),
+            "ndims": self._ndims(),
         }
 
     def sync_receipt(self, receipt: dict) -> None:

@@ -525,16 +525,44 @@ class SampleEncoder:
         return array
 
     def _cast(self, array: np.ndarray) -> np.ndarray:
+        """`array` as the tensor's dtype, or a SampleError when that would change a value
+        beyond the target's usual rounding: integers out of range, a float that overflows
+        to inf, an integer a float cannot hold exactly, anything that is not a number of
+        the target's kind (floats, NaN and inf into integer tensors)."""
         target = self.dtype
-        if np.can_cast(array.dtype, target, "same_kind"):
+        source = array.dtype
+        if np.can_cast(source, target, "safe"):
             return array.astype(target)
-        if array.dtype.kind in "iub" and target.kind in "iu":
+        problem = "does not fit"
+        if source.kind in "iub" and target.kind in "iu":
             info = np.iinfo(target)
             if array.size == 0 or (array.min() >= info.min and array.max() <= info.max):
                 return array.astype(target)
+            problem = f"holds values outside [{info.min}, {info.max}]"
+        elif source.kind in "iu" and target.kind in "fc":
+            with np.errstate(all="ignore"):
+                cast = array.astype(target)
+                exact = np.array_equal(cast.astype(source), array)
+            if exact:
+                return cast
+            problem = f"holds integers that {target} cannot represent exactly"
+        elif source.kind in "fc" and target.kind in "fc" and not (
+            source.kind == "c" and target.kind == "f"
+        ):
+            with np.errstate(all="ignore"):
+                cast = array.astype(target)
+            if not np.array_equal(np.isfinite(cast), np.isfinite(array)):
+                return self._refuse_cast(array, f"holds values beyond {target}'s range "
+                                         f"(+-{np.finfo(target).max:.4g}), which would become inf")
+            return cast
+        elif source.kind == "f" and target.kind in "iu":
+            problem = "is floating point (NaN, inf and fractions have no integer value)"
+        return self._refuse_cast(array, problem)
+
+    def _refuse_cast(self, array: np.ndarray, problem: str):
         raise SampleError(
-            f"tensor {self.name!r} has dtype {target}, got a {array.dtype} sample that does not "
-            "fit; cast it first"
+            f"tensor {self.name!r} has dtype {self.dtype}, got a {array.dtype} sample of shape "
+            f"{array.shape} that {problem}; cast it first"
         )
 
     def _image_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -113,6 +113,7 @@ class DatasetWriter:
         chunk_target_bytes: int = DEFAULT_CHUNK_TARGET_BYTES,
         writer_id: str | None = None,
         class_bases: dict[str, int] | None = None,
+        ndims: dict[str, int] | None = None,
     ):
         self.storage = storage
         self.chunk_target_bytes = int(chunk_target_bytes)
@@ -122,6 +123,11 @@ class DatasetWriter:
             name: _TensorBuffer(name, meta, bases.get(name), self.chunk_target_bytes)
             for name, meta in tensors.items()
         }
+        # the committed rows fix each tensor's number of dimensions: a sample that differs
+        # is refused at its append, not at the commit that would publish it
+        for name, ndim in (ndims or {}).items():
+            if name in self._buffers:
+                self._buffers[name].ndim = int(ndim)
         self._finished = False
         # local disks: write now, fdatasync on a helper thread (see SyncQueue)
         self._deferred_sync = bool(getattr(storage, "deferred_sync", False))
@@ -141,6 +147,7 @@ class DatasetWriter:
             spec.get("chunk_target_bytes", DEFAULT_CHUNK_TARGET_BYTES),
             writer_id,
             spec.get("class_bases"),
+            spec.get("ndims"),
         )
 
     @property
@@ -220,8 +227,8 @@ class DatasetWriter:
             raise DatasetError("this writer is finished; make a new one")
         if buf.ndim is not None:
             raise SampleError(
-                f"tensor {buf.name!r}: sample has {len(shape)} dimensions {shape}, earlier "
-                f"samples have {buf.ndim}"
+                f"tensor {buf.name!r}: a sample of shape {shape} has {len(shape)} dimensions; "
+                f"the tensor's samples have {buf.ndim}"
             )
         buf.ndim = len(shape)
 

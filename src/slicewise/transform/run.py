@@ -158,6 +158,15 @@ def choose_backend(scheduler: str, num_workers: int) -> tuple[str, int]:
     return SCHEDULERS[scheduler], num_workers
 
 
+def _spec_for(target: Any, in_place: bool) -> dict:
+    """The workers' writer spec. In place, the written tensors get new contents, which
+    may have another number of dimensions than the rows they replace."""
+    spec = target.writer_spec()
+    if in_place:
+        spec.pop("ndims", None)
+    return spec
+
+
 @dataclass
 class _Run:
     """One eval call's state. Only the parent thread touches the dataset."""
@@ -204,7 +213,7 @@ class _Run:
         )
         runner = BatchRunner(
             pipeline=self.pipeline,
-            writer_spec=target.writer_spec(),
+            writer_spec=_spec_for(target, self.sink.in_place),
             run_id=uuid.uuid4().hex[:12],
             output_tensors=self.runner_tensors[0],
             required_tensors=self.runner_tensors[1],
