@@ -27,7 +27,8 @@ Modules:
     jobs.py          Job: one call's input, batches, settled results, errors, Future
     scheduler.py     the loop: dispatch, events, timeouts, death forensics, shutdown
     backends/        base.py (the Backend/Worker interface), processes.py, threads.py,
-                     serial.py; "dask" and "ray" plug in as one more module each
+                     serial.py; cluster.py (a slot that runs batches as remote tasks)
+                     under dask.py and ray.py
     worker.py        the batch loop and the process worker's main loop and protocol
     batching.py      batch sizes aimed at ~25 ms of work
     shm.py           pickle-5 out-of-band buffers in POSIX shared memory
@@ -39,9 +40,9 @@ Modules:
 Backends. A backend only starts workers and moves batches (backends/base.py: `Worker.send`,
 `receive` events, `progress`, `has_exited`, `kill`, `stop`); batching, ordering, retries,
 timeouts and failure forensics live in the scheduler and the job, so every backend has the
-same semantics. "dask" and "ray" plug in as one module each -- a Worker per slot that
-submits a batch as one remote task and reports its completion (or its lost worker) as an
-event -- plus one line in `BACKENDS`; callers keep writing `sw.Pool(backend="dask")`.
+same semantics. "dask" and "ray" are one module each over backends/cluster.py: a Worker
+per slot of the cluster submits a batch as one remote task and reports its completion (or
+a remote worker that died running it) as an event; callers write `sw.Pool(backend="dask")`.
 
 The default start method is forkserver on Linux (spawn elsewhere): a worker is forked from
 a small single-threaded server that has already imported this package's worker module

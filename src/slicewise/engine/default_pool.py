@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from slicewise.engine.backends.base import CLUSTER_BACKENDS
 from slicewise.engine.cpu import cpu_count
 from slicewise.engine.pool import Pool
 
@@ -21,7 +22,11 @@ def get_default_pool(workers: int | None = None, backend: str = "processes",
                      start_method: str | None = None) -> Pool:
     """The shared warm pool for these settings (created or replaced as needed)."""
     global _pool, _pool_key
-    key = (workers or (1 if backend == "serial" else cpu_count()), backend, start_method)
+    if workers is None and backend in CLUSTER_BACKENDS:
+        size = None  # the cluster's CPUs, counted by the pool
+    else:
+        size = workers or (1 if backend == "serial" else cpu_count())
+    key = (size, backend, start_method)
     with _lock:
         pool = _pool
         if pool is not None and (_pool_key != key or not pool._scheduler.alive):

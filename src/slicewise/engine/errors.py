@@ -195,6 +195,8 @@ class Failure:
         head = f"item {self.index} ({self.item_repr})"
         if self.kind == "worker_lost":
             how = f"signal {self.signal}" if self.signal else f"exit code {self.exitcode}"
+            if self.exitcode is None and self.exception is not None:
+                how = str(self.exception)  # a cluster's worker: the engine's own account
             hint = " (a SIGKILL is often the out-of-memory killer)" if self.signal == "SIGKILL" else ""
             text = f"{head}: the worker process died ({how}{hint}) {where}"
         elif self.kind == "timeout":

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
 
+from slicewise.engine.backends.base import CLUSTER_BACKENDS
 from slicewise.engine.cpu import cpu_count
 from slicewise.engine.errors import Failure, PoolClosedError
 from slicewise.engine.jobs import Job
@@ -184,6 +185,7 @@ class Pool(Executor):
         max_workers: int | None = None,
         mp_context: Any = None,
         max_tasks_per_child: int | None = None,
+        client: Any = None,
     ) -> None:
         # stdlib positional forms: Pool(4, init, args, maxtasks, ctx) and
         # ProcessPoolExecutor(4, ctx, init, args)
@@ -215,10 +217,16 @@ class Pool(Executor):
             start_method = context.get_start_method()
         if backend == "serial":
             workers = 1
-        elif workers is None:
-            workers = cpu_count()
-        if not _is_int(workers) or workers < 1:
+        elif workers is None and backend not in CLUSTER_BACKENDS:
+            workers = cpu_count()  # a cluster backend counts its cluster's CPUs
+        if workers is not None and (not _is_int(workers) or workers < 1):
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        backend_options = {}
+        if client is not None:
+            if backend != "dask":
+                raise ValueError("client= (a distributed Client or scheduler address) is "
+                                 "for backend='dask'")
+            backend_options["client"] = client
         self._scheduler = Scheduler(
             backend,
             workers,
@@ -226,8 +234,9 @@ class Pool(Executor):
             initargs=tuple(initargs or ()),
             max_tasks_per_worker=max_tasks,
             start_method=start_method,
+            backend_options=backend_options,
         )
-        self.workers = workers
+        self.workers = self._scheduler.workers
         self.backend = backend
 
     @property

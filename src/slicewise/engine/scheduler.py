@@ -84,6 +84,7 @@ class Scheduler:
         initargs=(),
         max_tasks_per_worker: int | None = None,
         start_method: str | None = None,
+        backend_options: dict | None = None,
     ) -> None:
         cls = backend_class(backend)
         if max_tasks_per_worker is not None and max_tasks_per_worker < 1:
@@ -98,7 +99,9 @@ class Scheduler:
             initargs=initargs,
             start_method=start_method,
             wake=self.wake,
+            **(backend_options or {}),
         )
+        workers = self.backend.workers  # a cluster backend sizes itself when given None
         self.workers = workers
         self.max_tasks = max_tasks_per_worker
         self.state = RUNNING_STATE
@@ -412,6 +415,13 @@ class Scheduler:
                     for offset in range(len(batch))
                 }
                 job.settle(batch, [None] * len(batch), failures)
+            else:
+                job.requeue(batch, isolated=True)
+        elif kind == "lost":  # a cluster's worker died with it (the engine retried it first)
+            if len(batch) == 1:
+                failure = job.make_failure(batch, 0, "worker_lost", stage="call")
+                failure.exception = RuntimeError(event[2])
+                job.settle(batch, [None], {0: failure})
             else:
                 job.requeue(batch, isolated=True)
         elif kind == "undecodable":

@@ -200,6 +200,39 @@ def run_batch(
     return values, failures, seconds
 
 
+# ---------------------------------------------------------------- a cluster's task
+
+# per remote worker process (Dask or Ray): functions unpickled so far, and the pools whose
+# initializer has run here. A remote process serves many tasks, of many calls and pools.
+_remote_functions: OrderedDict[bytes, Any] = OrderedDict()
+_remote_initialized: set[str] = set()
+_remote_lock = threading.Lock()
+
+
+def run_remote_batch(pool_token: str, init_bytes: bytes | None, token: bytes,
+                     fn_bytes: bytes, mode: int, items: list, stride: int) -> tuple:
+    """One batch as a task on a cluster worker (backends/cluster.py): the same batch loop
+    as a process worker's, so failures come back packed the same way. A function that
+    will not unpickle here fails every item of the batch at stage unpickling_function."""
+    with _remote_lock:
+        if init_bytes is not None and pool_token not in _remote_initialized:
+            initializer, initargs = pickle.loads(init_bytes)
+            initializer(*initargs)
+            _remote_initialized.add(pool_token)
+        fn = _remote_functions.get(token)
+        if fn is None:
+            try:
+                fn = pickle.loads(fn_bytes)
+            except BaseException as exc:
+                failures = [pack_failure(i, "unpickling_function", exc) for i in range(len(items))]
+                return [None] * len(items), failures, 0.0
+            _remote_functions[token] = fn
+            if len(_remote_functions) > FUNCTION_CACHE_SIZE:
+                _remote_functions.popitem(last=False)
+    slot = [0, IDLE, 0, 0]
+    return run_batch(fn, mode, items, slot, False, stride)
+
+
 # ---------------------------------------------------------------- the process worker
 
 

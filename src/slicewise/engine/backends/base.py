@@ -13,6 +13,8 @@ batch at a time (it may hold a second one queued):
                          ("done", seq, seconds, values, packed_failures)
                          ("bad", seq, stage, packed_failure)      batch could not be unpickled
                          ("undecodable", seq, exception)          results could not be unpickled
+                         ("lost", seq, description)               a remote worker died running
+                                                                  the batch (cluster backends)
     progress()         (seq, phase, position, started_ns) of what it is running now
     has_exited()       True once the worker is gone; `exitcode` then says how
     kill() / stop()    end it now / after its current batch
@@ -24,10 +26,10 @@ backend cloudpickles the function there). `inline = True` marks a backend whose 
 run in the caller's thread (serial): the scheduler is then pumped by the waiting caller
 instead of running in its own thread.
 
-Adding "dask" or "ray" means one module with a Backend whose Worker submits each batch
-as a remote task (`send`), turns its completion into a "done" event (`receive`), and
-reports a lost remote worker through `has_exited`; then one line in `BACKENDS`. Callers
-do not change: they keep calling `sw.Pool(backend="dask")`.
+"dask" and "ray" (dask.py, ray.py) share cluster.py: a Worker (a slot of the cluster)
+submits each batch as a remote task (`send`), turns its completion into a "done" event
+(`receive`), and reports a remote worker that died as a "lost" event. A backend may be
+given `workers=None` and set `self.workers` itself (a cluster's size).
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ BACKENDS: dict[str, str] = {
     "processes": "slicewise.engine.backends.processes:ProcessBackend",
     "threads": "slicewise.engine.backends.threads:ThreadBackend",
     "serial": "slicewise.engine.backends.serial:SerialBackend",
+    "dask": "slicewise.engine.backends.dask:DaskBackend",
+    "ray": "slicewise.engine.backends.ray:RayBackend",
 }
+# backends whose workers are a cluster's: their size comes from the cluster
+CLUSTER_BACKENDS = ("dask", "ray")
 
 
 class ArgumentsNotPicklable(Exception):

@@ -1,0 +1,169 @@
+"""What the cluster backends ("dask", "ray") share: a slot that runs batches as remote tasks.
+
+    scheduler thread                 cluster (Dask distributed / Ray)         remote worker
+    ────────────────                 ────────────────────────────────         ─────────────
+    RemoteSlot.send(batch) ─► submit(run_remote_batch, fn token+bytes, ──►  unpickle fn once
+                                     mode, items, stride)                     per process,
+                                                                             run_batch: values
+    receive(): "done" events  ◄── future done callback (cluster's thread) ◄── + packed failures
+      in send order               posts the outcome, wakes the scheduler
+    a lost remote worker      ◄── KilledWorker / WorkerCrashedError     (the engine re-ran the
+      -> ("lost", ...) event                                               task first)
+
+Each slot is one unit of the cluster's parallelism (a Dask worker thread, a Ray CPU); the
+pool has as many slots as the cluster has, unless told otherwise. A slot holds at most
+two batches (the scheduler's prefetch), and answers in the order they were sent (the
+scheduler's FIFO invariant), whatever order the cluster finishes them in.
+
+Everything above the slot is the shared scheduler: batching by time, input order,
+on_error, the function's own exception, retries, progress. The differences (a per-item
+`timeout` cannot stop a task running in a cluster worker's thread; `max_tasks_per_worker`
+belongs to the cluster's own worker lifecycle) are refused up front with a clear error.
+
+Everything a remote task gets travels by value: the function cloudpickled once per call
+(`job.payload`), the items, the initializer. Results come back through the cluster's own
+serialization.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+import time
+from abc import abstractmethod
+from collections import deque
+from typing import Any
+
+import cloudpickle
+
+from slicewise.engine.backends.base import Backend, Worker
+from slicewise.engine.backends.processes import pickle_function
+from slicewise.engine.worker import IDLE, RUNNING, pack_failure
+
+_pool_tokens = itertools.count(1)
+
+
+class RemoteSlot(Worker):
+    """One slot of a cluster pool: batches go out as remote tasks (see the module doc)."""
+
+    def __init__(self, slot: int, backend: ClusterBackend) -> None:
+        super().__init__(slot)
+        self.backend = backend
+        self._lock = threading.Lock()
+        self._outcomes: dict[int, tuple] = {}  # seq -> event, waiting for its turn
+        self._order: deque[int] = deque()  # seqs sent, oldest first
+        self._tasks: dict[int, Any] = {}  # seq -> the cluster's future
+        self._started: dict[int, int] = {}  # seq -> monotonic ns when sent
+        self._stopped = False
+        self._announced = False
+
+    def send(self, batch) -> None:
+        job = batch.job
+        token, fn_bytes = job.payload
+        task = self.backend.submit(token, fn_bytes, job.mode, batch.items, batch.stride)
+        seq = batch.seq
+        with self._lock:
+            self._order.append(seq)
+            self._tasks[seq] = task
+            self._started[seq] = time.monotonic_ns()
+        self.backend.when_done(task, lambda outcome, seq=seq: self._finished(seq, outcome))
+
+    def _finished(self, seq: int, outcome: tuple) -> None:
+        """Runs on the cluster client's thread: record the outcome, wake the scheduler."""
+        with self._lock:
+            if seq not in self._tasks:
+                return  # killed meanwhile
+            self._outcomes[seq] = outcome
+        self.backend.wake()
+
+    def receive(self) -> list[tuple]:
+        events: list[tuple] = []
+        if not self._announced:
+            self._announced = True
+            events.append(("ready",))
+        with self._lock:
+            while self._order and self._order[0] in self._outcomes:
+                seq = self._order.popleft()
+                self._tasks.pop(seq, None)
+                self._started.pop(seq, None)
+                events.append(self._event(seq, self._outcomes.pop(seq)))
+        return events
+
+    def _event(self, seq: int, outcome: tuple) -> tuple:
+        ok, value = outcome
+        if ok:
+            values, failures, seconds = value
+            return ("done", seq, seconds, values, failures)
+        lost = self.backend.worker_loss(value)
+        if lost is not None:
+            return ("lost", seq, lost)
+        stage = "pickling_result" if isinstance(value, (TypeError, AttributeError)) and (
+            "pickl" in str(value).lower() or "serializ" in str(value).lower()
+        ) else "call"
+        return ("bad", seq, stage, pack_failure(0, stage, value))
+
+    def progress(self) -> tuple[int, int, int, int]:
+        with self._lock:
+            if not self._order:
+                return (0, IDLE, 0, 0)
+            seq = self._order[0]
+            return (seq, RUNNING, 0, self._started.get(seq, 0))
+
+    def has_exited(self) -> bool:
+        return self._stopped and not self._order
+
+    def kill(self) -> None:
+        with self._lock:
+            tasks = list(self._tasks.values())
+            self._tasks.clear()
+            self._stopped = True
+        for task in tasks:
+            self.backend.cancel(task)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+class ClusterBackend(Backend):
+    """A Backend whose workers are slots of a cluster engine (Dask, Ray)."""
+
+    engine = ""
+
+    def __init__(self, workers: int, **options: Any) -> None:
+        self.client_option = options.pop("client", None)
+        super().__init__(workers, **options)
+        if self.start_method is not None:
+            raise ValueError(f"start_method does not apply to the {self.name!r} backend")
+        self.pool_token = f"{time.time_ns()}-{next(_pool_tokens)}"
+        self.init_bytes = None
+        if self.initializer is not None:
+            self.init_bytes = cloudpickle.dumps((self.initializer, self.initargs), protocol=5)
+
+    def prepare(self, job) -> None:
+        if job.timeout is not None:
+            raise ValueError(
+                f"timeout= cannot stop an item running on {self.engine}: a task in a "
+                "cluster worker cannot be interrupted. Use the 'processes' or 'threads' "
+                "backend for per-item timeouts, or the engine's own task timeouts"
+            )
+        fn_bytes = pickle_function(job.fn)
+        job.payload = (hashlib.blake2b(fn_bytes, digest_size=16).digest(), fn_bytes)
+
+    def start_worker(self, slot: int) -> RemoteSlot:
+        return RemoteSlot(slot, self)
+
+    @abstractmethod
+    def submit(self, token: bytes, fn_bytes: bytes, mode: int, items: list, stride: int) -> Any:
+        """Start one batch as a remote task; return the engine's future for it."""
+
+    @abstractmethod
+    def when_done(self, task: Any, callback) -> None:
+        """Call `callback((True, result) | (False, exception))` once `task` has finished."""
+
+    @abstractmethod
+    def cancel(self, task: Any) -> None: ...
+
+    @abstractmethod
+    def worker_loss(self, error: BaseException) -> str | None:
+        """A description if `error` says the remote worker died running the task."""
