@@ -56,15 +56,36 @@ class InputSource(abc.ABC):
 
     def prefix_digest(self, digest: InputDigest, count: int) -> bool:
         """Feed the first `count` inputs to `digest`; False when there are fewer."""
-        if self.length is not None and self.length < count:
-            return False
-        for position, _, payload in self.payloads(
-            0, lambda position: max(1, min(4096, count - position))
-        ):
-            if position >= count:
-                break
+        return count in self.prefix_digests(lambda: digest, [count])
+
+    def prefix_digests(
+        self, new_digest: Callable[[], InputDigest], counts: Sequence[int]
+    ) -> dict[int, InputDigest]:
+        """{count: the digest of the first `count` inputs} for each of `counts` there are
+        that many inputs for (one pass over the longest prefix)."""
+        wanted = sorted({count for count in counts
+                         if count >= 0 and (self.length is None or count <= self.length)})
+        out: dict[int, InputDigest] = {}
+        if not wanted:
+            return out
+        digest = new_digest()
+        if wanted[0] == 0:
+            out[0] = digest.copy()
+        stops = [count for count in wanted if count > 0]
+        if not stops:
+            return out
+
+        def size(position: int) -> int:
+            upcoming = next((count for count in stops if count > position), stops[-1])
+            return max(1, min(4096, upcoming - position))
+
+        for position, count, payload in self.payloads(0, size):
             self.digest_payload(digest, payload)
-        return True
+            if position + count in stops:
+                out[position + count] = digest.copy()
+            if position + count >= stops[-1]:
+                break
+        return out
 
 
 def batch_ranges(
@@ -99,16 +120,25 @@ class IterableSource(InputSource):
         self._iterator = iter(data)
         self._read_ahead: list[Any] = []
 
-    def prefix_digest(self, digest: InputDigest, count: int) -> bool:
-        self._read_ahead = list(itertools.islice(self._iterator, count))
-        for item in self._read_ahead:
-            digest.add_item(item)
-        return len(self._read_ahead) == count
+    def prefix_digests(self, new_digest, counts):
+        wanted = sorted({count for count in counts if count >= 0})
+        if not wanted:
+            return {}
+        self._read_ahead = list(itertools.islice(self._iterator, wanted[-1]))
+        digest, out, position = new_digest(), {}, 0
+        for count in wanted:
+            if count > len(self._read_ahead):
+                break
+            for item in self._read_ahead[position:count]:
+                digest.add_item(item)
+            position = count
+            out[count] = digest.copy()
+        return out
 
     def payloads(self, first, next_size):
-        if first not in (0, len(self._read_ahead)):
-            raise ValueError("an iterable input resumes only after its checked prefix")
-        iterator = self._iterator if first else itertools.chain(self._read_ahead, self._iterator)
+        if first > len(self._read_ahead):
+            raise ValueError("an iterable input resumes only within its checked prefix")
+        iterator = itertools.chain(self._read_ahead[first:], self._iterator)
         self._read_ahead = []
         position = first
         while True:
@@ -160,8 +190,9 @@ class IndexedSource(InputSource):
         """Nothing to add: the identity (path, version, length, padding) stands for the
         rows' contents, and `inputs_done` says how many of them."""
 
-    def prefix_digest(self, digest, count):
-        return self.length >= count
+    def prefix_digests(self, new_digest, counts):
+        digest = new_digest()
+        return {count: digest.copy() for count in counts if 0 <= count <= self.length}
 
 
 def unpack(payload: Payload) -> Iterable[Any]:
@@ -274,6 +305,11 @@ class InputDigest:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+    def copy(self) -> InputDigest:
+        twin = InputDigest.__new__(InputDigest)
+        twin._hash = self._hash.copy()
+        return twin
 
 
 def _item_bytes(item: Any) -> bytes:

@@ -7,8 +7,10 @@
       source = open_source(data_in)                      inputs.py; pad_data_in=True reads
                                                          a Dataset through ds.padded(), at
                                                          the version the eval starts from
-      resume = find_resume_point(sink, source)           last checkpoint an unfinished one
-                                                         of the same eval? skip its inputs
+      resume = find_resume_point(sink, source)           an unfinished eval of the same
+                                                         inputs in the log, its rows intact?
+                                                         skip its inputs (else ResumeError;
+                                                         resume=False: start over)
       pool.imap_unordered(BatchRunner, batches)          engine; batches sized by time, made
                                                          lazily, one per free worker
         └─ worker: pipeline per input -> chunk files -> BatchResult (receipt)   worker.py
@@ -20,6 +22,12 @@
       sink.finish(rest, meta=done)                       one atomic version
       return EvalReport
 
+Storage errors (an OSError from writing chunk files, in a worker or in the commit: a
+full disk...) are raised at once as EvalStorageError, an OSError with the errno and file
+that names the tensor and input; never skipped or retried as a dead worker. A chunk file
+found short after its writer's receipt (a writer that died, or its background write
+failed: the parent cannot tell) runs its batch once more with every write waited for.
+
 Failure rule: the dataset changes only by `commit`. Until then the workers' chunk files
 are unreferenced, so an exception, a Ctrl-C or a kill -9 anywhere leaves `ds_out` at its
 previous version (or its last checkpoint; in place, always the previous version) and the
@@ -29,6 +37,7 @@ files for `sw.gc`. The checkpoint meta is described in checkpoint.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import pickle
 import sys
 import time
@@ -38,6 +47,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from slicewise.format.manifest import find_version
 from slicewise.transform.batches import BatchSizer, ReceiptOrder
 from slicewise.transform.checkpoint import (
     CHECKPOINT_KEY,
@@ -53,6 +63,12 @@ from slicewise.transform.errors import (
     TransformError,
     UnsupportedSchedulerError,
 )
+from slicewise.transform.failures import failure_exception as _failure_exception
+from slicewise.transform.failures import failure_item_repr as _failure_item_repr
+from slicewise.transform.failures import failure_kind as _failure_kind
+from slicewise.transform.failures import failure_reason as _failure_reason
+from slicewise.transform.failures import is_engine_failure as _is_engine_failure
+from slicewise.transform.failures import storage_error as _storage_error
 from slicewise.transform.inplace import InPlaceSink
 from slicewise.transform.inputs import InputDigest, InputSource, open_source, unpack
 from slicewise.transform.pipeline import Pipeline
@@ -92,6 +108,11 @@ def run_eval(
     Lake's: the work each batch aims at (see BatchSizer)."""
     del cache_size  # Deep Lake 3's per-worker cache (MB); slicewise writers need none
     unknown.pop("verbose", None)  # Deep Lake 3 accepted it; the report says it all
+    # slicewise's: resume=False starts over from the first input, never resuming an
+    # unfinished eval's checkpoint (a keyword, so Deep Lake 3's signature is unchanged)
+    resume = unknown.pop("resume", True)
+    if not isinstance(resume, bool):
+        raise TypeError(f"eval() resume must be True or False, got {resume!r}")
     if unknown:
         raise TypeError(f"eval() got unexpected keyword arguments {sorted(unknown)}")
     backend, workers = choose_backend(scheduler, num_workers)
@@ -129,11 +150,16 @@ def run_eval(
         progressbar=progressbar,
         batch_seconds=batch_seconds,
         runner_tensors=(output_tensors, frozenset() if skip_ok else output_tensors),
+        resume=resume,
     )
     try:
         return run.execute()
     except (TransformError, KeyboardInterrupt):
         raise
+    except OSError as error:  # the parent's writes: a commit, a flush, a staged checkpoint
+        raise _storage_error(
+            f"committing the eval of {' -> '.join(pipeline.names)}", error, run._left_at(),
+        ) from error
     except Exception as error:  # Deep Lake 3: every other problem is a TransformError
         raise TransformError(
             f"eval of {' -> '.join(pipeline.names)} failed: {type(error).__name__}: {error}"
@@ -183,11 +209,13 @@ class _Run:
     progressbar: bool
     batch_seconds: float
     runner_tensors: tuple[frozenset[str], frozenset[str]]
+    resume: bool = True
 
     def execute(self) -> EvalReport:
         started = time.perf_counter()
         target, report = self.target, self.report
-        resume = find_resume_point(self.sink, self.source, self.pipeline)
+        resume, self.record = find_resume_point(self.sink, self.source, self.pipeline,
+                                                self.resume)
         self.first_input = resume.inputs_done if resume else 0
         self.rows_before = resume.rows_before if resume else _row_count(target)
         self.rows_committed_earlier = resume.rows_written if resume else 0
@@ -299,6 +327,12 @@ class _Run:
         if _is_engine_failure(outcome):
             batch = self.inflight.pop(outcome.index)
             if _failure_kind(outcome) == "exception":  # not the user's function: ours failed
+                cause = _failure_exception(outcome)
+                if isinstance(cause, OSError):  # e.g. opening the dataset's storage
+                    raise _storage_error(
+                        f"writing inputs {_input_range(batch)}", cause, self._left_at(),
+                        index=batch.position_of(0), traceback_text=outcome.traceback,
+                    ) from cause
                 raise TransformError(
                     f"writing inputs {batch.start}..{batch.start + batch.count - 1} failed: "
                     f"{_failure_reason(outcome)}\n\nworker traceback:\n{outcome.traceback}",
@@ -381,6 +415,10 @@ class _Run:
         }
         if state == "checkpoint" and meta[CHECKPOINT_KEY]["input_digest"] is None:
             return  # cannot prove a later run's inputs match: no resumable checkpoint
+        if not self.sink.in_place:  # which eval this is, and where its rows lie
+            laid_out = find_version(self.target.storage, self.target.version) \
+                if self.record.chunks else None
+            meta[CHECKPOINT_KEY].update(self.record.meta(receipts, laid_out))
         unfinished = self._unfinished_results()
         if unfinished:
             if state == "checkpoint":
@@ -399,6 +437,8 @@ class _Run:
             message = f"eval {names}{where}: {rows_so_far} rows from {position} inputs"
             version = self.sink.finish(receipts, message, meta)
         self.report.version = version if version is not None else _version_of(self.target)
+        if not self.sink.in_place:
+            self.record.chunks = meta[CHECKPOINT_KEY]["chunks"]
         self.pending_results.clear()
         self.pending_batches.clear()
         self._whole.clear()
@@ -437,6 +477,10 @@ class _Run:
     def _rewrite_unfinished(self, pool: Any, runner: BatchRunner) -> None:
         """Run again the batches whose chunk files a dead worker left unfinished, and put
         their new results in place of the old (whose files stay for `sw.gc`)."""
+        # Which was it, a writer that died or a background write that failed (a full
+        # disk)? Only the writer's process knew. The batches run again with every chunk
+        # file waited for (sync=True): a storage error then comes back as itself.
+        runner = dataclasses.replace(runner, sync=True)
         for _ in range(3):
             unfinished = self._unfinished_results()
             if not unfinished:
@@ -445,6 +489,12 @@ class _Run:
             outcomes = list(pool.imap(runner, batches, chunksize=1, on_error="collect"))
             for old, batch, outcome in zip(unfinished, batches, outcomes, strict=True):
                 if _is_engine_failure(outcome):
+                    cause = _failure_exception(outcome)
+                    if isinstance(cause, OSError):
+                        raise _storage_error(
+                            f"writing inputs {_input_range(batch)}", cause, self._left_at(),
+                            index=batch.position_of(0), traceback_text=outcome.traceback,
+                        ) from cause
                     raise TransformError(
                         f"writing inputs {_input_range(batch)} again (a worker died while "
                         f"writing them) failed: {_failure_reason(outcome)}",
@@ -453,8 +503,15 @@ class _Run:
                 if outcome.failure is not None:
                     self._raise_item_failure(batch, outcome.failure)
                 self._replace_result(old, outcome, batch)
-        if self._unfinished_results():
-            raise TransformError("workers keep dying while they write the same inputs")
+        unfinished = self._unfinished_results()
+        if unfinished:
+            batch = self.pending_batches[unfinished[0].batch_id]
+            raise TransformError(
+                f"the chunk files of inputs {_input_range(batch)} were found short after "
+                "each of 3 runs, although no worker died and no write failed; "
+                f"{self._left_at()}",
+                index=batch.position_of(0),
+            )
 
     def _replace_result(self, old: BatchResult, new: BatchResult, batch: Batch) -> None:
         """`new` (from running `batch` again) takes `old`'s place, in the report too."""
@@ -492,6 +549,8 @@ class _Run:
         return None
 
     def _raise_item_failure(self, batch: Batch, failure: ItemFailure) -> None:
+        if failure.kind == "storage":
+            self._raise_storage_failure(batch, failure)
         sample = self._item_of(batch, failure.index)
         cause = failure.exception
         error_class = type(cause) if isinstance(cause, TransformError) else TransformError
@@ -504,6 +563,35 @@ class _Run:
         except TypeError:  # a TransformError subclass with its own signature
             error = TransformError(message, index=failure.index, sample=sample)
         raise error from cause
+
+    def _raise_storage_failure(self, batch: Batch, failure: ItemFailure) -> None:
+        """The dataset's storage refused a write in a worker (a full disk...): raised at
+        once as itself, an EvalStorageError (an OSError with its errno and file, and a
+        TransformError naming the input), never retried or skipped: it is neither the
+        input's fault nor a crash."""
+        cause = failure.exception
+        if failure.at_finish:
+            where = f"the last chunk files of inputs {_input_range(batch)}"
+            sample = None
+        else:
+            where = f"the rows of input index {failure.index} ({failure.sample_repr})"
+            sample = self._item_of(batch, failure.index)
+        raise _storage_error(
+            f"writing {where}", cause, self._left_at(), failure.filename, failure.tensor,
+            index=failure.index, sample=sample, traceback_text=failure.traceback,
+        ) from cause
+
+    def _left_at(self) -> str:
+        """Where a failure leaves the dataset, for the error's message."""
+        version = _version_of(self.target)
+        position = getattr(self, "checkpoint_position", 0)
+        if position and not self.sink.in_place:
+            return (f"the dataset stays at version {version}, its checkpoint after "
+                    f"{position} inputs; run the same eval again to resume")
+        if position:
+            return (f"the dataset stays at version {version}, as before the eval (a staged "
+                    f"checkpoint holds {position} inputs; run the same eval again to resume)")
+        return f"the dataset stays at version {version}, as before the eval"
 
     def _raise_for_lost_batch(self, pool: Any, batch: Batch, engine_failure: Any) -> None:
         # Which input killed the worker? Re-run the batch's inputs one by one (writing
@@ -692,40 +780,6 @@ def _close_iterator(results: Any) -> None:
     close = getattr(results, "close", None)
     if callable(close):
         close()
-
-
-def _is_engine_failure(outcome: Any) -> bool:
-    from slicewise.engine.errors import Failure
-
-    return isinstance(outcome, Failure)
-
-
-def _failure_kind(failure: Any) -> str:
-    return str(getattr(failure, "kind", "exception"))
-
-
-def _failure_reason(failure: Any) -> str:
-    kind = _failure_kind(failure)
-    exception = getattr(failure, "exception", None)
-    if kind == "worker_lost":
-        signal = getattr(failure, "signal", None)
-        exitcode = getattr(failure, "exitcode", None)
-        how = f"killed by {signal}" if signal else f"exit code {exitcode}"
-        return f"the worker process died ({how}) while running it"
-    if kind == "timeout":
-        return f"ran longer than the timeout of {getattr(failure, 'timeout', None)} s"
-    if exception is not None:
-        return f"{kind}: {type(exception).__name__}: {exception}"
-    return kind
-
-
-def _failure_exception(failure: Any) -> Any:
-    exception = getattr(failure, "exception", None)
-    return exception if isinstance(exception, BaseException) else None
-
-
-def _failure_item_repr(failure: Any) -> str:
-    return str(getattr(failure, "item_repr", ""))
 
 
 def _input_range(batch: Batch) -> str:

@@ -15,11 +15,14 @@ storage (or being written there by this process's helper thread, under a file lo
 parent's flush waits for: FORMAT.md 3.1), unpublished until the parent commits the
 receipts. A failing input (without ignore_errors) stops the batch: its result names the
 input, and the parent abandons the files written so far (they stay unreferenced;
-`sw.gc` removes them).
+`sw.gc` removes them). A write the storage refuses (`is_storage_error`: ENOSPC and other
+OSErrors of the writer) is not the input's fault: it stops the batch as a failure of kind
+"storage" (never skipped), naming the file and its tensor (`locate_storage_error`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import threading
@@ -59,6 +62,10 @@ class ItemFailure:
     traceback: str = ""
     exception: BaseException | None = None
     sample_repr: str = ""
+    # kind "storage" (the dataset's storage refused a write): the file and its tensor
+    filename: str = ""
+    tensor: str = ""
+    at_finish: int = 0  # > 0: failed writing the batch's last chunks, after this many inputs
 
 
 @dataclass
@@ -84,6 +91,7 @@ class BatchRunner:
     output_tensors: frozenset[str]
     required_tensors: frozenset[str]  # empty with skip_ok=True
     ignore_errors: bool
+    sync: bool = False  # finish(sync=True): every chunk file durable before the receipt
 
     def __call__(self, batch: Batch) -> BatchResult:
         from slicewise.format import DatasetWriter
@@ -94,20 +102,30 @@ class BatchRunner:
         run_one, append = self.pipeline.run_one, writer.append_columns
         output_tensors, required = self.output_tensors, self.required_tensors
         rows = 0
+
+        def stop(failure: ItemFailure, offset: int) -> BatchResult:
+            result.failure = failure
+            _abandon(writer)
+            result.items = offset
+            result.busy_s = time.perf_counter() - started
+            return result
+
         for offset, item in enumerate(unpack(batch.payload)):
+            index = batch.position_of(offset)
+            writing = False  # the user's functions run first, then the writer
             try:
                 sample_out = run_one(item, output_tensors)
                 count = _checked_count(sample_out, required)
                 if count:
+                    writing = True
                     append(sample_out.tensors, count)  # all of the input's rows, or none
             except Exception as error:  # noqa: BLE001 - every failure is reported by index
-                failure = _failure(batch.position_of(offset), item, error)
+                if writing and is_storage_error(error, self.writer_spec):
+                    # the storage refused a write: not this input's fault, never skipped
+                    return stop(storage_failure(index, item, error, self.writer_spec), offset)
+                failure = _failure(index, item, error)
                 if not self.ignore_errors:
-                    result.failure = failure
-                    _abandon(writer)
-                    result.items = offset
-                    result.busy_s = time.perf_counter() - started
-                    return result
+                    return stop(failure, offset)
                 result.skipped.append(failure)
                 continue
             rows += count
@@ -116,7 +134,14 @@ class BatchRunner:
         # The last chunk files, and any still being written on the helper thread, are
         # flushed by the parent (Dataset.sync_receipt) while this worker goes on with its
         # next batch; the commit waits for them, and checks they were written whole.
-        result.receipt = writer.finish(sync=False)
+        # sync=True (a batch run again because a chunk file of its first run was found
+        # short): wait for every file here, so a write that fails says why.
+        try:
+            result.receipt = writer.finish(sync=self.sync)
+        except OSError as error:
+            failure = storage_failure(batch.position_of(0), None, error, self.writer_spec)
+            failure.at_finish = batch.count
+            return stop(failure, batch.count)
         result.busy_s = time.perf_counter() - started
         return result
 
@@ -166,6 +191,82 @@ def _failure(index: int, item: Any, error: BaseException) -> ItemFailure:
         exception=exception,
         sample_repr=_short_repr(item),
     )
+
+
+# errnos only a write can get: an input being read never fails with these
+WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+)
+
+
+def is_storage_error(error: BaseException, spec: dict) -> bool:
+    """Did the dataset's storage refuse a write (rather than the input, or the user's
+    function, fail)? An OSError whose errno only writes get, or which names a file of the
+    dataset, or which was raised in the storage layer's code."""
+    if not isinstance(error, OSError):
+        return False
+    if error.errno in WRITE_ERRNOS:
+        return True
+    filename, _ = locate_storage_error(error, spec)
+    if filename:
+        return True
+    return any(_is_storage_frame(frame) for frame, _ in _frames(error))
+
+
+def locate_storage_error(error: BaseException, spec: dict) -> tuple[str, str]:
+    """(the dataset file a failed write was writing, the tensor it belongs to), either
+    "" where unknown: the OSError's own filename (or its cause's), else the path the
+    storage layer's frame was writing (its traceback); the tensor from the chunk file's
+    folder (`chunks/<tensor id>/`), else from the writer frame that was flushing it."""
+    root = str(spec.get("url", ""))
+    ids = {str(meta.get("id")): name for name, meta in spec.get("tensors", {}).items()}
+    filename = ""
+    seen: BaseException | None = error
+    while seen is not None and not filename:
+        name = getattr(seen, "filename", None)
+        if isinstance(name, (str, bytes, os.PathLike)):
+            filename = os.fsdecode(name)
+        seen = seen.__cause__
+    tensor = ""
+    for frame, _ in _frames(error):
+        local = frame.f_locals
+        if not filename and _is_storage_frame(frame):
+            path = getattr(local.get("self"), "path", None) or local.get("path")
+            if isinstance(path, str):
+                filename = path
+        buf = local.get("buf")
+        if not tensor and frame.f_code.co_name == "_flush" and hasattr(buf, "name"):
+            tensor = str(buf.name)
+    if filename and root and not filename.startswith(root) and "chunks/" not in filename:
+        return "", tensor  # some other file: not the dataset's
+    parts = filename.replace(os.sep, "/").split("/")
+    for position, part in enumerate(parts[:-1]):
+        if part == "chunks" and parts[position + 1] in ids:
+            tensor = ids[parts[position + 1]]
+    return filename, tensor
+
+
+def storage_failure(index: int, item: Any, error: OSError, spec: dict) -> ItemFailure:
+    filename, tensor = locate_storage_error(error, spec)
+    failure = _failure(index, item, error)
+    failure.kind = "storage"
+    failure.filename, failure.tensor = filename, tensor
+    if item is None:
+        failure.sample_repr = ""
+    return failure
+
+
+def _frames(error: BaseException):
+    return traceback.walk_tb(error.__traceback__)
+
+
+_STORAGE_MODULES = ("storage.py", "storage_fsspec.py", "syncqueue.py")
+
+
+def _is_storage_frame(frame: Any) -> bool:
+    """A frame of the storage layer's code (format/storage*.py, format/syncqueue.py)."""
+    folder, _, module = frame.f_code.co_filename.replace(os.sep, "/").rpartition("/")
+    return folder.endswith("slicewise/format") and module in _STORAGE_MODULES
 
 
 def _abandon(writer: Any) -> None:
