@@ -2,12 +2,17 @@
 
     python3 dev.py run            (or: .venv/bin/python examples/main_job.py [--files N])
 
-1. Builds ./demo-data/photos/<class>/*.jpg: random crops of the sample photos that ship
-   inside the scikit-image wheel (no network), one class per photo.
-2. Ingests the tree in parallel with `sw.ingest_folder` (the same as
-   `slicewise ingest demo-data/photos demo-data/photos_ds`): a progress bar, the report.
-3. Reads it back: the summary, a few decoded samples, and a check that every stored JPEG
-   is byte for byte the file it came from.
+1. Builds ./demo-data/photos/<class>/*: random crops of the sample photos that ship
+   inside the scikit-image wheel (no network), one class per photo, saved as an ordinary
+   downloaded folder looks: mostly JPEGs (some progressive, grayscale or CMYK, some
+   `.JPEG`), PNGs (RGB, RGBA, palette, 16-bit gray), WebP, BMP, GIF and TIFF files, and
+   one truncated JPEG.
+2. Ingests the tree in parallel with `sw.ingest_folder(..., ignore_errors=True)` (the same
+   as `slicewise ingest demo-data/photos demo-data/photos_ds --ignore-errors`): a
+   progress bar, the report, which names the truncated file and its input index.
+3. Reads it back: the summary, a few decoded samples, and checks that the rows are the
+   files in input order with their labels, every stored JPEG byte for byte the file it
+   came from, and every other image Pillow's convert("RGB") of it, within JPEG's error.
 """
 
 from __future__ import annotations
@@ -39,8 +44,41 @@ def sample_photo_dir() -> Path:
     return Path(skimage.__file__).parent / "data"
 
 
+def save_as_kind(crop: Image.Image, folder: Path, stem: str, index: int) -> None:
+    """Most files JPEG, one in ten of another kind, as a folder from the web looks."""
+    kind = index % 20
+    if kind < 12:
+        crop.save(folder / f"{stem}.jpg", quality=90)
+    elif kind == 12:
+        crop.save(folder / f"{stem}.JPEG", quality=90, progressive=True)
+    elif kind == 13:
+        crop.convert("L").save(folder / f"{stem}.jpg", quality=90)
+    elif kind == 14:
+        crop.convert("CMYK").save(folder / f"{stem}.jpg", quality=90)
+    elif kind == 15:
+        rgba = crop.copy()
+        rgba.putalpha(200)
+        rgba.save(folder / f"{stem}.png")
+    elif kind == 16:
+        crop.quantize(128).save(folder / f"{stem}.png")
+    elif kind == 17:
+        crop.save(folder / f"{stem}.webp", quality=90)
+    elif kind == 18:
+        crop.save(folder / f"{stem}.{('bmp', 'gif', 'tif')[index // 20 % 3]}")
+    else:
+        import numpy as np
+
+        wide = np.asarray(crop.convert("L")).astype(np.uint16) * 257
+        Image.fromarray(wide).save(folder / f"{stem}.png")  # 16-bit gray
+
+
+def is_jpeg(path: str) -> bool:
+    return Path(path).suffix.lower() in (".jpg", ".jpeg")
+
+
 def build_photo_folder(root: Path, files_per_class: int, seed: int = 0) -> int:
-    """Random crops (then a resize to a camera-like size) saved as JPEG files."""
+    """Random crops (then a resize to a camera-like size) saved as images of every
+    common kind, and one truncated JPEG."""
     rng = random.Random(seed)
     data_dir = sample_photo_dir()
     count = 0
@@ -59,9 +97,12 @@ def build_photo_folder(root: Path, files_per_class: int, seed: int = 0) -> int:
             crop = crop.resize((out_side, out_side), Image.BILINEAR)
             if rng.random() < 0.5:
                 crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-            crop.save(folder / f"{class_name}_{index:04d}.jpg", quality=rng.choice((85, 90)))
+            save_as_kind(crop, folder, f"{class_name}_{index:04d}", index)
             count += 1
-    return count
+    whole = next(iter(sorted((root / next(iter(PHOTOS))).glob("*.jpg"))))
+    data = whole.read_bytes()
+    (whole.parent / "truncated_download.jpg").write_bytes(data[: len(data) // 2])
+    return count + 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,11 +119,12 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     made = build_photo_folder(photos, max(1, args.files // len(PHOTOS)))
-    print(f"[1/3] made {made} JPEG photos under {photos}/ ({len(PHOTOS)} classes) "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(f"[1/3] made {made} photos (JPEG, PNG, WebP, BMP, GIF, TIFF; one truncated) "
+          f"under {photos}/ ({len(PHOTOS)} classes) in {time.perf_counter() - started:.1f} s")
 
     print(f"[2/3] ingesting {photos}/ into {dataset_path} ...")
-    report = sw.ingest_folder(photos, str(dataset_path), workers=args.workers)
+    report = sw.ingest_folder(photos, str(dataset_path), workers=args.workers,
+                              ignore_errors=True)
     print(report.summary())
 
     print("[3/3] reading it back")
@@ -101,13 +143,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from slicewise.transform.ingest import list_image_folder
 
-    _, files = list_image_folder(photos)
+    _, all_files = list_image_folder(photos)
+    skipped = [Path(all_files[failure.index][0]).name for failure in report.skipped]
+    if skipped != ["truncated_download.jpg"]:
+        print(f"FAILED: expected only the truncated file to be skipped, got {skipped}",
+              file=sys.stderr)
+        return 1
+    files = [item for item in all_files if Path(item[0]).name != "truncated_download.jpg"]
     if len(files) != len(ds):
-        print(f"FAILED: {len(files)} files but {len(ds)} rows", file=sys.stderr)
+        print(f"FAILED: {len(files)} readable files but {len(ds)} rows", file=sys.stderr)
         return 1
     mismatched = [
         path for row, (path, _) in enumerate(files)
-        if ds.images[row].tobytes() != Path(path).read_bytes()
+        if not same_image(ds.images[row], path)
     ]
     if mismatched:
         print(f"FAILED: {len(mismatched)} stored images differ from their files, first "
@@ -120,9 +168,28 @@ def main(argv: list[str] | None = None) -> int:
     if not labels_ok:
         print("FAILED: labels do not match the folders", file=sys.stderr)
         return 1
-    print(f"OK: {len(ds)} rows in input order, labels match their folders, every JPEG "
-          f"stored byte for byte ({time.perf_counter() - started:.1f} s in all)")
+    jpegs = sum(is_jpeg(path) for path, _ in files)
+    print(f"OK: {len(ds)} rows in input order, labels match their folders, {jpegs} JPEGs "
+          f"stored byte for byte, {len(ds) - jpegs} other images as their RGB pixels, the "
+          f"truncated file skipped and named ({time.perf_counter() - started:.1f} s in all)")
     return 0
+
+
+def same_image(stored, path: str) -> bool:
+    """A JPEG is its file's bytes; any other image Pillow's convert("RGB") of the file,
+    within JPEG's usual error (it was encoded as JPEG once, at quality 90): a PSNR of 30 dB
+    or more."""
+    if is_jpeg(path):
+        return stored.tobytes() == Path(path).read_bytes()
+    import numpy as np
+
+    with Image.open(path) as opened:
+        expected = np.asarray(opened.convert("RGB")).astype(np.int16)
+    pixels = stored.numpy()
+    if pixels.shape != expected.shape:
+        return False
+    mse = float(np.mean((pixels - expected) ** 2.0))
+    return mse == 0 or 10 * np.log10(255**2 / mse) >= 30.0
 
 
 if __name__ == "__main__":

@@ -180,8 +180,8 @@ def test_images_encode_png_webp_and_gray(ds_url):
         ds.append({"png": rgb, "webp": rgb, "g": gray})
     assert np.array_equal(ds.png[0].numpy(), rgb)
     assert ds.webp[0].numpy().shape == (20, 30, 3)
-    assert np.array_equal(ds.g[0].numpy(), gray)
-    assert ds.g[0].shape == (20, 30)
+    assert np.array_equal(ds.g[0].numpy(), gray[:, :, None])  # image.gray: (H, W, 1)
+    assert ds.g[0].shape == (20, 30, 1)
 
 
 def test_read_missing_and_corrupt_file_names_the_path(ds_url, tmp_path):

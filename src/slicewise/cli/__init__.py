@@ -5,11 +5,15 @@
         resumes from its last checkpoint when run again
     slicewise summary DATASET                                   Dataset.summary()
     slicewise log DATASET                                       Dataset.log(): the versions
-    slicewise verify DATASET                                    sw.verify: every checksum
-    slicewise gc DATASET [--keep-last N]                        sw.gc: unreferenced files
+    slicewise verify DATASET                                    sw.verify: every checksum;
+        exit 1 when anything is wrong, including no dataset at DATASET, no versions/, or
+        a missing or invalid marker (slicewise.json)
+    slicewise gc DATASET [--keep-last N] [--grace-seconds S] [--dry-run]
+                                                                sw.gc: unreferenced files
+    slicewise --version;  python -m slicewise ...  is the same command
 
 Exit status: 0 on success, 1 when the work failed (the error is printed, without a Python
-traceback unless --traceback), 2 for bad arguments (argparse).
+traceback, the workers' included, unless --traceback), 2 for bad arguments (argparse).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--traceback", action="store_true",
                         help="print the full Python traceback when a command fails")
+    parser.add_argument("--version", action="version", version=f"slicewise {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ingest = commands.add_parser(
@@ -49,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="N", help="commit progress every N files")
     ingest.add_argument("--ignore-errors", action="store_true",
                         help="skip unreadable files (they are listed) instead of stopping")
+    ingest.add_argument("--verify-decode", action="store_true",
+                        help="decode every image fully to find corrupt ones (slower; "
+                        "by default files are checked by their structure only)")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     for name, text in (("summary", "tensors, lengths, shapes"), ("log", "the versions"),
@@ -59,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("dataset", metavar="DATASET")
     gc.add_argument("--keep-last", type=_positive_int, default=None, metavar="N",
                     help="keep only the newest N versions (default: keep all versions)")
+    gc.add_argument("--grace-seconds", type=_seconds, default=600.0, metavar="S",
+                    help="spare files and versions younger than S seconds: a writer or "
+                    "reader may still use them (default 600; 0 when nothing else uses "
+                    "the dataset)")
+    gc.add_argument("--dry-run", action="store_true",
+                    help="say what would be removed, remove nothing")
     return parser
 
 
@@ -76,8 +90,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.traceback:
             traceback.print_exc()
         else:
-            print(f"slicewise {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+            print(f"slicewise {args.command}: {type(error).__name__}: {_message(error)}"
+                  f"\n(run with --traceback for the Python traceback)", file=sys.stderr)
         return 1
+
+
+def _message(error: BaseException) -> str:
+    """The error's message without the worker's traceback (errors from workers carry it
+    after this line; --traceback prints it)."""
+    return str(error).split("\n\nworker traceback:", 1)[0].rstrip()
+
+
+def _version() -> str:
+    from slicewise import __version__
+
+    return __version__
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -93,6 +120,7 @@ def _ingest(args: argparse.Namespace) -> int:
         progressbar=not args.no_progress,
         checkpoint_interval=args.checkpoint_interval,
         ignore_errors=args.ignore_errors,
+        verify=args.verify_decode,
     )
     if report.inputs_total and report.resumed_from >= report.inputs_total \
             and not report.inputs_processed:
@@ -124,18 +152,29 @@ def _verify(args: argparse.Namespace) -> int:
 
     result = sw.verify(args.dataset)
     print(result)
-    problems = getattr(result, "problems", None)
-    ok = getattr(result, "ok", None)
-    if ok is None:
-        ok = not problems
-    return 0 if ok else 1
+    if result.ok:
+        return 0
+    # the report went to stdout; stderr says in one line that it failed, and why first
+    first = result.problems[0]
+    more = f" (and {len(result.problems) - 1} more)" if len(result.problems) > 1 else ""
+    print(f"slicewise verify: {args.dataset} FAILED: {first['file']}: {first['error']}{more}",
+          file=sys.stderr)
+    return 1
 
 
 def _gc(args: argparse.Namespace) -> int:
     import slicewise as sw
 
-    result = sw.gc(args.dataset, keep_last=args.keep_last)
+    result = sw.gc(args.dataset, keep_last=args.keep_last, grace_seconds=args.grace_seconds,
+                   dry_run=args.dry_run)
     print(result)
+    if args.grace_seconds > 0:
+        # what the grace period spared: the files a gc without it would remove besides
+        every = sw.gc(args.dataset, grace_seconds=0, dry_run=True)
+        young = set(every.removed_files) - set(result.removed_files)
+        print(f"kept {len(young)} leftover file(s) younger than {args.grace_seconds:g} s "
+              "(a writer may still need them; --grace-seconds 0 removes them when nothing "
+              "else uses the dataset)")
     return 0
 
 
@@ -143,6 +182,12 @@ def _print_summary(ds: Any) -> None:
     text = ds.summary()
     if text is not None:  # Deep Lake 3's summary() prints and returns None
         print(text)
+    for name, tensor in ds.tensors.items():
+        names = getattr(getattr(tensor, "meta", None), "class_names", None)
+        if tensor.htype == "class_label" and names:
+            shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)"
+                                             if len(names) > 20 else "")
+            print(f"{name}: class names {shown}")
 
 
 def _format_log_entry(entry: Any) -> str:
@@ -157,6 +202,16 @@ def _format_log_entry(entry: Any) -> str:
         when = datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime(
             "%Y-%m-%d %H:%M:%S UTC")
     return f"{fields.get('id')}  {when}  {fields.get('message') or ''}"
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -547,6 +547,8 @@ class TensorView:
             shape = head.shape(local)
             if tensor.htype == "image.rgb" and len(shape) == 2:
                 shape = (*shape, 3)
+            elif tensor.htype == "image.gray" and len(shape) == 2:  # written as (H, W) once
+                shape = (*shape, 1)
             return shape
         shapes = {self.tensor[int(r)].shape for r in self._rows}
         if len(shapes) == 1:

@@ -38,6 +38,17 @@ from slicewise.format.codecs import (
     sniff_image_format,
 )
 from slicewise.format.errors import CorruptionError, DatasetError, SampleError
+from slicewise.format.images import (
+    FILE_FORMATS,
+    ImageFileError,
+    array_pixels,
+    check_file,
+    decode_pixels,
+    file_pixels,
+    header_shape,
+    sniff_file_format,
+    verify_decode,
+)
 
 # htype -> (default dtype, allowed sample compressions, extra keyword arguments it accepts)
 HTYPES: dict[str, dict] = {
@@ -302,18 +313,21 @@ class FileSample:
 
     @property
     def compression(self) -> str | None:
-        return sniff_image_format(self.buffer()[:16])
+        """The file's image format (jpeg, png, webp, bmp, gif, tiff), or None."""
+        return sniff_file_format(self.buffer()[:12])
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """(H, W, C) as an `image` tensor stores it (checked, not decoded)."""
         data = self.buffer()
-        fmt = sniff_image_format(data[:16])
+        fmt = sniff_file_format(data[:12])
         if fmt is None:
-            raise SampleError(f"file {self.path!r} is not a jpeg, png or webp image")
+            raise SampleError(f"file {self.path!r} is not an image ({', '.join(FILE_FORMATS)})")
         try:
-            return encoded_image_shape(data, fmt)
-        except Exception as exc:
-            raise SampleError(f"file {self.path!r} is not a readable {fmt}: {exc}") from exc
+            shape = check_file(data, fmt, "image")
+            return shape if shape is not None else header_shape(data, "image")
+        except ImageFileError as exc:
+            raise SampleError(f"file {self.path!r} {exc}") from exc
 
     def array(self) -> np.ndarray:
         data = self.buffer()
@@ -565,15 +579,9 @@ class SampleEncoder:
             f"{array.shape} that {problem}; cast it first"
         )
 
-    def _image_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        htype = self.meta.htype
-        if htype == "image.rgb":
-            return (shape[0], shape[1], 3)
-        if htype == "image.gray":
-            return (shape[0], shape[1])
-        return shape
-
     def _encode_file(self, sample: FileSample, arena: Arena | None = None):
+        if self.meta.is_image:
+            return self._encode_image_file(sample, arena)
         if self._jpeg_passthrough and not sample.verify:
             # a JPEG into a jpeg tensor: its own bytes (read straight into the arena), its
             # shape from the SOF marker; anything else takes the general path below
@@ -581,7 +589,7 @@ class SampleEncoder:
             if data[:3] == b"\xff\xd8\xff":
                 shape = jpeg_shape(data)
                 if shape is not None:
-                    return data, self._image_shape(shape)
+                    return data, shape
             if type(data) is memoryview:
                 data = bytes(data)
                 arena.give_back()
@@ -594,36 +602,59 @@ class SampleEncoder:
                 shape = encoded_image_shape(data, fmt)
             except Exception as exc:
                 raise SampleError(f"file {sample.path!r} is not a readable {fmt}: {exc}") from exc
-            if self.meta.is_image or self.meta.htype == "generic":
-                return data, self._image_shape(shape)
+            return data, shape
         if fmt is None:
             raise SampleError(
                 f"tensor {self.name!r}: file {sample.path!r} is not a jpeg, png or webp image"
             )
         array = sample.array()
         if fmt == comp:  # verify=True: decoded fine, keep the original bytes
-            return data, self._image_shape(array.shape)
+            return data, array.shape
         return self._encode_array(self._as_array(array), arena)
 
-    def _encode_array(self, array: np.ndarray, arena: Arena | None = None):
+    def _encode_image_file(self, sample: FileSample, arena: Arena | None = None):
+        """A file into an image tensor (format/images.py has the rules): checked by its
+        structure, stored byte for byte when its format is the tensor's compression,
+        otherwise decoded and converted for the htype once, here."""
+        htype, comp = self.meta.htype, self.meta.sample_compression
+        if arena is None or sample.verify or comp not in IMAGE_COMPRESSIONS:
+            data = sample.buffer()
+        else:
+            data = sample.read_into(arena)  # the bytes most likely stay: read them in place
+        taken = type(data) is memoryview
+        try:
+            if not len(data):
+                raise ImageFileError("is empty (0 bytes)")
+            fmt = sniff_file_format(data[:12])
+            if fmt is None:
+                raise ImageFileError(
+                    f"is not an image ({', '.join(FILE_FORMATS)}): it starts with "
+                    f"{bytes(data[:8])!r}")
+            shape = check_file(data, fmt, htype)
+            if fmt == comp:
+                if sample.verify:
+                    verify_decode(data)
+                return data, shape if shape is not None else header_shape(data, htype)
+            pixels = file_pixels(data, htype)
+        except ImageFileError as exc:
+            if taken:
+                arena.give_back()
+            raise SampleError(f"tensor {self.name!r} ({htype}): file {sample.path!r} {exc}") \
+                from exc
+        if taken:
+            arena.give_back()
+        return self._encode_array(self._as_array(pixels), arena, sample.path)
+
+    def _encode_array(self, array: np.ndarray, arena: Arena | None = None,
+                      path: str | None = None):
         comp = self.meta.sample_compression
         htype = self.meta.htype
-        if htype.startswith("image"):
-            if array.ndim not in (2, 3):
-                raise SampleError(
-                    f"tensor {self.name!r} ({htype}) takes (H, W) or (H, W, C) images, "
-                    f"got shape {array.shape}"
-                )
-            if htype == "image.rgb" and (array.ndim != 3 or array.shape[2] != 3):
-                raise SampleError(
-                    f"tensor {self.name!r} (image.rgb) takes (H, W, 3), got {array.shape}"
-                )
-            if htype == "image.gray" and array.ndim == 3:
-                if array.shape[2] != 1:
-                    raise SampleError(
-                        f"tensor {self.name!r} (image.gray) takes (H, W), got {array.shape}"
-                    )
-                array = array[:, :, 0]
+        is_image = htype.startswith("image")
+        if is_image:
+            try:
+                array = array_pixels(array, htype)  # (H, W, C): format/images.py
+            except ImageFileError as exc:
+                raise SampleError(f"tensor {self.name!r} ({htype}) {exc}") from exc
         if htype == "bbox" and (array.ndim != 2 or array.shape[-1] != 4):
             if array.ndim == 1 and array.shape[0] == 4:
                 array = array.reshape(1, 4)
@@ -633,9 +664,13 @@ class SampleEncoder:
             try:
                 data = encode_image(array, comp)
             except DatasetError as exc:
-                raise SampleError(f"tensor {self.name!r}: {exc}") from exc
+                source = f" file {path!r}" if path is not None else ""
+                raise SampleError(
+                    f"tensor {self.name!r} ({htype}, {comp}) cannot hold{source}: {exc}"
+                    + ("; use htype='image.rgb' (drops it) or sample_compression='png'"
+                       if "alpha" in str(exc) else "")) from exc
             shape = array.shape
-            if len(shape) == 3 and shape[2] == 1:
+            if len(shape) == 3 and shape[2] == 1 and not is_image:
                 shape = shape[:2]
             return data, tuple(shape)
         if comp is None and arena is not None and array.nbytes:
@@ -688,12 +723,10 @@ def with_location(exc: CorruptionError, where: str, row: int | None = None) -> C
 def _decode_sample(meta, data, shape, dtype, remap):
     comp = meta.sample_compression
     if comp in IMAGE_COMPRESSIONS:
+        if meta.is_image:  # the htype's form: format/images.py
+            return decode_pixels(data, meta.htype, tuple(shape))
         array = decode_image(data)
-        if meta.htype == "image.rgb" and (array.ndim != 3 or array.shape[2] != 3):
-            array = _convert_image(array, "RGB")
-        elif meta.htype == "image.gray" and array.ndim != 2:
-            array = _convert_image(array, "L")
-        elif array.shape != tuple(shape):
+        if array.shape != tuple(shape):
             # codecs without a gray mode (webp) decode more bands than were stored
             mode = {2: "L", 3: "RGB", 4: "RGBA"}.get(len(shape) if len(shape) == 2 else shape[-1])
             if mode is not None:

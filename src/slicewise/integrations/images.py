@@ -173,7 +173,8 @@ def from_images(
     frame_shape, frame_dtype = probe(paths[0], reader)
     dtype = np.dtype(dtype) if dtype is not None else frame_dtype
     if htype is None:
-        htype = "image" if dtype == np.uint8 and len(frame_shape) in (2, 3) else "generic"
+        # an image tensor stores (H, W, C); a stack of one-band frames keeps (H, W) rows
+        htype = "image" if dtype == np.uint8 and len(frame_shape) == 3 else "generic"
 
     frame_nbytes = row_nbytes(frame_shape, dtype)  # a frame is one row of the tensor
     file_blocks = row_blocks(len(paths), frame_nbytes, block_bytes=block_bytes)

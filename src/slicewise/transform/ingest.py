@@ -3,9 +3,13 @@
     SRC/cat/001.jpg, SRC/dog/7.png ...
       └─ list_image_folder(SRC) -> class names (sorted subfolders), (path, class) in order
     ingest_folder(SRC, DATASET)
-      dataset = sw.dataset(DATASET); tensors "images" (jpeg) and "labels" (class_label)
+      dataset = sw.dataset(DATASET); tensors "images" (image.rgb, jpeg) and "labels"
       store_image(...).eval(files, dataset, checkpoint_interval=...)    transform/run.py
-        each worker: sw.read(path) (JPEG bytes kept as they are) or decode + resize
+        each worker: sw.read(path): a JPEG is checked by its markers and kept byte for
+        byte (converted to RGB when read), any other image (PNG, WebP, BMP, GIF, TIFF)
+        is decoded, converted to RGB and encoded as JPEG once; a zero-byte, truncated,
+        corrupt or non-image file is an error naming the file and its input index
+        (skipped and listed with ignore_errors); or, with resize, decode + resize
       -> EvalReport; a re-run after a crash resumes from the last checkpoint, and a re-run
          after success finds the same files already ingested and writes nothing
 
@@ -34,6 +38,10 @@ def list_image_folder(src: str | os.PathLike) -> tuple[list[str], list[tuple[str
     as (path, class name), sorted by class then by path: the same order on every run and
     every machine (os.listdir's order is not)."""
     root = Path(src)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(
+            f"ingest: {str(root)!r} is a file, not a folder; give the folder that holds "
+            "one subfolder per class (SRC/cat/1.jpg, SRC/dog/2.jpg, ...)")
     if not root.is_dir():
         raise FileNotFoundError(f"ingest: source folder {str(root)!r} does not exist")
     class_names = sorted(entry.name for entry in root.iterdir()
@@ -55,20 +63,47 @@ def list_image_folder(src: str | os.PathLike) -> tuple[list[str], list[tuple[str
     return class_names, files
 
 
-def store_image(item: tuple[str, str], sample_out: Any, resize: tuple[int, int] | None) -> None:
+def store_image(item: tuple[str, str], sample_out: Any, resize: tuple[int, int] | None,
+                verify: bool = False) -> None:
     """One file -> one row. Without `resize`, the file goes in as `sw.read(path)`: a JPEG
-    is stored byte for byte, other formats are re-encoded as JPEG by the dataset."""
+    is stored byte for byte, other formats are converted to RGB and encoded as JPEG by the
+    dataset (format/images.py); `verify` decodes every file fully first."""
     from slicewise.dataset import read
 
     path, class_name = item
     if resize is None:
-        image: Any = read(path)
+        image: Any = read(path, verify=verify)
     else:
-        from PIL import Image
-
-        with Image.open(path) as opened:
-            image = np.asarray(opened.convert("RGB").resize(resize, Image.BILINEAR))
+        image = resized_pixels(path, resize)
     sample_out.append({IMAGES: image, LABELS: class_name})
+
+
+def resized_pixels(path: str, size: tuple[int, int]) -> np.ndarray:
+    """The file's RGB pixels (Pillow's convert("RGB")) resized to `size` (W, H), after the
+    same checks as an appended file: a bad file is a SampleError naming it."""
+    import io
+
+    from PIL import Image
+
+    from slicewise.format.errors import SampleError
+    from slicewise.format.htypes import FileSample
+    from slicewise.format.images import ImageFileError, check_file, sniff_file_format
+
+    data = FileSample(path).buffer()
+    try:
+        if not data:
+            raise ImageFileError("is empty (0 bytes)")
+        fmt = sniff_file_format(data[:12])
+        if fmt is None:
+            raise ImageFileError(f"is not an image: it starts with {data[:8]!r}")
+        check_file(data, fmt, "image.rgb")
+        try:
+            with Image.open(io.BytesIO(data)) as opened:
+                return np.asarray(opened.convert("RGB").resize(size, Image.BILINEAR))
+        except Exception as exc:  # Pillow: OSError, SyntaxError, ValueError, ...
+            raise ImageFileError(f"does not decode: {exc}") from exc
+    except ImageFileError as exc:
+        raise SampleError(f"file {path!r} {exc}") from exc
 
 
 def ingest_folder(
@@ -81,12 +116,18 @@ def ingest_folder(
     progressbar: bool = True,
     checkpoint_interval: int | None = None,
     ignore_errors: bool = False,
+    verify: bool = False,
 ) -> EvalReport:
     """Ingest a class-per-subfolder image tree into `dataset` (a path/URL, or an open
-    Dataset): tensors `images` (jpeg) and `labels` (class_label, the subfolder names).
+    Dataset): tensors `images` (image.rgb, jpeg: every image reads back as (H, W, 3)
+    uint8) and `labels` (class_label, the subfolder names).
 
     `workers` defaults to the usable CPUs; `resize` ("WxH" or (W, H)) decodes and resizes
-    every image, otherwise JPEG files are stored as they are. Progress is committed every
+    every image, otherwise JPEG files are stored as they are and other images (PNG, WebP,
+    BMP, GIF, TIFF) converted to RGB and encoded as JPEG. Every file is checked in the
+    worker (JPEG markers, PNG chunk CRCs; a full decode too with `verify=True`): a bad
+    one stops the run with a SampleError naming the file and its input index, or, with
+    `ignore_errors=True`, is skipped and listed in the report. Progress is committed every
     `checkpoint_interval` files (default: about 20 checkpoints over the run), so a run
     that is interrupted resumes where it stopped when started again; running it again
     after it finished writes nothing."""
@@ -94,7 +135,13 @@ def ingest_folder(
 
     size = parse_size(resize) if resize is not None else None
     class_names, files = list_image_folder(src)
-    ds = dataset if not isinstance(dataset, (str, os.PathLike)) else sw.dataset(str(dataset))
+    created = False
+    if isinstance(dataset, (str, os.PathLike)):
+        path = str(dataset)  # made by this call: removed again if it fails before any row
+        created = not sw.exists(path) and ("://" in path or not os.path.exists(path))
+        ds = sw.dataset(str(dataset))
+    else:
+        ds = dataset
     _prepare_tensors(ds, class_names)
     if workers is None:
         workers = sw.cpu_count()
@@ -102,20 +149,40 @@ def ingest_folder(
         checkpoint_interval = max(100, len(files) // 20)
     # The name is what a checkpoint records: a run with another size is another ingest.
     name = "ingest" if size is None else f"ingest(resize={size[0]}x{size[1]})"
-    pipeline = ComputeFunction(store_image, (), {"resize": size}, name)
+    kwargs: dict[str, Any] = {"resize": size}
+    if verify:
+        kwargs["verify"] = True  # checks more, writes the same: the same ingest
+    pipeline = ComputeFunction(store_image, (), kwargs, name)
     if _already_ingested(ds, files, pipeline):
         report = EvalReport([pipeline.name], scheduler, workers, inputs_total=len(files))
         report.resumed_from = len(files)
         return report
-    return pipeline.eval(
-        files,
-        ds,
-        num_workers=workers,
-        scheduler=scheduler,
-        progressbar=progressbar,
-        checkpoint_interval=checkpoint_interval,
-        ignore_errors=ignore_errors,
-    )
+    try:
+        return pipeline.eval(
+            files,
+            ds,
+            num_workers=workers,
+            scheduler=scheduler,
+            progressbar=progressbar,
+            checkpoint_interval=checkpoint_interval,
+            ignore_errors=ignore_errors,
+        )
+    except BaseException:
+        if created:
+            _remove_if_empty(str(dataset))
+        raise
+
+
+def _remove_if_empty(path: str) -> None:
+    """A failed ingest into a dataset it created, before any checkpoint held a row:
+    remove it, so the same command can run again (and nothing half-made is left)."""
+    import slicewise as sw
+
+    try:
+        if all(len(tensor) == 0 for tensor in sw.load(path, read_only=True).tensors.values()):
+            sw.delete(path)
+    except Exception:  # noqa: BLE001 - best effort: the original error is what matters
+        pass
 
 
 def parse_size(size: tuple[int, int] | Sequence[int] | str) -> tuple[int, int]:
@@ -138,8 +205,9 @@ def parse_size(size: tuple[int, int] | Sequence[int] | str) -> tuple[int, int]:
 def _prepare_tensors(ds: Any, class_names: list[str]) -> None:
     existing = set(ds.tensors)
     if not existing:
-        ds.create_tensor(IMAGES, htype="image", sample_compression="jpeg")
-        ds.create_tensor(LABELS, htype="class_label", class_names=class_names)
+        with ds:  # one commit
+            ds.create_tensor(IMAGES, htype="image.rgb", sample_compression="jpeg")
+            ds.create_tensor(LABELS, htype="class_label", class_names=class_names)
         return
     if not {IMAGES, LABELS} <= existing:
         raise ValueError(
@@ -165,4 +233,5 @@ def _already_ingested(ds: Any, files: list[tuple[str, str]], pipeline: Any) -> b
     return digest.hexdigest() == progress["input_digest"]
 
 
-__all__ = ["CHECKPOINT_KEY", "ingest_folder", "list_image_folder", "parse_size", "store_image"]
+__all__ = ["CHECKPOINT_KEY", "ingest_folder", "list_image_folder", "parse_size",
+           "resized_pixels", "store_image"]
