@@ -274,7 +274,7 @@ def test_invalid_output_and_scheduler(tmp_path):
     with pytest.raises(sw.InvalidOutputDatasetError, match="slicewise Dataset"):
         square().eval([1, 2], {"x": []})
     with pytest.raises(sw.UnsupportedSchedulerError, match="'ray'"):
-        square().eval([1, 2], ds, num_workers=2, scheduler="ray")
+        square().eval([1, 2], ds, num_workers=2, scheduler="spark")
     with pytest.raises(sw.InvalidInputDataError):
         square().eval(7, ds)
     read_only = sw.load(str(tmp_path / "ds"), read_only=True)

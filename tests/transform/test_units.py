@@ -153,8 +153,8 @@ def test_choose_backend():
     assert choose_backend("threaded", 3) == ("threads", 3)
     assert choose_backend("processed", 2) == ("processes", 2)
     assert choose_backend("serial", 4) == ("serial", 1)
-    with pytest.raises(UnsupportedSchedulerError, match="'ray' is not available yet"):
-        choose_backend("ray", 2)
+    assert choose_backend("dask", 4) == ("dask", 4)
+    assert choose_backend("ray", 2) == ("ray", 2)
     with pytest.raises(UnsupportedSchedulerError, match="unknown scheduler 'gpu'"):
         choose_backend("gpu", 2)
     with pytest.raises(ValueError, match="num_workers"):

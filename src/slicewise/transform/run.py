@@ -81,8 +81,10 @@ from slicewise.transform.worker import (
     ProbeRunner,
 )
 
-SCHEDULERS = {"serial": "serial", "threaded": "threads", "processed": "processes"}
-LATER_SCHEDULERS = ("dask", "ray")
+SCHEDULERS = {"serial": "serial", "threaded": "threads", "processed": "processes",
+              "dask": "dask", "ray": "ray"}
+# backends whose workers are other processes (maybe other machines): they see storage only
+OUT_OF_PROCESS = ("processes", "dask", "ray")
 
 
 def run_eval(
@@ -119,7 +121,7 @@ def run_eval(
     if not isinstance(checkpoint_interval, int) or checkpoint_interval < 0:
         raise ValueError(f"checkpoint_interval must be an int >= 0, got {checkpoint_interval!r}")
     target = _resolve_target(data_in, ds_out, read_only_ok)
-    if backend == "processes" and str(target.path).startswith("memory://"):
+    if backend in OUT_OF_PROCESS and str(target.path).startswith("memory://"):
         raise InvalidOutputDatasetError(
             f"the output dataset {target.path!r} lives in this process's memory, where "
             "worker processes cannot write; use scheduler='threaded' or a path on disk"
@@ -170,14 +172,10 @@ def choose_backend(scheduler: str, num_workers: int) -> tuple[str, int]:
     """Deep Lake 3's (scheduler, num_workers) -> the engine backend and its worker count."""
     if not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-    if scheduler in LATER_SCHEDULERS:
-        raise UnsupportedSchedulerError(
-            f"scheduler {scheduler!r} is not available yet; use 'serial', 'threaded' or "
-            "'processed'"
-        )
     if scheduler not in SCHEDULERS:
         raise UnsupportedSchedulerError(
-            f"unknown scheduler {scheduler!r}; use 'serial', 'threaded' or 'processed'"
+            f"unknown scheduler {scheduler!r}; use 'serial', 'threaded', 'processed', "
+            "'dask' or 'ray'"
         )
     if num_workers == 0 or scheduler == "serial":
         return "serial", 1
@@ -756,7 +754,7 @@ def _check_readable(dataset: Any, backend: str) -> None:
             f"data_in ({dataset.path!r}) has uncommitted changes, which workers cannot "
             "see; commit them first (ds.commit())"
         )
-    if backend == "processes" and str(dataset.path).startswith("memory://"):
+    if backend in OUT_OF_PROCESS and str(dataset.path).startswith("memory://"):
         raise InvalidInputDataError(
             f"data_in is the in-memory dataset {dataset.path!r}, which process workers "
             "cannot see; use scheduler='threaded', or store the dataset on disk"

@@ -1,0 +1,98 @@
+"""eval(scheduler="dask" | "ray") on real clusters (a Dask LocalCluster of 2 worker
+processes, a local Ray with 2 CPUs): the cluster's workers write chunk files straight to
+the dataset's storage and send back receipts; the driver commits. Same rows, same order,
+same bytes as scheduler="processed", and a worker killed mid-task (its task re-run by the
+engine: tasks run more than once) never duplicates or loses a row."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import slicewise as sw
+
+from .conftest import make_jpeg_tree
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+
+distributed = pytest.importorskip("distributed")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    path = os.pathsep.join([os.path.dirname(HERE), *sys.path])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield ray
+    ray.shutdown()
+
+
+@sw.compute
+def file_to_ds(file_name, sample_out, class_names):
+    label = class_names.index(os.path.basename(os.path.dirname(file_name)))
+    sample_out.append({"labels": np.uint32(label), "images": sw.read(file_name)})
+
+
+@sw.compute
+def dies_once(x, sample_out, marker):
+    """Item 13 kills its worker process the first time anyone runs it (after writing a
+    few rows of its batch): the engine re-runs the task on another worker."""
+    if x == 13 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    sample_out.x.append(np.full(1000, x, dtype=np.int64))
+
+
+def build(path, files, classes, scheduler):
+    ds = sw.empty(str(path))
+    with ds:
+        ds.create_tensor("images", htype="image", sample_compression="jpeg")
+        ds.create_tensor("labels", htype="class_label", class_names=classes)
+    file_to_ds(class_names=classes).eval(files, ds, num_workers=2, scheduler=scheduler)
+    return sw.load(str(path))
+
+
+@pytest.mark.parametrize("scheduler", ["dask", "ray"])
+def test_seed_000_on_a_cluster_gives_the_same_dataset(tmp_path, request, scheduler):
+    request.getfixturevalue("dask_client" if scheduler == "dask" else "ray_session")
+    classes = ["birds", "cats", "dogs"]
+    files = [str(p) for p in make_jpeg_tree(tmp_path / "animals", classes, per_class=30)]
+    on_cluster = build(tmp_path / "cluster", files, classes, scheduler)
+    local = build(tmp_path / "local", files, classes, "processed")
+    assert len(on_cluster) == len(local) == len(files)
+    for i, name in enumerate(files):
+        with open(name, "rb") as f:
+            assert on_cluster.images[i].tobytes() == f.read()  # stored byte for byte, in order
+    np.testing.assert_array_equal(on_cluster.labels.numpy(), local.labels.numpy())
+    assert on_cluster.labels.info.class_names == classes
+
+
+@pytest.mark.parametrize("scheduler", ["dask", "ray"])
+def test_a_worker_killed_mid_task_never_duplicates_rows(tmp_path, request, scheduler):
+    request.getfixturevalue("dask_client" if scheduler == "dask" else "ray_session")
+    ds = sw.empty(str(tmp_path / "ds"))
+    ds.create_tensor("x", dtype="int64")
+    marker = str(tmp_path / "died")
+    dies_once(marker=marker).eval(list(range(40)), ds, num_workers=2, scheduler=scheduler)
+    assert os.path.exists(marker)  # a worker really died
+    stored = sw.load(str(tmp_path / "ds")).x.numpy()
+    assert stored.shape == (40, 1000)
+    np.testing.assert_array_equal(stored[:, 0], np.arange(40))  # each row once, in order
+    assert sw.verify(str(tmp_path / "ds"))
