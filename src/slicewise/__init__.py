@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     # dataset: Deep Lake 3 names
     "Dataset": "slicewise.dataset",
     "Tensor": "slicewise.dataset",
+    "Group": "slicewise.dataset",
     "empty": "slicewise.dataset",
     "load": "slicewise.dataset",
     "dataset": "slicewise.dataset",
@@ -62,6 +63,8 @@ _EXPORTS: dict[str, str] = {
     "TensorMismatchError": "slicewise.transform",
     "UnsupportedSchedulerError": "slicewise.transform",
     "AllSamplesSkippedError": "slicewise.transform",
+    "ResumeError": "slicewise.transform",
+    "EvalStorageError": "slicewise.transform",
     "EvalReport": "slicewise.transform",
     "ingest_folder": "slicewise.transform.ingest",
     # integrations: dask, HDF5, Zarr, image stacks
