@@ -20,6 +20,9 @@ made once under ./bench-data/dataset/jpegs/ and reused.
   scan   every sample's stored bytes in order, warm: GB/s.
   open   a dataset of 1M samples: `sw.load` time, and index memory per sample after
          every chunk header has been read (tracemalloc).
+  check  the cost of checking stored bytes (chunk format version 2) against version-1
+         files and a raw pread of the same bytes: random read, scan, seed-000 ingest
+         (`python benchmarks/bench_dataset.py --checking` runs only these rows).
 
 `ratio` is slicewise relative to the floor, above 1 better for slicewise.
 """
@@ -361,6 +364,125 @@ def bench_open(workdir: str, samples: int) -> list[dict]:
     ]
 
 
+# -- cost of checking: version-2 chunks (every read checked) vs version-1 ---------------------
+
+
+def _ingest(root: str, files: list[str], labels: list[int]) -> float:
+    """Seed 000 in one process: sw.read JPEGs (passthrough) + class labels, the writer path
+    every eval worker runs, durable, one commit. MB/s of JPEG bytes."""
+    import slicewise as sw
+
+    ds = sw.empty(root)
+    t0 = time.perf_counter()
+    with ds:
+        ds.create_tensor("images", htype="image", sample_compression="jpeg")
+        ds.create_tensor("labels", htype="class_label", class_names=["a", "b", "c"])
+        for f, label in zip(files, labels, strict=True):
+            ds.append({"images": sw.read(f), "labels": label})
+    seconds = time.perf_counter() - t0
+    return sum(os.path.getsize(f) for f in files) / seconds / 1e6
+
+
+def bench_checking(quick: bool) -> list[dict]:
+    """The cost of checking every stored byte read (chunk format version 2: a CRC-32 per
+    checksum block, checked on every read) against version-1 files (one CRC per chunk,
+    checked once per process; later reads unchecked) and a raw pread of the same bytes."""
+    import slicewise as sw
+    from slicewise.format import chunk as chunk_module
+
+    count = 300 if quick else 2000
+    files = make_jpegs(count)
+    labels = [i % 3 for i in range(count)]
+    workdir = tempfile.mkdtemp(prefix="sw-bench-check-", dir=str(DATA_ROOT))
+    paths = {2: os.path.join(workdir, "v2"), 1: os.path.join(workdir, "v1")}
+    ingest = {1: [], 2: []}
+    try:
+        for rep in range(2 if quick else 6):  # interleaved, alternating who goes first
+            for version in ((2, 1) if rep % 2 == 0 else (1, 2)):
+                chunk_module.WRITE_VERSION = version
+                shutil.rmtree(paths[version], ignore_errors=True)
+                ingest[version].append(_ingest(paths[version], files, labels))
+        chunk_module.WRITE_VERSION = chunk_module.VERSION
+        handles = {v: sw.load(p) for v, p in paths.items()}
+        for v, ds in handles.items():
+            head = ds._reader.header(ds.images._state.full_key(0))
+            assert head.version == v, (v, head.version)
+        # where each row's bytes lie in the v2 chunk files, for the raw pread
+        ds2 = handles[2]
+        state = ds2.images._state
+        cum = state.cum_rows
+        fds, where = {}, []
+        for r in range(count):
+            k = int(np.searchsorted(cum, r, side="right")) - 1
+            key = state.full_key(k)
+            head = ds2._reader.header(key)
+            i = r - int(cum[k])
+            if key not in fds:
+                fds[key] = os.open(ds2.storage.local_path(key), os.O_RDONLY)
+            start = head.payload_start + int(head.offsets[i])
+            where.append((fds[key], int(head.offsets[i + 1] - head.offsets[i]), start))
+        rng = random.Random(2)
+        picks = [rng.randrange(count) for _ in range(5000 if quick else 20000)]
+
+        def raw(i):
+            fd, nbytes, start = where[i]
+            return os.pread(fd, nbytes, start)
+
+        reads = {"v2": handles[2].images, "v1": handles[1].images}
+        for i in picks[:3000]:  # warm everything
+            raw(i)
+            for images in reads.values():
+                images[i].tobytes()
+        for i in range(count):
+            assert reads["v2"][i].tobytes() == raw(i)
+        medians = {"v2": [], "v1": [], "raw": []}
+        for _ in range(5):
+            for name, images in reads.items():
+                medians[name].append(_median_call_us(lambda i, t=images: t[i].tobytes(), picks))
+            medians["raw"].append(_median_call_us(raw, picks))
+        us = {name: min(values) for name, values in medians.items()}
+        total = sum(where[i][1] for i in range(count))
+        scans = {"v2": [], "v1": [], "raw": []}
+        for _ in range(3):
+            for name, images in reads.items():
+                t0 = time.perf_counter()
+                for i in range(count):
+                    images[i].tobytes()
+                scans[name].append(total / (time.perf_counter() - t0) / 1e9)
+            t0 = time.perf_counter()
+            for i in range(count):
+                raw(i)
+            scans["raw"].append(total / (time.perf_counter() - t0) / 1e9)
+        gbs = {name: max(values) for name, values in scans.items()}
+        for fd in fds.values():
+            os.close(fd)
+    finally:
+        chunk_module.WRITE_VERSION = chunk_module.VERSION
+        shutil.rmtree(workdir, ignore_errors=True)
+    mb = {v: statistics.median(values) for v, values in ingest.items()}
+    note = f"{count} JPEGs of ~86 KB; checksum: CRC-32 ({chunk_module.crc32.__module__})"
+    bench = "cost of checking: "
+    return [
+        row(bench + "random read of one stored sample (warm, median)", "slicewise, v2 (checked)",
+            us["v2"], "us", us["raw"] / us["v2"], "<= 1.5x raw pread or <= 30 us",
+            us["v2"] <= 1.5 * us["raw"] or us["v2"] <= 30, note),
+        row(bench + "random read of one stored sample (warm, median)",
+            "slicewise, v1 files (unchecked after first read)", us["v1"], "us"),
+        row(bench + "random read of one stored sample (warm, median)",
+            "os.pread of the same bytes", us["raw"], "us"),
+        row(bench + "sequential scan, stored bytes (warm)", "slicewise, v2 (checked)",
+            gbs["v2"], "GB/s", gbs["v2"] / gbs["raw"], ">= 1 GB/s", gbs["v2"] >= 1.0),
+        row(bench + "sequential scan, stored bytes (warm)", "slicewise, v1 files",
+            gbs["v1"], "GB/s"),
+        row(bench + "sequential scan, stored bytes (warm)", "os.pread of the same bytes",
+            gbs["raw"], "GB/s"),
+        row(bench + "seed-000 ingest, one process, durable", "slicewise, v2", mb[2], "MB/s",
+            mb[2] / mb[1], "within 5% of v1", mb[2] >= 0.95 * mb[1],
+            "median of interleaved runs; ratio v2/v1"),
+        row(bench + "seed-000 ingest, one process, durable", "slicewise, v1", mb[1], "MB/s"),
+    ]
+
+
 def row(benchmark, tool, value, unit, ratio=None, target=None, met=None, note=None) -> dict:
     out = {"benchmark": benchmark, "tool": tool, "value": float(value), "unit": unit}
     if ratio is not None:
@@ -425,6 +547,7 @@ def run(quick: bool) -> list[dict]:
         )
         rows += bench_reads(ds_path, files, quick)
         rows += bench_open(workdir, 1_000_000)
+        rows += bench_checking(quick)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return rows
@@ -433,5 +556,7 @@ def run(quick: bool) -> list[dict]:
 if __name__ == "__main__":
     import sys
 
-    for r in run(quick="--quick" in sys.argv):
+    # --checking: only the cost-of-checking rows (what BENCHMARKS.md "Cost of checking" ran)
+    bench = bench_checking if "--checking" in sys.argv else run
+    for r in bench(quick="--quick" in sys.argv):
         print(r)

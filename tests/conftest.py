@@ -79,3 +79,38 @@ def run_script(tmp_path):
         return out.stdout
 
     return run
+
+
+@pytest.fixture(scope="module")
+def s3_options():
+    """A real S3-protocol server (moto) on 127.0.0.1 with one bucket, sw-test-bucket; the
+    s3fs storage options that reach it."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {
+        "endpoint_url": f"http://{host}:{port}",
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+    client = boto3.client(
+        "s3",
+        endpoint_url=options["endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    client.create_bucket(Bucket="sw-test-bucket")
+    yield options
+    server.stop()
+
+
+@pytest.fixture
+def s3_url():
+    import uuid
+
+    return f"s3://sw-test-bucket/{uuid.uuid4().hex}"

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from chunk_forge import resign
 
 import slicewise as sw
 from slicewise.format.manifest import version_key
@@ -138,7 +139,14 @@ def test_text_that_is_not_utf8_names_the_chunk_and_sample(tmp_path):
     data[pos] = 0xFF  # an invalid UTF-8 start byte in sample 7
     open(victim, "wb").write(bytes(data))
     again = sw.load(url)
-    # rows 5..9 are part of the chunk, so its checksum is not read: decoding must catch it
+    # the checksum of the block holding sample 7 (small samples share a block) catches it
+    with pytest.raises(sw.CorruptionError) as info:
+        again.t[5:10].data()
+    assert victim in str(info.value) and "checksum mismatch in samples 0..49" in str(info.value)
+    assert [p["file"] for p in sw.verify(url).problems] == [victim]
+    # with its checksums forged to match, decoding must catch it and name the sample
+    open(victim, "wb").write(resign(bytes(data)))
+    again = sw.load(url)
     with pytest.raises(sw.CorruptionError) as info:
         again.t[5:10].data()
     assert victim in str(info.value) and "sample 7" in str(info.value)

@@ -75,8 +75,9 @@ def test_direct_and_buffered_writes_store_identical_chunk_files(tmp_path, extra,
     target = 3 * sample  # chunks of 3 samples: every one above DIRECT_MIN_BYTES
     assert target >= DIRECT_MIN_BYTES
     # 9 rows fill 3 chunks; a 10th, alone in the last chunk, makes that file (36-byte
-    # prefix + 26-byte header body + payload) end `extra` bytes past a block boundary
-    last = np.arange(100 * DIRECT_ALIGN + extra - 62, dtype=np.uint64).astype(np.uint8)
+    # prefix + 34-byte header body: offsets, shape, one checksum block, "uint8|"; then the
+    # payload) end `extra` bytes past a block boundary
+    last = np.arange(100 * DIRECT_ALIGN + extra - 70, dtype=np.uint64).astype(np.uint8)
     expected = [r["x"].tobytes() for r in rows(9, sample)] + [last.tobytes()]
     written = {}
     for mode in ("direct", "buffered"):

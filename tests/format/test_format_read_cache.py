@@ -1,6 +1,7 @@
-"""The reader's caches: the payload checksum of a local chunk is checked the first time a
-process reads it whole (and again when the file changes), `verify` always checks, mapped
-files are bounded by bytes, and `numpy(copy=False)` hands out read-only views."""
+"""The reader's caches: a version-2 chunk is checked on every read (nothing is remembered
+as verified); a version-1 chunk's payload checksum is checked the first time a process
+reads it (and again when the file changes); `verify` always checks, mapped files are
+bounded by bytes, and `numpy(copy=False)` hands out read-only views."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import slicewise as sw
+from slicewise.format import chunk as chunk_module
 from slicewise.format import reader as reader_module
 from slicewise.format.chunk import crc32
 from slicewise.format.errors import CorruptionError
@@ -47,9 +49,30 @@ def flip_payload_byte(path, keep_mtime):
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
 
 
-def test_checksum_checked_once_and_again_when_the_file_changes(tmp_path):
+def test_version_2_chunks_are_checked_on_every_read(tmp_path):
+    """Nothing is remembered as verified: a byte changed after a reader read the chunk
+    (even with its mtime kept) is caught by that same reader's next read, on every path."""
     root, data = make(tmp_path)
-    path = chunk_paths(root)[0]
+    ds = sw.load(root)
+    np.testing.assert_array_equal(ds.x.numpy(), data)
+    np.testing.assert_array_equal(ds.x[-1].numpy(), data[-1])
+    path = next(p for p in chunk_paths(root) if data[-1].tobytes() in open(p, "rb").read())
+    before = open(path, "rb").read()
+    flip_payload_byte(path, keep_mtime=True)  # in the last sample of the last chunk
+    for read in (lambda: ds.x.numpy(), lambda: ds.x[-1].numpy(), lambda: ds.x[-1].tobytes(),
+                 lambda: ds.x[-2:].numpy(), lambda: ds.x.dask()[-1:].compute()):
+        with pytest.raises(CorruptionError, match=os.path.basename(path)):
+            read()
+    with open(path, "wb") as f:
+        f.write(before)
+    np.testing.assert_array_equal(ds.x.numpy(), data)
+
+
+def test_version_1_chunks_checked_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(chunk_module, "WRITE_VERSION", 1)
+    root, data = make(tmp_path)
+    path = next(p for p in chunk_paths(root) if data[0].tobytes() in open(p, "rb").read())
+    assert open(path, "rb").read(6)[4:] == b"\x01\x00"
     np.testing.assert_array_equal(sw.load(root).x.numpy(), data)
     stat = os.stat(path)
     assert (path, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev) in (
@@ -58,6 +81,8 @@ def test_checksum_checked_once_and_again_when_the_file_changes(tmp_path):
     flip_payload_byte(path, keep_mtime=False)  # a changed file: checked again, on first read
     with pytest.raises(CorruptionError, match=os.path.basename(path)):
         sw.load(root).x.numpy()
+    with pytest.raises(CorruptionError, match=os.path.basename(path)):
+        sw.load(root).x[0].numpy()  # a version-1 row read checks its whole payload first
 
 
 def test_verify_checks_everything_even_what_readers_trust(tmp_path):

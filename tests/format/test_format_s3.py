@@ -4,45 +4,14 @@ commit protocol trusts them."""
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 import slicewise as sw  # noqa: E402
 from slicewise.format.storage import FsspecStorage  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def s3_options():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {
-        "endpoint_url": f"http://{host}:{port}",
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {"region_name": "us-east-1"},
-    }
-    boto3 = pytest.importorskip("boto3")
-    client = boto3.client(
-        "s3",
-        endpoint_url=options["endpoint_url"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    client.create_bucket(Bucket="sw-test-bucket")
-    yield options
-    server.stop()
-
-
-@pytest.fixture
-def s3_url():
-    return f"s3://sw-test-bucket/{uuid.uuid4().hex}"
 
 
 @pytest.mark.timeout(60)

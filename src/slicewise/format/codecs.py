@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from slicewise.format.errors import DatasetError
+from slicewise.format.errors import DatasetError, SampleError
 
 IMAGE_COMPRESSIONS = ("jpeg", "png", "webp")
 BYTE_COMPRESSIONS = ("lz4", "zstd")
@@ -57,31 +57,59 @@ def _zstd():
     return zstandard
 
 
-def compress_bytes(data: bytes | memoryview, method: str) -> bytes:
+def compress_bytes(data: bytes | memoryview, method: str, bounded: bool = True) -> bytes:
+    """`data` compressed as one frame. bounded=True (a sample): a frame that readers would
+    refuse, decompressing past `ratio_bound`, is a SampleError instead of a stored sample
+    nobody can read. Chunk writers pass False and store such a chunk uncompressed."""
     if method == "lz4":
-        return _lz4().compress(data)
-    if method == "zstd":
-        return _zstd().ZstdCompressor(level=3).compress(data)
-    if method == "zlib":
-        return zlib.compress(data, 6)
-    raise DatasetError(f"unknown byte compression {method!r}")
+        out = _lz4().compress(data)
+    elif method == "zstd":
+        out = _zstd().ZstdCompressor(level=3).compress(data)
+    elif method == "zlib":
+        out = zlib.compress(data, 6)
+    else:
+        raise DatasetError(f"unknown byte compression {method!r}")
+    if bounded and len(data) > ratio_bound(len(out)):
+        raise SampleError(
+            f"a sample of {len(data)} bytes compresses to {len(out)} with {method}: more "
+            f"than {MAX_RATIO}:1 past {RATIO_FLOOR >> 20} MiB, which readers refuse as a "
+            "decompression bomb (FORMAT.md §1); use chunk_compression or no compression"
+        )
+    return out
 
 
 _DECOMPRESS_STEP = 16 * 1024 * 1024
 
+# Bounded work (FORMAT.md §1, §7): decompressing stored bytes may produce at most
+# max(RATIO_FLOOR, MAX_RATIO x the stored bytes). lz4 cannot exceed about 255:1 anyway;
+# zlib reaches about 1032:1 and zstd far more on runs of zeros, which is what a
+# decompression bomb is. Writers never store a chunk-compressed payload past the bound
+# (they store that chunk uncompressed, chunk.py), so the bound only ever refuses files
+# no slicewise wrote.
+MAX_RATIO = 256
+RATIO_FLOOR = 64 * 1024 * 1024
 
-def decompress_bounded(data: bytes | memoryview, method: str, limit: int) -> bytes:
+
+def ratio_bound(stored_nbytes: int) -> int:
+    """The most bytes that `stored_nbytes` of compressed data may decompress to."""
+    return max(RATIO_FLOOR, MAX_RATIO * int(stored_nbytes))
+
+
+def decompress_bounded(data: bytes | memoryview, method: str, limit: int) -> bytes | bytearray:
     """Decompress one frame into at most `limit` bytes, or raise ValueError.
 
     For stored data (which may come from a stranger): memory grows with the output the
-    frame really produces, in steps of at most 16 MiB, and stops one byte past `limit`.
-    Sizes written inside the frame (lz4 and zstd record a content size) are never trusted
-    to size an allocation."""
+    frame really produces, in steps of at most 16 MiB, and stops one byte past `limit`,
+    which is itself capped by `ratio_bound(len(data))`. Sizes written inside the frame
+    (lz4 and zstd record a content size) are never trusted to size an allocation. The
+    output is returned as it was grown (no second copy of it). A MemoryError is raised
+    as itself."""
+    limit = min(int(limit), ratio_bound(len(data)))
     step = max(1, min(_DECOMPRESS_STEP, limit + 1))
     out = bytearray()
     if method == "zlib":
         engine = zlib.decompressobj()
-        pending = bytes(data)
+        pending = data
         while True:
             out += engine.decompress(pending, step)
             pending = engine.unconsumed_tail
@@ -92,7 +120,7 @@ def decompress_bounded(data: bytes | memoryview, method: str, limit: int) -> byt
         if not engine.eof:
             raise ValueError("truncated zlib stream")
     elif method == "zstd":
-        reader = _zstd().ZstdDecompressor().stream_reader(bytes(data), read_across_frames=False)
+        reader = _zstd().ZstdDecompressor().stream_reader(data, read_across_frames=False)
         with reader:
             while True:
                 piece = reader.read(step)
@@ -103,7 +131,7 @@ def decompress_bounded(data: bytes | memoryview, method: str, limit: int) -> byt
                     raise ValueError(f"decompresses to more than the {limit} bytes expected")
     elif method == "lz4":
         engine = _lz4().LZ4FrameDecompressor()
-        pending = bytes(data)
+        pending = data
         while True:
             out += engine.decompress(pending, max_length=step)
             pending = b""
@@ -115,7 +143,7 @@ def decompress_bounded(data: bytes | memoryview, method: str, limit: int) -> byt
             raise ValueError("truncated lz4 frame")
     else:
         raise DatasetError(f"unknown byte compression {method!r}")
-    return bytes(out)
+    return out
 
 
 # ---- image sniffing -------------------------------------------------------------------------

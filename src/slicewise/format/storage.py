@@ -3,9 +3,16 @@
 Keys are '/'-separated relative paths under the dataset's root ("versions/000000000001.json",
 "chunks/t1a2b3c4d/<uuid>"). Two implementations:
 
-- `LocalStorage`: a directory on a local file system, through plain `os` calls (the fast
-  path: pread/mmap for reads, fsync for durability, link() for put-if-absent).
-- `FsspecStorage`: any fsspec file system (memory://, s3://, gcs://, ...).
+- `LocalStorage` (here): a directory on a local file system, through plain `os` calls (the
+  fast path: pread/mmap for reads, fsync for durability, link() for put-if-absent). It
+  refuses symbolic links inside the dataset (FORMAT.md §7).
+- `FsspecStorage` (storage_fsspec.py): any fsspec file system (memory://, s3://, gcs://).
+
+`SyncQueue` and `short_files` (syncqueue.py) make written files durable on helper threads.
+
+Errors of writes (a full disk: ENOSPC, EFBIG, EIO, EDQUOT...) come out as themselves, the
+same OSError class and errno, with a message naming the file and the dataset
+(`storage_error`); a failed write leaves no partial file behind where it can remove it.
 
 What the commit protocol relies on, and what each implementation guarantees:
 
@@ -37,10 +44,16 @@ What the commit protocol relies on, and what each implementation guarantees:
       overwrite: `atomic_create` cannot detect that, so use a store that implements it.
     - other fsspec file systems: exists-check then write. NOT atomic between machines;
       `atomic_create` is False and the docs say so.
+    - S3 answers of "try again" (409 ConditionalRequestConflict, 503 SlowDown, dropped
+      connections) are retried with jittered exponential backoff (storage_fsspec.py).
 `list(prefix, refresh=True)`
     Keys under `prefix`. With refresh=True any listing cache is invalidated first: s3fs
-    caches directory listings, and a commit protocol that trusts a stale listing would
-    overwrite or miss the newest version.
+    caches directory listings. The commit and read paths never trust a listing for the
+    newest version: it is a hint, and HEAD/GET probes of the next keys decide
+    (manifest.list_version_seqs, FORMAT.md §3). Only gc, verify and recovery list.
+`abort_incomplete_uploads(older_than, dry_run)`
+    Object stores: abort multipart uploads under the dataset started more than
+    `older_than` seconds ago (gc). Nothing elsewhere.
 `get(key)`, `get_range(key, start, length)`, `size(key)`, `delete(key)`, `mtime(key)`
     Missing keys raise FileNotFoundError (callers turn that into CorruptionError naming the
     file when a manifest references it).
@@ -52,9 +65,12 @@ import contextlib
 import errno
 import mmap
 import os
+import stat
 import threading
 import uuid
 from abc import ABC, abstractmethod
+
+from slicewise.format.errors import CorruptionError
 
 try:
     import fcntl
@@ -137,6 +153,11 @@ class Storage(ABC):
         """Make the directory entries of keys written under `prefix` durable (local fsync).
         Object stores need nothing: a finished PUT is durable."""
         return None
+
+    def abort_incomplete_uploads(self, older_than: float, dry_run: bool = False) -> list[str]:
+        """Abort multipart uploads under the dataset started more than `older_than`
+        seconds ago (object stores; see FsspecStorage). '<key> <upload id>' for each."""
+        return []
 
     def local_path(self, key: str) -> str | None:
         """The local file path of `key` when the storage is a local directory (fast path)."""
@@ -298,12 +319,14 @@ class PendingPut:
                         view[position : position + size] = source.cast("B")
                     position += size
             self._open()
-        except BaseException:
+        except BaseException as exc:
             self._release()
+            if isinstance(exc, OSError):
+                raise storage_error(exc, path, storage.root) from exc
             raise
 
     def _open(self) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW  # folders: _ensure_parent
         self._direct = self._storage.direct_io
         try:
             self._fd = os.open(self.path, flags | (_O_DIRECT if self._direct else 0), 0o644)
@@ -341,7 +364,7 @@ class PendingPut:
                     written += os.pwrite(self._fd, view[written:nbytes], written)
             if sync:
                 _datasync(self._fd)
-        except BaseException:
+        except BaseException as exc:
             # Nobody may take this file for whole: a process that syncs it later might not
             # be told of this failure (the kernel reports a writeback error once), but it
             # sees the size (FORMAT.md 3.1).
@@ -350,6 +373,8 @@ class PendingPut:
             except OSError:
                 with contextlib.suppress(OSError):
                     os.unlink(self.path)
+            if isinstance(exc, OSError):  # ENOSPC as itself, naming the file
+                raise storage_error(exc, self.path, self._storage.root) from exc
             raise
         finally:
             self._release()
@@ -403,8 +428,47 @@ def _write_all(fd: int, parts: list) -> None:
                 written = 0
 
 
+def storage_error(exc: OSError, path: str, dataset: str, doing: str = "writing") -> OSError:
+    """`exc` as itself (same errno, same class: ENOSPC stays ENOSPC, ENOENT stays
+    FileNotFoundError) with a message naming the file and the dataset, so a full disk
+    reads "[Errno 28] No space left on device (writing into dataset /data/ds):
+    '/data/ds/chunks/t1/9c0e...'" and not a bare "OSError 28". Raise it `from exc`."""
+    if getattr(exc, "slicewise_file", None) is not None:
+        return exc  # already says where
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    try:
+        if exc.errno is None:
+            new = type(exc)(f"{reason} ({doing} {path}, in dataset {dataset})")
+        else:
+            new = OSError(exc.errno, f"{reason} ({doing} into dataset {dataset})", path)
+        new.slicewise_file = path
+    except Exception:  # an OSError subclass with its own constructor: keep it as it is
+        return exc
+    return new
+
+
+def symlink_error(path: str, root: str) -> CorruptionError:
+    return CorruptionError(
+        f"{path} is a symbolic link inside the dataset {root}: slicewise refuses links in a "
+        "dataset (one could make it read another dataset's files, or write outside this "
+        "one; FORMAT.md §7). Replace the link by the file or folder it points to.",
+        path,
+    )
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# Keys whose every component was seen to be no link, per storage (reads ask per row)
+MAX_CHECKED_KEYS = 65536
+
+
 class LocalStorage(Storage):
-    """A local directory through direct os calls."""
+    """A local directory through direct os calls.
+
+    No symbolic links inside the dataset (FORMAT.md §7): every component of a key's path
+    below the root is checked with `lstat` before the key is read or written (folders and
+    keys once per storage object: dataset files are immutable), the storage's own opens
+    add O_NOFOLLOW, and new folders are made one component at a time, never through a
+    link. The root itself (and the path above it) may be a link."""
 
     deferred_sync = True  # put(sync=False) + sync_file() is cheaper than fsync in put
 
@@ -412,6 +476,8 @@ class LocalStorage(Storage):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.url = self.root
         self._made_dirs: set[str] = set()
+        self._real_dirs: set[str] = set()  # folders below the root seen to be no link
+        self._checked: set[str] = set()  # keys seen to be no link, nor under one
         # Large files are written with O_DIRECT where the file system takes it; None: on
         # where the platform has it, unless SLICEWISE_DIRECT_IO=0. Turned off for good
         # by the first file system refusal (tmpfs, some FUSE and network file systems).
@@ -425,40 +491,110 @@ class LocalStorage(Storage):
             raise ValueError(f"invalid storage key {key[:80]!r}")
         return os.path.join(self.root, *parts)
 
+    def _checked_path(self, key: str, final: bool = True) -> str:
+        """The path of `key`, after checking that no folder on the way below the root (and,
+        with `final`, not the file itself) is a symbolic link; CorruptionError naming it
+        otherwise. A component that does not exist ends the check (the caller's open then
+        fails as it should). Checked folders and keys are remembered."""
+        path = self._path(key)
+        if not key or key in self._checked:
+            return path
+        parts = key.split("/")
+        probe = self.root
+        for depth, part in enumerate(parts):
+            probe = os.path.join(probe, part)
+            is_last = depth == len(parts) - 1
+            if is_last and not final:
+                return path
+            rel = "/".join(parts[: depth + 1])
+            if not is_last and rel in self._real_dirs:
+                continue
+            try:
+                mode = os.lstat(probe).st_mode
+            except FileNotFoundError:
+                return path
+            except NotADirectoryError:
+                return path
+            if stat.S_ISLNK(mode):
+                raise symlink_error(probe, self.root)
+            if not is_last and stat.S_ISDIR(mode):
+                self._real_dirs.add(rel)
+        if len(self._checked) >= MAX_CHECKED_KEYS:
+            self._checked.clear()
+        self._checked.add(key)
+        return path
+
+    def _open(self, key: str, flags: int, mode: int = 0o644, final: bool = True) -> int:
+        """os.open of `key` with O_NOFOLLOW, its folders checked (`_checked_path`)."""
+        path = self._checked_path(key, final=final)
+        try:
+            return os.open(path, flags | _NOFOLLOW, mode)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP and _NOFOLLOW:
+                raise symlink_error(path, self.root) from None
+            raise
+
     def local_path(self, key: str) -> str | None:
-        return self._path(key)
+        return self._checked_path(key)
 
     def full_path(self, key: str) -> str:
         return self._path(key)
 
     def _ensure_parent(self, path: str) -> None:
+        """Make the folders of `path` below the root one at a time, never through a link
+        (a linked `chunks/` would send new files out of the dataset), and make each new
+        folder's own entry durable (or its files vanish with it on power loss)."""
         parent = os.path.dirname(path)
         if parent in self._made_dirs:
             return
-        missing = []
-        probe = parent
-        while not os.path.isdir(probe):
-            missing.append(probe)
-            probe = os.path.dirname(probe)
-        os.makedirs(parent, exist_ok=True)
-        # a new directory's own entry must be durable too, or its files vanish on power loss
-        for created in reversed(missing):
-            _fsync_dir(os.path.dirname(created))
+        if not os.path.isdir(self.root):
+            try:
+                os.makedirs(self.root, exist_ok=True)
+            except OSError as exc:
+                raise storage_error(exc, self.root, self.root, "creating") from exc
+        rel = os.path.relpath(parent, self.root)
+        probe = self.root
+        for part in [] if rel == "." else rel.split(os.sep):
+            probe = os.path.join(probe, part)
+            try:
+                mode = os.lstat(probe).st_mode
+            except FileNotFoundError:
+                try:
+                    os.mkdir(probe)
+                except FileExistsError:
+                    mode = os.lstat(probe).st_mode  # another writer made it meanwhile
+                except OSError as exc:
+                    raise storage_error(exc, probe, self.root, "creating") from exc
+                else:
+                    _fsync_dir(os.path.dirname(probe))
+                    continue
+            if stat.S_ISLNK(mode):
+                raise symlink_error(probe, self.root)
+            if not stat.S_ISDIR(mode):
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", probe)
         self._made_dirs.add(parent)
 
     def get(self, key: str) -> bytes:
-        with open(self._path(key), "rb") as f:
+        fd = self._open(key, os.O_RDONLY)
+        with open(fd, "rb", closefd=True) as f:
             return f.read()
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
-        fd = os.open(self._path(key), os.O_RDONLY)
+        fd = self._open(key, os.O_RDONLY)
         try:
             return os.pread(fd, length, start)
         finally:
             os.close(fd)
 
     def size(self, key: str) -> int:
-        return os.stat(self._path(key)).st_size
+        return self._lstat(key).st_size
+
+    def _lstat(self, key: str) -> os.stat_result:
+        path = self._checked_path(key, final=False)
+        result = os.lstat(path)
+        if stat.S_ISLNK(result.st_mode):
+            raise symlink_error(path, self.root)
+        return result
 
     def begin_put(self, key: str, parts: list, size_hint: int = 0) -> PendingPut | None:
         if not self.direct_io:
@@ -474,28 +610,38 @@ class LocalStorage(Storage):
         parts = data if isinstance(data, list) else [data]
         pending = self.begin_put(key, parts)
         if pending is not None:
-            pending.complete(sync)
+            pending.complete(sync)  # its errors name the file (storage_error)
             return
         path = self._path(key)
         self._ensure_parent(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            fd = self._open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, final=False)
+        except OSError as exc:
+            raise storage_error(exc, path, self.root) from exc
         try:
             _write_all(fd, parts)
             if sync:
                 _datasync(fd)
+        except OSError as exc:
+            # a fresh key nobody references yet (module docstring): give the space back
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise storage_error(exc, path, self.root) from exc
         finally:
             os.close(fd)
 
     def sync_file(self, key: str) -> None:
-        fd = os.open(self._path(key), os.O_RDONLY)
+        fd = self._open(key, os.O_RDONLY)
         try:
             _wait_for_writer(fd)
             _datasync(fd)
+        except OSError as exc:
+            raise storage_error(exc, self._path(key), self.root, "flushing") from exc
         finally:
             os.close(fd)
 
     def written_size(self, key: str) -> int:
-        fd = os.open(self._path(key), os.O_RDONLY)
+        fd = self._open(key, os.O_RDONLY)
         try:
             _wait_for_writer(fd)
             return os.fstat(fd).st_size
@@ -505,25 +651,38 @@ class LocalStorage(Storage):
     def touch_all(self, keys: list[str]) -> list[str]:
         missing = []
         for key in keys:
+            path = self._checked_path(key, final=False)
             try:
-                os.utime(self._path(key))
+                if stat.S_ISLNK(os.lstat(path).st_mode):
+                    raise symlink_error(path, self.root)
+                os.utime(path)
             except FileNotFoundError:
                 missing.append(key)
+            except OSError as exc:
+                raise storage_error(exc, path, self.root, "refreshing the mtime of") from exc
         return missing
 
     def set_if_not_exists(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         self._ensure_parent(path)
         tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}")
-        self.put_tmp(tmp, data)
+        try:
+            self.put_tmp(tmp, data)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # a full disk: leave no partial temporary
+                os.unlink(tmp)
+            raise storage_error(exc, path, self.root) from exc
         try:
             os.link(tmp, path)
         except FileExistsError:
             return False
         except OSError as exc:  # file systems without hard links: O_EXCL + rename fallback
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            return self._create_exclusive_fallback(path, data)
+                raise storage_error(exc, path, self.root) from exc
+            try:
+                return self._create_exclusive_fallback(path, data)
+            except OSError as exc2:
+                raise storage_error(exc2, path, self.root) from exc2
         finally:
             try:
                 os.unlink(tmp)
@@ -533,7 +692,7 @@ class LocalStorage(Storage):
         return True
 
     def put_tmp(self, tmp: str, data: bytes) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
         try:
             _write_all(fd, [data])
             os.fsync(fd)
@@ -544,7 +703,7 @@ class LocalStorage(Storage):
         # O_EXCL claims the name; a crash before the fsync leaves a short manifest that
         # readers report as CorruptionError (documented limitation of link-less file systems).
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
         except FileExistsError:
             return False
         try:
@@ -556,8 +715,11 @@ class LocalStorage(Storage):
         return True
 
     def list(self, prefix: str = "", refresh: bool = True) -> list[str]:
+        """Files under `prefix`. A linked folder below the prefix is not entered (os.walk
+        does not follow links); a linked `prefix` itself, or a folder on the way to it, is
+        refused. Linked files are listed (reading them is refused)."""
         prefix = prefix.strip("/")
-        base = self._path(prefix) if prefix else self.root
+        base = self._checked_path(prefix) if prefix else self.root
         out: list[str] = []
         if not os.path.isdir(base):
             return out
@@ -569,289 +731,30 @@ class LocalStorage(Storage):
         return out
 
     def delete(self, key: str) -> None:
+        # unlink never follows a link at the end; the folders on the way must be ours
+        path = self._checked_path(key, final=False)
         try:
-            os.unlink(self._path(key))
+            os.unlink(path)
         except FileNotFoundError:
             pass
 
     def exists(self, key: str) -> bool:
-        return os.path.exists(self._path(key))
+        return os.path.lexists(self._checked_path(key, final=False))
 
     def mtime(self, key: str) -> float | None:
+        # a link's own mtime (gc may remove a stray link; its target is never touched)
         try:
-            return os.stat(self._path(key)).st_mtime
+            return os.lstat(self._checked_path(key, final=False)).st_mtime
         except FileNotFoundError:
             return None
 
     def sync(self, prefix: str) -> None:
-        _fsync_dir(self._path(prefix) if prefix else self.root)
+        _fsync_dir(self._checked_path(prefix) if prefix else self.root)
 
     def delete_all(self) -> None:
         import shutil
 
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-# Helper threads for SyncQueue, one pool per thread count and process, started on first
-# use and kept: starting a thread costs milliseconds on a loaded machine, and writers come
-# and go once per batch. A forked child starts its own (the parent's threads are not in it).
-_sync_pools: dict[int, tuple[int, object]] = {}
-_sync_pools_lock = threading.Lock()
-
-
-def _sync_pool(threads: int):
-    from concurrent.futures import ThreadPoolExecutor
-
-    pid = os.getpid()
-    with _sync_pools_lock:
-        entry = _sync_pools.get(threads)
-        if entry is None or entry[0] != pid:
-            pool = ThreadPoolExecutor(threads, thread_name_prefix="slicewise-sync")
-            entry = _sync_pools[threads] = (pid, pool)
-        return entry[1]
-
-
-def short_files(storage: Storage, expected: list[tuple[str, int]]) -> list[str]:
-    """Of (key, nbytes) pairs, the keys whose file does not hold exactly nbytes once no
-    writer writes it any more (`written_size`; a missing file counts as short). A writer
-    that died or failed while its PendingPut was writing leaves its file short
-    (FORMAT.md 3.1): such a file must never be published."""
-    short = []
-    for key, nbytes in expected:
-        try:
-            size = storage.written_size(key)
-        except FileNotFoundError:
-            size = -1
-        if size != nbytes:
-            short.append(key)
-    return short
-
-
-class SyncQueue:
-    """Makes new files durable on helper threads, so the disk works while the caller goes
-    on (the writes and fdatasync release the GIL). `put(key, parts)` hands over a whole
-    file (written there, or written here and flushed there); `submit(key)` a file written
-    with `put(sync=False)`, to flush. Each key is synced once, however often it is
-    submitted. `wait()` returns when every file handed over is durable and re-raises the
-    first failure: nothing that waits on it may publish a file whose flush failed.
-    `hand_over()` instead leaves the unfinished ones to whoever publishes them.
-
-    Writers use one thread (chunk k is written and flushed while chunk k+1 is encoded); a
-    committer uses a few (concurrent flushes of different files share the file system's
-    journal commits). The threads belong to the process (`_sync_pool`), not to the queue.
-    """
-
-    def __init__(self, storage: Storage, threads: int = 1):
-        self._storage = storage
-        self._threads = threads
-        self._pending: dict[str, object] = {}  # key -> Future of its sync_file or write
-        self._locked: set[str] = set()  # keys written by a PendingPut under its lock
-        self._unflushed: set[str] = set()  # keys written with flush=False
-
-    def submit(self, key: str) -> None:
-        if key not in self._pending:
-            pool = _sync_pool(self._threads)
-            self._pending[key] = pool.submit(self._storage.sync_file, key)
-
-    def put(self, key: str, parts: list, flush: bool = True, size_hint: int = 0) -> None:
-        """Write the new file `key` and make it durable without waiting for the disk.
-        Where the storage takes a copy (`begin_put`: local direct I/O), the helper thread
-        writes and flushes it; otherwise it is written here and flushed there. Either
-        way `parts` may be reused when this returns. flush=False: written, never flushed
-        here; `hand_over()` lists it for whoever publishes it (a writer's last chunks,
-        whose flush would have nothing left to overlap with in the writer). `size_hint`:
-        see `Storage.begin_put`."""
-        pending = self._storage.begin_put(key, parts, size_hint)
-        if pending is None:
-            self._storage.put(key, parts, sync=False)
-            if flush:
-                self.submit(key)
-            else:
-                self._unflushed.add(key)
-            return
-        try:
-            future = _sync_pool(self._threads).submit(pending.complete, flush)
-        except BaseException:
-            pending.abandon()
-            raise
-        self._pending[key] = future
-        if pending.locked:
-            self._locked.add(key)
-        if not flush:
-            self._unflushed.add(key)
-
-    @property
-    def idle(self) -> bool:
-        """True when no file was handed over since the last wait()."""
-        return not self._pending and not self._unflushed
-
-    def wait(self, keys: list[str] | None = None) -> None:
-        """Make `keys` (default: every key handed over) durable: submit those not handed
-        over yet, wait for them, and re-raise the first failure."""
-        if keys is None:
-            keys = list(self._pending) + [k for k in self._unflushed if k not in self._pending]
-        writes = [self._pending.pop(key) for key in keys if key in self._unflushed
-                  and key in self._pending]
-        _wait_all(writes)  # a file written with flush=False is flushed once it is written
-        self._unflushed.difference_update(keys)
-        self._locked.difference_update(keys)
-        for key in keys:
-            self.submit(key)
-        _wait_all([self._pending.pop(key) for key in keys])
-
-    def hand_over(self) -> set[str]:
-        """The keys not durable yet, left to whoever publishes them (their receipt entries
-        say `"synced": false`): files written with flush=False, and files still being
-        written by a PendingPut under its lock (`sync_file` waits for that lock before
-        it flushes). Everything else is waited for here: a flush of a file written
-        through the page cache is quick, and this writer must see its failure (another
-        process's later fdatasync may not be told of it). Failures seen so far are
-        re-raised. The queue is empty afterwards."""
-        pending, self._pending = self._pending, {}
-        locked, self._locked = self._locked, set()
-        unflushed, self._unflushed = self._unflushed, set()
-        _wait_all([future for key, future in pending.items() if key not in locked])
-        unfinished = {key for key in locked if not pending[key].done()}
-        _wait_all([pending[key] for key in locked - unfinished])
-        return unfinished | unflushed
-
-    def abandon(self) -> None:
-        """Forget every file handed over (none will be published); the helper threads
-        finish what they started."""
-        self._pending, self._locked, self._unflushed = {}, set(), set()
-
-
-def _wait_all(futures: list) -> None:
-    """Wait for every future, then re-raise the first failure."""
-    errors = []
-    for future in futures:
-        try:
-            future.result()
-        except BaseException as exc:  # wait for every flush, then report the first
-            errors.append(exc)
-    if errors:
-        raise errors[0]
-
-
-_MEMORY_LOCK = threading.Lock()
-
-
-class FsspecStorage(Storage):
-    """Any fsspec file system; see the module docstring for what put-if-absent means here."""
-
-    def __init__(self, url: str, storage_options: dict | None = None):
-        import fsspec
-
-        self.url = url.rstrip("/")
-        self.storage_options = dict(storage_options or {})
-        self.fs, root = fsspec.core.url_to_fs(url, **self.storage_options)
-        self.root = root.rstrip("/")
-        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        self.protocol = protocol
-        self.atomic_create = protocol in ("memory", "s3", "s3a")
-
-    def _path(self, key: str) -> str:
-        return f"{self.root}/{key}" if key else self.root
-
-    def get(self, key: str) -> bytes:
-        return self.fs.cat_file(self._path(key))
-
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        return self.fs.cat_file(self._path(key), start=start, end=start + length)
-
-    def size(self, key: str) -> int:
-        return int(self.fs.size(self._path(key)))
-
-    def put(self, key: str, data: bytes | memoryview | list, sync: bool = True) -> None:
-        if isinstance(data, list):
-            data = b"".join(data)
-        self.fs.pipe_file(self._path(key), bytes(data))
-
-    def set_if_not_exists(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
-        if self.protocol == "memory":
-            with _MEMORY_LOCK:
-                if self.fs.exists(path):
-                    return False
-                self.fs.pipe_file(path, data)
-                return True
-        if self.protocol in ("s3", "s3a"):
-            try:
-                self.fs.pipe_file(path, data, mode="create")
-                return True
-            except FileExistsError:
-                return False
-            except OSError as exc:
-                # Some s3fs versions map 412 Precondition Failed to EINVAL; a retried
-                # request that already landed also answers 412: the content decides.
-                if exc.errno != errno.EINVAL and "recondition" not in str(exc):
-                    raise
-                self.fs.invalidate_cache(path)
-                try:
-                    return self.fs.cat_file(path) == data
-                except FileNotFoundError:
-                    raise exc from None
-        # Generic fallback: check, then write. Not atomic against another machine.
-        self.fs.invalidate_cache(path)
-        if self.fs.exists(path):
-            return False
-        self.fs.pipe_file(path, data)
-        return True
-
-    def list(self, prefix: str = "", refresh: bool = True) -> list[str]:
-        base = self._path(prefix.rstrip("/")) if prefix else self.root
-        if refresh:
-            self.fs.invalidate_cache(base)
-            self.fs.invalidate_cache(self.root)
-        try:
-            found = self.fs.find(base)
-        except FileNotFoundError:
-            return []
-        root_len = len(self.root) + 1
-        out = []
-        for path in found:
-            path = path.rstrip("/")
-            # some file systems return paths without the leading '/' of the root
-            idx = path.find(self.root.lstrip("/"))
-            rel = path[idx + len(self.root.lstrip("/")) + 1 :] if idx >= 0 else path[root_len:]
-            if rel:
-                out.append(rel)
-        return out
-
-    def delete(self, key: str) -> None:
-        try:
-            self.fs.rm_file(self._path(key))
-        except FileNotFoundError:
-            pass
-
-    def exists(self, key: str) -> bool:
-        path = self._path(key)
-        self.fs.invalidate_cache(path)
-        return bool(self.fs.exists(path))
-
-    def mtime(self, key: str) -> float | None:
-        try:
-            info = self.fs.info(self._path(key))
-        except FileNotFoundError:
-            return None
-        for field in ("mtime", "LastModified", "created", "last_modified"):
-            value = info.get(field)
-            if value is None:
-                continue
-            if hasattr(value, "timestamp"):
-                return float(value.timestamp())
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                continue
-        return None
-
-    def delete_all(self) -> None:
-        try:
-            self.fs.rm(self.root, recursive=True)
-        except FileNotFoundError:
-            pass
-        self.fs.invalidate_cache(self.root)
 
 
 def open_storage(url: str, storage_options: dict | None = None) -> Storage:
@@ -863,3 +766,9 @@ def open_storage(url: str, storage_options: dict | None = None) -> Storage:
     if "://" not in url:
         return LocalStorage(url)
     return FsspecStorage(url, storage_options)
+
+
+# the fsspec backend lives in its own module; imported here, after Storage, for the names
+# callers know (slicewise.format.storage.FsspecStorage)
+from slicewise.format.storage_fsspec import FsspecStorage  # noqa: E402
+from slicewise.format.syncqueue import SyncQueue, _sync_pool, short_files  # noqa: E402, F401

@@ -14,6 +14,10 @@ Reading (lazy: building the array reads no sample data, only the chunk index):
         file instead: no copy at all
     ds.frames.dask_bag() ─► dask.bag, one partition per stored chunk: ragged samples, text
 
+Every stored byte a block holds was checked by the chunk reader on its way in (its
+checksum block's CRC-32, FORMAT.md §4): a damaged chunk file fails the block's task with
+a CorruptionError naming the file and its samples, never a block of wrong values.
+
 Why several chunks per block: dask spends about a millisecond of Python per block on a
 reduction, as much as numpy needs to sum 8 MiB, so one block per 8 MiB chunk made dask
 itself the bottleneck; blocks of 64 MiB make that cost vanish (dask recommends blocks of

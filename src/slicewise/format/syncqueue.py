@@ -1,0 +1,151 @@
+"""SyncQueue: new files made durable on helper threads while their writer goes on
+(FORMAT.md 3.1), and `short_files`, the check a commit makes of files written that way.
+Storage-independent: it calls `Storage.begin_put`, `put`, `sync_file` and `written_size`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from slicewise.format.storage import Storage
+
+# Helper threads for SyncQueue, one pool per thread count and process, started on first
+# use and kept: starting a thread costs milliseconds on a loaded machine, and writers come
+# and go once per batch. A forked child starts its own (the parent's threads are not in it).
+_sync_pools: dict[int, tuple[int, object]] = {}
+_sync_pools_lock = threading.Lock()
+
+
+def _sync_pool(threads: int):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pid = os.getpid()
+    with _sync_pools_lock:
+        entry = _sync_pools.get(threads)
+        if entry is None or entry[0] != pid:
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="slicewise-sync")
+            entry = _sync_pools[threads] = (pid, pool)
+        return entry[1]
+
+
+def short_files(storage: Storage, expected: list[tuple[str, int]]) -> list[str]:
+    """Of (key, nbytes) pairs, the keys whose file does not hold exactly nbytes once no
+    writer writes it any more (`written_size`; a missing file counts as short). A writer
+    that died or failed while its PendingPut was writing leaves its file short
+    (FORMAT.md 3.1): such a file must never be published."""
+    short = []
+    for key, nbytes in expected:
+        try:
+            size = storage.written_size(key)
+        except FileNotFoundError:
+            size = -1
+        if size != nbytes:
+            short.append(key)
+    return short
+
+
+class SyncQueue:
+    """Makes new files durable on helper threads, so the disk works while the caller goes
+    on (the writes and fdatasync release the GIL). `put(key, parts)` hands over a whole
+    file (written there, or written here and flushed there); `submit(key)` a file written
+    with `put(sync=False)`, to flush. Each key is synced once, however often it is
+    submitted. `wait()` returns when every file handed over is durable and re-raises the
+    first failure: nothing that waits on it may publish a file whose flush failed.
+    `hand_over()` instead leaves the unfinished ones to whoever publishes them.
+
+    Writers use one thread (chunk k is written and flushed while chunk k+1 is encoded); a
+    committer uses a few (concurrent flushes of different files share the file system's
+    journal commits). The threads belong to the process (`_sync_pool`), not to the queue.
+    """
+
+    def __init__(self, storage: Storage, threads: int = 1):
+        self._storage = storage
+        self._threads = threads
+        self._pending: dict[str, object] = {}  # key -> Future of its sync_file or write
+        self._locked: set[str] = set()  # keys written by a PendingPut under its lock
+        self._unflushed: set[str] = set()  # keys written with flush=False
+
+    def submit(self, key: str) -> None:
+        if key not in self._pending:
+            pool = _sync_pool(self._threads)
+            self._pending[key] = pool.submit(self._storage.sync_file, key)
+
+    def put(self, key: str, parts: list, flush: bool = True, size_hint: int = 0) -> None:
+        """Write the new file `key` and make it durable without waiting for the disk.
+        Where the storage takes a copy (`begin_put`: local direct I/O), the helper thread
+        writes and flushes it; otherwise it is written here and flushed there. Either
+        way `parts` may be reused when this returns. flush=False: written, never flushed
+        here; `hand_over()` lists it for whoever publishes it (a writer's last chunks,
+        whose flush would have nothing left to overlap with in the writer). `size_hint`:
+        see `Storage.begin_put`."""
+        pending = self._storage.begin_put(key, parts, size_hint)
+        if pending is None:
+            self._storage.put(key, parts, sync=False)
+            if flush:
+                self.submit(key)
+            else:
+                self._unflushed.add(key)
+            return
+        try:
+            future = _sync_pool(self._threads).submit(pending.complete, flush)
+        except BaseException:
+            pending.abandon()
+            raise
+        self._pending[key] = future
+        if pending.locked:
+            self._locked.add(key)
+        if not flush:
+            self._unflushed.add(key)
+
+    @property
+    def idle(self) -> bool:
+        """True when no file was handed over since the last wait()."""
+        return not self._pending and not self._unflushed
+
+    def wait(self, keys: list[str] | None = None) -> None:
+        """Make `keys` (default: every key handed over) durable: submit those not handed
+        over yet, wait for them, and re-raise the first failure."""
+        if keys is None:
+            keys = list(self._pending) + [k for k in self._unflushed if k not in self._pending]
+        writes = [self._pending.pop(key) for key in keys if key in self._unflushed
+                  and key in self._pending]
+        _wait_all(writes)  # a file written with flush=False is flushed once it is written
+        self._unflushed.difference_update(keys)
+        self._locked.difference_update(keys)
+        for key in keys:
+            self.submit(key)
+        _wait_all([self._pending.pop(key) for key in keys])
+
+    def hand_over(self) -> set[str]:
+        """The keys not durable yet, left to whoever publishes them (their receipt entries
+        say `"synced": false`): files written with flush=False, and files still being
+        written by a PendingPut under its lock (`sync_file` waits for that lock before
+        it flushes). Everything else is waited for here: a flush of a file written
+        through the page cache is quick, and this writer must see its failure (another
+        process's later fdatasync may not be told of it). Failures seen so far are
+        re-raised. The queue is empty afterwards."""
+        pending, self._pending = self._pending, {}
+        locked, self._locked = self._locked, set()
+        unflushed, self._unflushed = self._unflushed, set()
+        _wait_all([future for key, future in pending.items() if key not in locked])
+        unfinished = {key for key in locked if not pending[key].done()}
+        _wait_all([pending[key] for key in locked - unfinished])
+        return unfinished | unflushed
+
+    def abandon(self) -> None:
+        """Forget every file handed over (none will be published); the helper threads
+        finish what they started."""
+        self._pending, self._locked, self._unflushed = {}, set(), set()
+
+
+def _wait_all(futures: list) -> None:
+    """Wait for every future, then re-raise the first failure."""
+    errors = []
+    for future in futures:
+        try:
+            future.result()
+        except BaseException as exc:  # wait for every flush, then report the first
+            errors.append(exc)
+    if errors:
+        raise errors[0]
