@@ -110,3 +110,38 @@ def test_unreadable_file_stops_or_is_skipped(tmp_path):
     assert skipped.returncode == 0, skipped.stderr
     assert "broken.jpg" in skipped.stdout + skipped.stderr
     assert len(sw.load(str(tmp_path / "ds"), read_only=True)) == 5
+
+
+@pytest.mark.timeout(180)
+def test_verify_fails_on_what_is_not_a_whole_dataset(tmp_path):
+    """Issue 9, case 3: `slicewise verify` said OK (exit 0) for a path that does not exist,
+    a dataset without versions/, and a missing or garbled slicewise.json."""
+    import shutil
+
+    good = tmp_path / "good"
+    ds = sw.empty(str(good))
+    with ds:
+        ds.create_tensor("x", dtype="uint8")
+        ds.x.append(np.arange(3, dtype=np.uint8))
+    done = slicewise("verify", str(good))
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr
+
+    def broken(name, damage):
+        path = tmp_path / name
+        shutil.copytree(good, path)
+        damage(path)
+        return path
+
+    cases = {
+        broken("no-versions", lambda p: shutil.rmtree(p / "versions")): "versions",
+        broken("no-marker", lambda p: (p / "slicewise.json").unlink()): "slicewise.json",
+        broken("bad-marker", lambda p: (p / "slicewise.json").write_text("{garbage")):
+            "slicewise.json",
+        tmp_path / "does-not-exist": "does not exist",
+    }
+    for path, named in cases.items():
+        done = slicewise("verify", str(path))
+        assert done.returncode == 1, (path, done.stdout, done.stderr)
+        assert "OK" not in done.stdout.splitlines()[0]
+        [line] = done.stderr.strip().splitlines()  # one clear line, no traceback
+        assert line.startswith(f"slicewise verify: {path} FAILED: ") and named in line, line

@@ -16,6 +16,7 @@ import pytest
 import slicewise as sw
 from slicewise.format import DatasetWriter
 from slicewise.format.chunk import PREFIX, PREFIX_SIZE, encode_chunk, parse_header
+from slicewise.format.manifest import encode_manifest
 
 
 def make(url: str) -> sw.Dataset:
@@ -36,8 +37,10 @@ def newest_manifest(url: str) -> tuple[str, dict]:
 
 
 def rewrite(path: str, doc: dict) -> None:
-    with open(path, "w") as f:
-        json.dump(doc, f)
+    """Write `doc` as a manifest with a valid checksum: the lie must be found by the field
+    checks behind the checksum, not by the checksum."""
+    with open(path, "wb") as f:
+        f.write(encode_manifest(doc))
 
 
 @pytest.mark.parametrize(
@@ -91,7 +94,8 @@ def test_manifest_tensor_names_are_validated(tmp_path, name):
         lambda d: d["tensors"]["labels"].update(label_remaps=[{"base": 0, "ids": [5]}]),
         lambda d: d["tensors"]["labels"]["chunks"]["remap"].__setitem__(0, 9),
         lambda d: d.update(time="yesterday"),
-        lambda d: d.update(format_version=2),
+        lambda d: d.update(format_version=3),
+        lambda d: d.update(format_version=1),  # version 1 has no checksum member
     ],
 )
 def test_manifest_field_checks(tmp_path, mutate):
@@ -129,7 +133,8 @@ def test_hostile_marker(tmp_path):
     doc = json.load(open(marker))
     for bad in (0, -1, 2**62, "8"):
         doc["chunk_target_bytes"] = bad
-        rewrite(marker, doc)
+        with open(marker, "w") as f:
+            json.dump(doc, f)
         with pytest.raises(sw.CorruptionError, match="chunk_target_bytes") as info:
             sw.load(url)
         assert info.value.path == marker

@@ -256,3 +256,25 @@ def test_concurrent_evals_one_killed_9_and_rerun_write_each_row_once(tmp_path):
     assert [v for v in rows if v < 1000] == list(range(300))  # each eval's rows in order
     assert [v for v in rows if v >= 1000] == list(range(1000, 1300))
     assert names(ds)[rows.index(299)] == "item299"
+
+
+@pytest.mark.timeout(60)
+def test_gc_keeps_an_unfinished_evals_checkpoint(tmp_path):
+    """sw.gc(keep_last=1) after other commits would drop the version holding the
+    unfinished eval's checkpoint record; a re-run then found none and wrote every row
+    again. gc keeps that version (and the ones after it) while the eval is unfinished."""
+    ds = new_ds(tmp_path / "ds")
+    items = list(range(50))
+    fail_at_30(ds, items)
+    for i in range(3):
+        ds.commit(f"other {i}")
+    report = sw.gc(str(tmp_path / "ds"), keep_last=1, grace_seconds=0)
+    assert report.kept_versions  # the checkpoint's version and everything after it
+    report = record().eval(items, sw.load(str(tmp_path / "ds")), checkpoint_interval=10,
+                           progressbar=False)
+    assert report.resumed_from == 30
+    done = sw.load(str(tmp_path / "ds"))
+    assert values(done) == items
+    sw.gc(str(tmp_path / "ds"), keep_last=1, grace_seconds=0)  # finished: nothing to keep
+    assert len(sw.load(str(tmp_path / "ds")).log()) == 1
+    assert values(sw.load(str(tmp_path / "ds"))) == items

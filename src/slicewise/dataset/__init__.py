@@ -41,6 +41,8 @@ from slicewise.dataset.dataset import Dataset
 from slicewise.dataset.group import Group, RowView
 from slicewise.dataset.opening import dataset, delete, empty, exists, load
 from slicewise.dataset.tensor import Tensor, TensorView
+from slicewise.dataset.versioning import MergeConflictError
+from slicewise.dataset.views import DatasetView
 from slicewise.format.errors import CommitConflictError, CorruptionError, DatasetError
 from slicewise.format.htypes import HTYPES, FileSample
 from slicewise.format.maintenance import GcReport, VerifyReport, gc_storage, verify_storage
@@ -60,6 +62,10 @@ __all__ = [
     "exists",
     "delete",
     "read",
+    "deepcopy",
+    "copy",
+    "DatasetView",
+    "MergeConflictError",
     "verify",
     "gc",
     "DatasetError",
@@ -68,6 +74,31 @@ __all__ = [
     "VerifyReport",
     "GcReport",
 ]
+
+
+def deepcopy(src, dest, tensors=None, overwrite: bool = False, storage_options=None,
+             num_workers: int = 0, **deeplake_kwargs) -> Dataset:
+    """Deep Lake 3's deepcopy: the dataset at `src` (a path or Dataset) to `dest` (any
+    path or URL, S3 included), with its whole history: every version, branch and saved
+    view, file by file in parallel (files are immutable, so byte for byte). With `tensors`
+    only those tensors of the current version are copied, as one version."""
+    from slicewise.dataset.editing import deepcopy as _deepcopy
+
+    return _deepcopy(src, dest, tensors=tensors, overwrite=overwrite,
+                     storage_options=storage_options, num_workers=num_workers)
+
+
+def copy(src, dest, tensors=None, overwrite: bool = False, storage_options=None,
+         **deeplake_kwargs) -> Dataset:
+    """Deep Lake 3's copy: the current version of `src` (a path, Dataset or view) into a
+    new dataset at `dest`, as one version (history flattened)."""
+    from slicewise.dataset.editing import deepcopy as _deepcopy
+    from slicewise.dataset.views import DatasetView
+
+    if isinstance(src, DatasetView):
+        return src.copy(dest, overwrite=overwrite, storage_options=storage_options)
+    return _deepcopy(src, dest, tensors=tensors, overwrite=overwrite,
+                     storage_options=storage_options, keep_history=False)
 
 
 def read(path, verify: bool = False, compression: str | None = None, storage_options=None):
@@ -95,9 +126,19 @@ def gc(
 ) -> GcReport:
     """Remove versions older than the newest `keep_last` (None keeps every version), then
     chunk and temporary files no kept version references, if older than `grace_seconds`
-    (so a writer still running keeps its files). Readers of removed versions fail."""
+    (so a writer still running keeps its files). Readers of removed versions fail. The
+    newest checkpoint of an unfinished eval is kept, with every version after it: a re-run
+    of that eval resumes from it instead of writing its rows again."""
+    from slicewise.transform.checkpoint import resumable_versions  # the layer above: lazily
+
     url = path.path if isinstance(path, Dataset) else path
-    return gc_storage(open_storage(url, storage_options), keep_last, grace_seconds, dry_run)
+    storage = open_storage(url, storage_options)
+    protect = resumable_versions(storage) if keep_last is not None else frozenset()
+    if keep_last is not None:  # a branch reads main's versions up to its fork (FORMAT.md 8)
+        from slicewise.format.branches import fork_seqs
+
+        protect = frozenset(protect) | fork_seqs(storage)
+    return gc_storage(storage, keep_last, grace_seconds, dry_run, protect=protect)
 
 
 class _CallableModule(types.ModuleType):

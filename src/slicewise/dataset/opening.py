@@ -21,7 +21,7 @@ from slicewise.format.manifest import (
     read_version,
 )
 from slicewise.format.storage import Storage, open_storage
-from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES
+from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES, default_chunk_target_bytes
 
 # What a dataset marker may ask for (a marker may come from a stranger).
 MIN_CHUNK_TARGET = 1
@@ -100,7 +100,7 @@ def empty(
         raise DatasetError(
             f"{storage.url} is not empty and is not a slicewise dataset; refusing to write there"
         )
-    target = int(chunk_target_bytes or DEFAULT_CHUNK_TARGET_BYTES)
+    target = int(chunk_target_bytes or default_chunk_target_bytes(storage))
     if not MIN_CHUNK_TARGET <= target <= MAX_CHUNK_TARGET:
         raise DatasetError(
             f"chunk_target_bytes={target}: choose between {MIN_CHUNK_TARGET} and "

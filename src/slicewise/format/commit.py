@@ -52,12 +52,18 @@ class Transaction:
     # `appended` ones only (an in-place eval replaces the tensors it wrote; the old chunk
     # files stay readable through the older versions until gc)
     cleared: set[str] = field(default_factory=set)
+    # tensors removed in the new version (delete_tensor, a merge); FORMAT.md 2.5
+    deleted: set[str] = field(default_factory=set)
+    # the dataset's new info (ds.info.update), or None when unchanged
+    ds_info: dict | None = None
 
     def is_empty(self) -> bool:
         return not (
             self.groups
             or self.created
             or self.cleared
+            or self.deleted
+            or self.ds_info is not None
             or any(self.appended.values())
             or self.replaced
             or self.info
@@ -80,6 +86,8 @@ class Transaction:
             changes["groups"] = list(self.groups)
         if self.cleared:
             changes["cleared"] = sorted(self.cleared)
+        if self.deleted:
+            changes["deleted"] = sorted(self.deleted)
         return changes
 
     def add_receipt(self, receipt: dict, known: set[str]) -> None:
@@ -140,8 +148,12 @@ def apply(base: Version, txn: Transaction, message: str = "", meta: dict | None 
     """The version that `txn` on top of `base` makes (nothing is written)."""
     tensors: dict[str, TensorState] = {}
     touched = txn.touched()
+    for name in txn.deleted:
+        if name not in base.tensors:
+            raise CommitConflictError(f"tensor {name!r} no longer exists")
     for name, state in base.tensors.items():
-        tensors[name] = state.copy() if name in touched else state
+        if name not in txn.deleted:
+            tensors[name] = state.copy() if name in touched else state
     for name, tmeta in txn.created.items():
         if name in tensors:
             raise CommitConflictError(f"tensor {name!r} was created by another commit")
@@ -209,6 +221,7 @@ def apply(base: Version, txn: Transaction, message: str = "", meta: dict | None 
         changes=txn.changes(),
         tensors=tensors,
         groups=groups,
+        ds_info=dict(base.ds_info if txn.ds_info is None else txn.ds_info),
     )
 
 
@@ -260,11 +273,12 @@ def _resolve_labels(state: TensorState, labels: dict, resolved: dict[tuple, int]
 
 def check_rebase(txn: Transaction, landed: list[Version]) -> None:
     """Raise CommitConflictError unless `txn` can be replayed on top of `landed` commits."""
-    ours_touched = txn.touched()
-    ours_exclusive = set(txn.created) | txn.modified()
+    ours_touched = txn.touched() | txn.deleted
+    ours_exclusive = set(txn.created) | txn.modified() | txn.deleted
     for version in landed:
         theirs = version.changes or {}
-        their_exclusive = set(theirs.get("created", [])) | set(theirs.get("modified", []))
+        their_exclusive = (set(theirs.get("created", [])) | set(theirs.get("modified", []))
+                           | set(theirs.get("deleted", [])))
         their_appended = set(theirs.get("appended", []))
         clash = (their_exclusive & ours_touched) | (their_appended & ours_exclusive)
         if clash or not version.changes:

@@ -65,6 +65,16 @@ HTYPES: dict[str, dict] = {
     "json": {"dtype": "str", "compressions": BYTE_COMPRESSIONS, "kwargs": ("schema",)},
     "bbox": {"dtype": "float32", "compressions": BYTE_COMPRESSIONS, "kwargs": ("coords",)},
     "embedding": {"dtype": "float32", "compressions": BYTE_COMPRESSIONS, "kwargs": ()},
+    # Deep Lake 3's annotation htypes stored as plain arrays, with its dtypes and shapes:
+    # binary_mask (H, W, objects) bool; segment_mask (H, W) uint32 class ids, the names in
+    # info.class_names; keypoints_coco (3 * keypoints, objects) int32 (x, y, visibility);
+    # point_cloud (points, 3 or more) float32
+    "binary_mask": {"dtype": "bool", "compressions": BYTE_COMPRESSIONS, "kwargs": ()},
+    "segment_mask": {"dtype": "uint32", "compressions": BYTE_COMPRESSIONS,
+                     "kwargs": ("class_names",)},
+    "keypoints_coco": {"dtype": "int32", "compressions": BYTE_COMPRESSIONS,
+                       "kwargs": ("keypoints", "connections")},
+    "point_cloud": {"dtype": "float32", "compressions": BYTE_COMPRESSIONS, "kwargs": ()},
 }
 
 _NAME_MAX = 200
@@ -329,14 +339,19 @@ class FileSample:
         except ImageFileError as exc:
             raise SampleError(f"file {self.path!r} {exc}") from exc
 
-    def array(self) -> np.ndarray:
+    def numpy(self) -> np.ndarray:
+        """The decoded image (HWC uint8 for 8-bit images)."""
         data = self.buffer()
         try:
             return decode_image(data)
         except Exception as exc:
             raise SampleError(f"file {self.path!r} cannot be decoded as an image: {exc}") from exc
 
-    numpy = array
+    @property
+    def array(self) -> np.ndarray:
+        """The decoded image, as Deep Lake 3's `deeplake.read(path).array` (a property
+        there too; `numpy()` is the method form)."""
+        return self.numpy()
 
 
 def _read_local_file(path: str) -> bytes:
@@ -607,7 +622,7 @@ class SampleEncoder:
             raise SampleError(
                 f"tensor {self.name!r}: file {sample.path!r} is not a jpeg, png or webp image"
             )
-        array = sample.array()
+        array = sample.numpy()
         if fmt == comp:  # verify=True: decoded fine, keep the original bytes
             return data, array.shape
         return self._encode_array(self._as_array(array), arena)
@@ -708,6 +723,8 @@ def decode_sample(
         if isinstance(exc, CorruptionError) or "pip install" not in str(exc):
             raise CorruptionError(str(exc)) from exc
         raise  # a missing optional codec package is not corruption
+    except MemoryError:
+        raise  # out of memory is reported as itself, never as corruption
     except Exception as exc:
         raise CorruptionError(f"stored sample does not decode: {exc}") from exc
 

@@ -7,13 +7,15 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from slicewise.format.chunk import check_payload, parse_header
+from slicewise.format.chunk import check_chunk, claim_problem
 from slicewise.format.errors import CorruptionError, DatasetError
 from slicewise.format.htypes import decode_sample
 from slicewise.format.manifest import (
     MARKER_KEY,
+    VERSIONS_PREFIX,
     Version,
     chunk_key,
+    decode_marker,
     list_version_seqs,
     read_version,
     version_key,
@@ -53,43 +55,121 @@ class VerifyReport:
 
 
 def verify_storage(storage: Storage, decode: bool = True) -> VerifyReport:
+    """Check everything (FORMAT.md §5): the marker, that there are versions and none is
+    missing between the oldest and the newest, every manifest (2.4) and the parent links
+    between them, and every chunk any manifest references. A path that holds no dataset
+    is a problem too, never an empty OK."""
     report = VerifyReport(storage.url)
+    if not _verify_marker(storage, report):
+        return report
+    versions_at = storage.full_path(VERSIONS_PREFIX.rstrip("/"))
+    try:
+        seqs = list_version_seqs(storage)
+    except (DatasetError, OSError) as exc:
+        report.add(versions_at, f"cannot be listed: {exc}")
+        return report
+    if not seqs:
+        report.add(
+            versions_at,
+            "no version manifests (versions/ is missing or empty): every dataset has at "
+            "least version 1, so the versions were removed or never written",
+        )
+        return report
+    gaps = sorted(set(range(seqs[0], seqs[-1] + 1)) - set(seqs))
+    for seq in gaps:
+        report.add(
+            storage.full_path(version_key(seq)),
+            f"missing: versions {seqs[0]} to {seqs[-1]} exist, and only gc removes "
+            "versions (the oldest first)",
+        )
     versions: list[Version] = []
-    for seq in list_version_seqs(storage):
+    for seq in seqs:
         where = storage.full_path(version_key(seq))
         try:
             versions.append(read_version(storage, seq))
-        except (CorruptionError, DatasetError) as exc:
+        except (DatasetError, OSError) as exc:
             report.add(where, str(exc))
+    by_seq = {v.seq: v for v in versions}
+    for version in versions:
+        before = by_seq.get(version.seq - 1)
+        if before is not None and version.parent != before.id:
+            report.add(
+                storage.full_path(version_key(version.seq)),
+                f"its parent is {version.parent!r}, but version {before.seq} is {before.id!r}",
+            )
     report.versions = len(versions)
-    seen: set[str] = set()
+    # each chunk file is read and checked once; what every version says of it is checked
+    # against its header (a manifest's rows, nbytes and shapes are what readers trust)
+    seen: dict[str, tuple | None] = {}
     for version in versions:
         for name, state in version.tensors.items():
             for k, key_name in enumerate(state.keys):
                 key = chunk_key(state.meta.id, key_name)
-                if key in seen:
-                    continue
-                seen.add(key)
-                report.chunks += 1
-                _verify_chunk(storage, report, version, name, state, k, key, decode)
+                if key not in seen:
+                    report.chunks += 1
+                    seen[key] = _verify_chunk(storage, report, version, name, state, k, key,
+                                              decode)
+                if seen[key] is not None:
+                    where = storage.full_path(key)
+                    try:
+                        _check_claims(*seen[key], state, k, version, where)
+                    except CorruptionError as exc:
+                        report.add(where, _short_message(exc, where))
     return report
 
 
-def _verify_chunk(storage, report, version, name, state, k, key, decode) -> None:
+def _short_message(exc: CorruptionError, where: str) -> str:
+    return str(exc).replace(f"chunk file {where}: ", "").replace(f"chunk file {where} ", "")
+
+
+def _verify_marker(storage: Storage, report: VerifyReport) -> bool:
+    """Whether `storage` holds a dataset whose marker is valid; the problem goes into
+    `report` otherwise. False means there is nothing more to check."""
+    where = storage.full_path(MARKER_KEY)
+    try:
+        data = storage.get(MARKER_KEY)
+    except FileNotFoundError:
+        try:
+            present = bool(storage.list("", refresh=True))
+        except (DatasetError, OSError):
+            present = True
+        if not present:
+            report.add(storage.url, "no dataset here: the path does not exist or is empty")
+            return False
+        report.add(
+            where,
+            "the dataset marker is missing: not a slicewise dataset, or its marker was "
+            "removed",
+        )
+        return True  # versions and chunks may still be there: check them too
+    except (DatasetError, OSError) as exc:
+        kind = "not a folder" if isinstance(exc, NotADirectoryError) else "cannot be read"
+        report.add(where, f"the dataset marker {kind}: {exc}")
+        return not isinstance(exc, NotADirectoryError)
+    try:
+        decode_marker(data, where)
+    except CorruptionError as exc:
+        report.add(where, str(exc).replace(f"{where} ", "", 1))
+    return True
+
+
+def _verify_chunk(storage, report, version, name, state, k, key, decode) -> tuple | None:
+    """Read chunk `key` whole and check it (header, checksums, every sample decodes):
+    (header, file size), or None with the problem in `report`."""
     where = storage.full_path(key)
+    context = f"tensor {name!r}, chunk {k} of version {version.id}"
     try:
         data = storage.get(key)
     except FileNotFoundError:
-        report.add(where, f"missing (tensor {name!r}, chunk {k} of version {version.id})")
-        return
+        report.add(where, f"missing ({context})")
+        return None
+    except (DatasetError, OSError) as exc:
+        report.add(where, f"cannot be read ({context}): {exc}")
+        return None
     report.bytes += len(data)
     try:
-        head = parse_header(data, len(data), where)
-        payload = check_payload(head, memoryview(data)[head.payload_start :], where)
-        if head.n != state.rows[k]:
-            raise CorruptionError(
-                f"holds {head.n} samples, version {version.id} says {state.rows[k]}", where
-            )
+        # header, size, every checksum (every sample's, in chunk format 2), decompression
+        head, payload = check_chunk(data, where)
         if decode:
             remap = state.chunk_remap(k)
             for i in range(head.n):
@@ -100,8 +180,21 @@ def _verify_chunk(storage, report, version, name, state, k, key, decode) -> None
                     raise CorruptionError(f"sample {i} does not decode: {exc}", where) from exc
         report.samples += head.n
     except CorruptionError as exc:
-        message = str(exc).replace(f"chunk file {where}: ", "").replace(f"chunk file {where} ", "")
-        report.add(where, message)
+        report.add(where, _short_message(exc, where))
+        return None
+    return head, len(data)
+
+
+def _check_claims(head, size: int, state, k: int, version: Version, where: str) -> None:
+    """What `version` says of its chunk k against the chunk's header (`claim_problem`):
+    rows, nbytes (the file's size), the min/max shapes (from which a tensor's shape is
+    computed without reading chunks), and the compressions."""
+    meta = state.meta
+    problem = claim_problem(head, state.rows[k], state.nbytes[k], state.min_shape[k],
+                            state.max_shape[k], meta.sample_compression, meta.chunk_compression)
+    if problem is not None:
+        raise CorruptionError(f"{problem.replace('the manifest', f'version {version.id}')}",
+                              where)
 
 
 @dataclass
@@ -111,13 +204,19 @@ class GcReport:
     removed_files: list[str] = field(default_factory=list)
     kept_versions: list[int] = field(default_factory=list)
     dry_run: bool = False
+    # object stores: incomplete multipart uploads aborted, '<key> <upload id>' each
+    aborted_uploads: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
+        uploads = (
+            f", {'would abort' if self.dry_run else 'aborted'} {len(self.aborted_uploads)} "
+            "incomplete upload(s)" if self.aborted_uploads else ""
+        )
         return (
             f"gc {self.url}: {verb} {len(self.removed_versions)} version(s) and "
-            f"{len(self.removed_files)} unreferenced file(s); kept {len(self.kept_versions)} "
-            "version(s)"
+            f"{len(self.removed_files)} unreferenced file(s){uploads}; kept "
+            f"{len(self.kept_versions)} version(s)"
         )
 
 
@@ -126,9 +225,12 @@ def gc_storage(
     keep_last: int | None = None,
     grace_seconds: float = 600.0,
     dry_run: bool = False,
+    protect: set[int] | frozenset[int] = frozenset(),
 ) -> GcReport:
-    """Remove old versions (all but the newest `keep_last`; None keeps all) and every
-    unreferenced chunk or temporary file older than `grace_seconds`. FORMAT.md §5 says
+    """Remove old versions (all but the newest `keep_last`; None keeps all; never one in
+    `protect` nor any after it), every unreferenced chunk or temporary file older than
+    `grace_seconds`, and (object stores) abort the incomplete multipart uploads under the
+    dataset started before that. FORMAT.md §5 says
     which races this is safe against, and why."""
     report = GcReport(storage.url, dry_run=dry_run)
     seqs = list_version_seqs(storage)
@@ -142,6 +244,8 @@ def gc_storage(
         # A version stays while it was the newest less than grace_seconds ago: a reader
         # that opened it then may still be reading its chunks.
         for index, seq in enumerate(seqs[:-keep_last]):
+            if seq in protect:  # e.g. an unfinished eval's checkpoint (see sw.gc)
+                break
             superseded_at = _published_at(storage, seqs[index + 1])
             if grace_seconds > 0 and (superseded_at is None or now - superseded_at < grace_seconds):
                 break
@@ -178,6 +282,10 @@ def gc_storage(
     for seq in list_version_seqs(storage):
         if seq > seqs[-1]:
             referenced |= _references(read_version(storage, seq))
+    # and every branch's own manifests (FORMAT.md 8): gc retires main's versions only
+    from slicewise.format.branches import branch_references
+
+    referenced |= branch_references(storage)
     # Versions go first: if gc dies midway, every remaining manifest is still whole.
     for seq in drop:
         if not dry_run:
@@ -197,6 +305,11 @@ def gc_storage(
         if not dry_run:
             storage.delete(key)
         report.removed_files.append(key)
+    # object stores: multipart uploads a killed writer never completed (invisible to
+    # listings, billed) and started before the grace period: no live writer finishes them
+    abort = getattr(storage, "abort_incomplete_uploads", None)
+    if abort is not None:
+        report.aborted_uploads = list(abort(grace_seconds, dry_run=dry_run))
     return report
 
 

@@ -11,8 +11,10 @@ import json
 import math
 import re
 import threading
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 
 import numpy as np
 
@@ -22,7 +24,21 @@ from slicewise.format.htypes import TensorMeta, validate_tensor_name
 from slicewise.format.storage import Storage
 
 FORMAT_NAME = "slicewise"
+# The dataset format version: the marker's and the writers' receipts' (FORMAT.md §6).
 FORMAT_VERSION = 1
+# Manifests: version 2 carries a checksum of its own bytes (FORMAT.md 2.4); version-1
+# manifests (no checksum) are still read, with every other check.
+MANIFEST_VERSION = 2
+# Version 3 is version 2 plus `changes.deleted` (a commit that removed tensors) and a
+# top-level `info` (the dataset's info), FORMAT.md 2.5: written only by manifests that have
+# one of them, so every other manifest stays readable by readers of version 2, and those
+# refuse a version-3 one as "written by a newer slicewise".
+MANIFEST_VERSION_DELETED = 3
+MANIFEST_VERSIONS = (1, 2, 3)
+# A version-2 manifest ends with exactly this member: the CRC-32 (zlib) of every byte
+# before its comma, in 8 lowercase hex digits.
+_CHECKSUM_TAIL = re.compile(rb',"checksum":"crc32:([0-9a-f]{8})"\}\Z')
+_CHECKSUM_TAIL_LEN = len(b',"checksum":"crc32:00000000"}')
 MARKER_KEY = "slicewise.json"
 VERSIONS_PREFIX = "versions/"
 _VERSION_FILE = re.compile(r"^versions/(\d{12})\.json$")
@@ -182,15 +198,26 @@ class TensorState:
         for key in columns["keys"]:
             if not isinstance(key, str) or not _CHUNK_NAME.match(key):
                 raise ValueError(f"chunk name {str(key)[:40]!r} is not 32 hex digits")
-        rows = [_count(r, "rows", 1) for r in columns["rows"]]
-        nbytes = [_count(b, "nbytes", 0) for b in columns["nbytes"]]
+        if len(set(columns["keys"])) != n:
+            # one file counted twice: rows that are not stored (or are stored once) would
+            # be served twice, and a tensor's size would be a fiction
+            seen: set[str] = set()
+            twice = next(k for k in columns["keys"] if k in seen or seen.add(k))
+            raise ValueError(f"chunk {twice} is listed twice")
+        rows = [_count(r, "rows", 1, MAX_CHUNK_ROWS) for r in columns["rows"]]
+        nbytes = [_count(b, "nbytes", MIN_CHUNK_BYTES) for b in columns["nbytes"]]
         min_shape = [_shape(s) for s in columns["min_shape"]]
         max_shape = [_shape(s) for s in columns["max_shape"]]
         if len({len(s) for s in min_shape + max_shape}) > 1:
             raise ValueError("chunk shapes have different numbers of dimensions")
+        for low, high in zip(min_shape, max_shape, strict=True):
+            if any(a > b for a, b in zip(low, high, strict=True)):
+                raise ValueError(f"chunk min_shape {low} exceeds its max_shape {high}")
         label_remaps = data.get("label_remaps") or []
         if not isinstance(label_remaps, list):
             raise ValueError("'label_remaps' must be a list")
+        if label_remaps and meta.class_names is None:
+            raise ValueError("'label_remaps' on a tensor without class names")
         names = len(meta.class_names or [])
         for table in label_remaps:
             if not isinstance(table, dict) or set(table) != {"base", "ids"}:
@@ -216,9 +243,17 @@ class TensorState:
         )
 
 
-def _count(value, what: str, minimum: int) -> int:
-    if type(value) is not int or not minimum <= value < 2**63:
-        raise ValueError(f"{what} value {str(value)[:40]} is not an integer >= {minimum}")
+# A chunk file holds at most 2^32 - 1 samples (its header counts them in a u32) and is at
+# least its fixed 36-byte header prefix long (FORMAT.md §1).
+MAX_CHUNK_ROWS = 2**32 - 1
+MIN_CHUNK_BYTES = 36
+
+
+def _count(value, what: str, minimum: int, maximum: int = 2**63 - 1) -> int:
+    if type(value) is not int or not minimum <= value <= maximum:
+        raise ValueError(
+            f"{what} value {str(value)[:40]} is not an integer in [{minimum}, {maximum}]"
+        )
     return value
 
 
@@ -241,11 +276,16 @@ class Version:
     # groups made by create_group, in creation order (a tensor's groups need no entry:
     # "a/b/x" lies in "a" and "a/b"); so an empty group persists
     groups: list[str] = field(default_factory=list)
+    # the dataset's info (Deep Lake 3's ds.info), carried from version to version
+    ds_info: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         doc = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": (
+                MANIFEST_VERSION_DELETED if self.changes.get("deleted") or self.ds_info
+                else MANIFEST_VERSION
+            ),
             "seq": self.seq,
             "id": self.id,
             "parent": self.parent,
@@ -257,10 +297,13 @@ class Version:
         }
         if self.groups:  # absent when none: manifests without groups stay as they were
             doc["groups"] = list(self.groups)
+        if self.ds_info:
+            doc["info"] = dict(self.ds_info)
         return doc
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode("utf-8")
+        """The manifest file's bytes (version 2: with its checksum, FORMAT.md 2.4)."""
+        return encode_manifest(self.to_json())
 
     def info(self) -> dict:
         """The log entry: id, seq, parent, time, message, meta, changes."""
@@ -279,42 +322,143 @@ class Version:
         return cls(0, "", None, 0.0, "", {}, {"appended": [], "created": [], "modified": []}, {})
 
 
+def encode_manifest(doc: dict) -> bytes:
+    """A manifest document (any 'checksum' member is dropped) as the bytes of a version-2
+    manifest: compact JSON whose last member is `"checksum":"crc32:<8 hex>"`, the CRC-32
+    of every byte before its comma. Tests use it to forge manifests that pass the
+    checksum, so the field checks behind it are exercised too."""
+    body = {key: value for key, value in doc.items() if key != "checksum"}
+    data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    if not data.endswith(b"}") or len(data) < 3:
+        raise ValueError("a manifest is a non-empty JSON object")
+    head = data[:-1]
+    return head + b',"checksum":"crc32:%08x"}' % zlib.crc32(head)
+
+
+def _check_checksum(data: bytes) -> bool:
+    """True when `data` ends with a checksum member and the checksum holds (a version-2
+    manifest); False when it has none (version 1, or a damaged tail: the format version
+    then decides). A checksum that does not hold raises ValueError."""
+    tail = _CHECKSUM_TAIL.search(data, max(0, len(data) - _CHECKSUM_TAIL_LEN))
+    if tail is None:
+        return False
+    stored, actual = int(tail.group(1), 16), zlib.crc32(data[: tail.start()])
+    if stored != actual:
+        raise ValueError(
+            f"checksum mismatch (stored crc32 {stored:08x}, the bytes give {actual:08x}): "
+            "the file was damaged or edited"
+        )
+    return True
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"key {str(twice)[:40]!r} appears twice in one object")
+    return out
+
+
+# Every member of a manifest (FORMAT.md 2.4): the required ones must be there, the optional
+# ones are absent exactly when empty, and anything else is refused (a damaged name would
+# otherwise be ignored and its value taken for a default).
+_TOP_REQUIRED = frozenset(
+    ("format", "format_version", "seq", "id", "parent", "time", "message", "meta", "changes",
+     "tensors")
+)
+_TOP_OPTIONAL = frozenset(("groups", "info"))
+_CHANGES_REQUIRED = frozenset(("appended", "created", "modified"))
+_CHANGES_OPTIONAL = frozenset(("groups", "cleared", "deleted"))
+_TENSOR_OPTIONAL = frozenset(("class_names", "label_remaps"))
+_CHUNK_MEMBERS = frozenset(CHUNK_FIELDS)
+# optional members written only when they hold something ("class_names" may be [])
+_ABSENT_WHEN_EMPTY = frozenset(("groups", "cleared", "deleted", "label_remaps"))
+_TENSOR_REQUIRED = frozenset(
+    {f.name for f in dataclass_fields(TensorMeta)} - _TENSOR_OPTIONAL | {"chunks"}
+)
+
+
+def _check_members(obj: dict, required: frozenset, optional: frozenset, what: str) -> None:
+    missing = required - obj.keys()
+    if missing:
+        raise ValueError(f"{what} has no {', '.join(repr(k) for k in sorted(missing))}")
+    extra = obj.keys() - required - optional
+    if extra:
+        names = ", ".join(repr(str(k)[:40]) for k in sorted(extra, key=str)[:3])
+        raise ValueError(f"{what} has unknown member(s) {names}")
+    for key in optional & obj.keys() & _ABSENT_WHEN_EMPTY:
+        if not isinstance(obj[key], list) or not obj[key]:
+            raise ValueError(f"{what}: {key!r} must be a non-empty list (absent when empty)")
+
+
 def decode_version(data: bytes, where: str) -> Version:
-    """Parse and check one manifest. Anything wrong with it, down to a chunk name that is
-    not 32 hex digits, raises CorruptionError naming the file: a manifest may come from a
-    stranger, and its names become file paths."""
+    """Parse and check one manifest (FORMAT.md 2.4). Anything wrong with it, from a
+    checksum mismatch or a missing member to a chunk name that is not 32 hex digits, raises
+    CorruptionError naming the file: a manifest may come from a stranger, and its names
+    become file paths."""
     try:
-        doc = json.loads(bytes(data).decode("utf-8"))
+        data = bytes(data)
+        checksummed = _check_checksum(data)
+        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
         if doc.get("format") != FORMAT_NAME:
             raise ValueError("missing 'format': 'slicewise'")
-        if doc.get("format_version") != FORMAT_VERSION:
+        version = doc.get("format_version")
+        if version not in MANIFEST_VERSIONS or type(version) is not int:
             raise ValueError(
-                f"format_version {str(doc.get('format_version'))[:40]}; this slicewise reads "
-                f"{FORMAT_VERSION} (written by a newer slicewise?)"
+                f"format_version {str(version)[:40]}; this slicewise reads manifests of "
+                f"versions {', '.join(map(str, MANIFEST_VERSIONS))} (written by a newer "
+                "slicewise?)"
             )
-        seq = _count(doc.get("seq"), "seq", 0)
-        version_id = doc.get("id")
+        if version >= 2:
+            if not checksummed:
+                raise ValueError(
+                    f"a version-{version} manifest must end with its checksum member "
+                    '\',"checksum":"crc32:<8 hex>"}\' (the file was damaged or edited)'
+                )
+            del doc["checksum"]
+        elif checksummed:
+            raise ValueError("a version-1 manifest has no checksum member")
+        _check_members(doc, _TOP_REQUIRED, _TOP_OPTIONAL, "the manifest")
+        seq = _count(doc["seq"], "seq", 1)
+        version_id = doc["id"]
         match = _VERSION_ID.match(version_id) if isinstance(version_id, str) else None
-        if seq and (match is None or int(match.group(1)) != seq):
+        if match is None or int(match.group(1)) != seq:
             raise ValueError(f"id {str(version_id)[:40]!r} does not fit seq {seq}")
-        parent = doc.get("parent")
-        if parent is not None and (not isinstance(parent, str) or not _VERSION_ID.match(parent)):
-            raise ValueError(f"parent {str(parent)[:40]!r} is not a version id")
-        time_ = doc.get("time")
-        if type(time_) not in (int, float) or not math.isfinite(time_):
-            raise ValueError("'time' must be a number")
-        message = doc.get("message", "")
-        meta = doc.get("meta") or {}
-        changes = doc.get("changes") or {}
-        tensors_doc = doc.get("tensors")
+        parent = doc["parent"]
+        if parent is None:
+            if seq != 1:
+                raise ValueError(f"version {seq} has no parent (only version 1 has none)")
+        else:
+            parent_match = _VERSION_ID.match(parent) if isinstance(parent, str) else None
+            if parent_match is None or int(parent_match.group(1)) != seq - 1:
+                raise ValueError(
+                    f"parent {str(parent)[:40]!r} is not the id of a version {seq - 1}"
+                )
+        time_ = doc["time"]
+        if type(time_) not in (int, float) or not math.isfinite(time_) or time_ < 0:
+            raise ValueError("'time' must be a finite number >= 0")
+        message, meta, changes = doc["message"], doc["meta"], doc["changes"]
+        tensors_doc = doc["tensors"]
         if not isinstance(message, str) or not isinstance(meta, dict):
             raise ValueError("'message' must be a string and 'meta' an object")
-        if not isinstance(changes, dict) or not all(
-            isinstance(v, list) and all(isinstance(n, str) for n in v) for v in changes.values()
-        ):
-            raise ValueError("'changes' must map to lists of tensor names")
+        if not isinstance(changes, dict):
+            raise ValueError("'changes' must be an object")
+        _check_members(changes, _CHANGES_REQUIRED, _CHANGES_OPTIONAL, "'changes'")
+        if ("deleted" in changes or "info" in doc) and version < MANIFEST_VERSION_DELETED:
+            raise ValueError("'changes' 'deleted' and 'info' are in version-3 manifests only")
+        if version >= MANIFEST_VERSION_DELETED and "deleted" not in changes and "info" not in doc:
+            raise ValueError("a version-3 manifest has 'changes' 'deleted' or 'info'")
+        ds_info = doc.get("info", {})
+        if not isinstance(ds_info, dict) or ("info" in doc and not ds_info):
+            raise ValueError("'info' must be a non-empty object (absent when empty)")
+        for kind, names in changes.items():
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"'changes' {kind!r} must be a list of names")
+            if len(set(names)) != len(names):
+                raise ValueError(f"'changes' {kind!r} lists a name twice")
         if not isinstance(tensors_doc, dict):
             raise ValueError("'tensors' must be an object")
         tensors = {}
@@ -324,6 +468,13 @@ def decode_version(data: bytes, where: str) -> Version:
             except DatasetError as exc:
                 raise ValueError(str(exc)) from None
             try:
+                if not isinstance(tensor, dict):
+                    raise ValueError("a tensor entry must be an object")
+                _check_members(tensor, _TENSOR_REQUIRED, _TENSOR_OPTIONAL, "its entry")
+                for key in ("info", "htype_kwargs", "chunks"):
+                    if not isinstance(tensor[key], dict):
+                        raise ValueError(f"{key!r} must be an object")
+                _check_members(tensor["chunks"], _CHUNK_MEMBERS, frozenset(), "'chunks'")
                 tensors[name] = TensorState.from_json(tensor)
             except (ValueError, TypeError, KeyError) as exc:
                 raise ValueError(f"tensor {name!r}: {exc}") from None
@@ -340,9 +491,17 @@ def decode_version(data: bytes, where: str) -> Version:
         if len(set(groups)) != len(groups):
             raise ValueError("a group is listed twice")
         check_hierarchy(tensors, groups)
+        for kind in ("appended", "created", "modified", "cleared"):
+            unknown = [n for n in changes.get(kind, ()) if n not in tensors]
+            if unknown:
+                raise ValueError(f"'changes' {kind!r} names {unknown[0][:40]!r}, not a tensor")
+        all_groups = set(groups) | {g for n in list(tensors) + groups for g in ancestors(n)}
+        unknown = [n for n in changes.get("groups", ()) if n not in all_groups]
+        if unknown:
+            raise ValueError(f"'changes' 'groups' names {unknown[0][:40]!r}, not a group")
         return Version(
             seq=seq,
-            id=str(version_id) if seq else "",
+            id=version_id,
             parent=parent,
             time=float(time_),
             message=message,
@@ -350,6 +509,7 @@ def decode_version(data: bytes, where: str) -> Version:
             changes=dict(changes),
             tensors=tensors,
             groups=list(groups),
+            ds_info=dict(ds_info),
         )
     except Exception as exc:
         raise CorruptionError(
@@ -357,14 +517,57 @@ def decode_version(data: bytes, where: str) -> Version:
         ) from exc
 
 
+# What a dataset marker may ask for (a marker may come from a stranger).
+MARKER_MAX_BYTES = 64 * 1024
+MIN_CHUNK_TARGET = 1
+MAX_CHUNK_TARGET = 1024**3
+_MARKER_REQUIRED = ("format", "format_version", "chunk_target_bytes")
+
+
+def decode_marker(data: bytes, where: str) -> dict:
+    """Check a dataset marker (`slicewise.json`, FORMAT.md top): a JSON object with
+    `format` "slicewise", a `format_version` this slicewise reads, and `chunk_target_bytes`
+    an integer in [1, 2^30]. CorruptionError naming the file otherwise."""
+    try:
+        if len(data) > MARKER_MAX_BYTES:
+            raise ValueError(f"{len(data)} bytes, a marker is a few dozen")
+        doc = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        missing = [key for key in _MARKER_REQUIRED if key not in doc]
+        if missing:
+            raise ValueError(f"no {', '.join(repr(k) for k in missing)}")
+        if doc["format"] != FORMAT_NAME:
+            raise ValueError(f"'format' is {str(doc['format'])[:40]!r}, not {FORMAT_NAME!r}")
+        if doc["format_version"] != FORMAT_VERSION or type(doc["format_version"]) is not int:
+            raise ValueError(
+                f"format_version {str(doc['format_version'])[:40]}; this slicewise reads "
+                f"{FORMAT_VERSION} (written by a newer slicewise?)"
+            )
+        target = doc["chunk_target_bytes"]
+        if type(target) is not int or not MIN_CHUNK_TARGET <= target <= MAX_CHUNK_TARGET:
+            raise ValueError(f"chunk_target_bytes {str(target)[:40]} is not a sane chunk size")
+    except Exception as exc:
+        raise CorruptionError(f"{where} is not a valid slicewise dataset marker: {exc}",
+                              where) from exc
+    return doc
+
+
 def list_version_seqs(storage: Storage) -> list[int]:
-    """Sequence numbers of every manifest, ascending (listing cache refreshed first)."""
+    """Sequence numbers of every manifest, ascending. The listing (cache refreshed first)
+    is only a hint: the keys after its newest are probed one by one (a HEAD on object
+    stores) until one is absent, so a stale or lagging listing never hides the newest
+    version (FORMAT.md §3)."""
     seqs = []
     for key in storage.list(VERSIONS_PREFIX, refresh=True):
         match = _VERSION_FILE.match(key)
         if match:
             seqs.append(int(match.group(1)))
     seqs.sort()
+    probe = seqs[-1] + 1 if seqs else 1
+    while storage.exists(version_key(probe)):
+        seqs.append(probe)
+        probe += 1
     return seqs
 
 
@@ -422,7 +625,19 @@ def find_version(storage: Storage, version: int | str) -> Version:
     if isinstance(version, str):
         match = _VERSION_ID.match(version)
         if match:
-            found = read_version(storage, int(match.group(1)))
+            try:
+                found = read_version(storage, int(match.group(1)))
+            except DatasetError:
+                found = None
+            if found is None or found.id != version:
+                # a version of another branch (FORMAT.md 8): its own folder holds it
+                from slicewise.format.branches import find_in_branches
+
+                hit = find_in_branches(getattr(storage, "base", storage), version)
+                if hit is not None:
+                    return hit[1]
+            if found is None:
+                return read_version(storage, int(match.group(1)))  # raises, naming it
             if found.id != version:
                 raise DatasetError(
                     f"version {version!r} is not in {storage.url}: seq {match.group(1)} is "

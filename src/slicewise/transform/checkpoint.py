@@ -212,18 +212,22 @@ def _find_staged(sink, source, pipeline, resume) -> ResumePoint | None:
     )
 
 
-def _unfinished_evals(ds: Any, names: list[str]) -> tuple[Any, list[_Candidate]]:
-    """(the newest version, the unfinished evals of the pipeline `names`, newest first)."""
-    storage = ds.storage
+def _eval_heads(storage: Any):
+    """(seq, version, eval id, record) of each appending eval's newest record, reading the
+    log newest first; evals closed by a newer eval's `abandoned` list are left out. The
+    first item's version is the newest version (yielded with record None when it holds no
+    record of its own, so callers always learn it)."""
     closed: set[str] = set()
-    candidates: list[_Candidate] = []
     newest = None
     for seq in reversed(list_version_seqs(storage)):
         version = read_version(storage, seq)
+        first = newest is None
         newest = newest or version
         meta = version.meta if isinstance(version.meta, dict) else {}
         progress = meta.get(CHECKPOINT_KEY)
         if not isinstance(progress, dict) or progress.get("in_place"):
+            if first:
+                yield seq, version, None, None
             continue
         if not progress.get("eval") and version is not newest:
             continue  # a record from before eval ids counts only at the head
@@ -232,15 +236,37 @@ def _unfinished_evals(ds: Any, names: list[str]) -> tuple[Any, list[_Candidate]]
         if isinstance(abandoned, list):
             closed.update(str(entry) for entry in abandoned)
         if eval_id in closed:
+            if first:
+                yield seq, version, None, None
             continue
         closed.add(eval_id)  # its older records are not its state
+        yield seq, version, eval_id, progress
+
+
+def _unfinished_evals(ds: Any, names: list[str]) -> tuple[Any, list[_Candidate]]:
+    """(the newest version, the unfinished evals of the pipeline `names`, newest first)."""
+    candidates: list[_Candidate] = []
+    newest = None
+    for _seq, version, eval_id, progress in _eval_heads(ds.storage):
+        newest = newest or version
         if (
-            progress.get("state") == "checkpoint"
+            progress is not None
+            and progress.get("state") == "checkpoint"
             and progress.get("pipeline") == names
             and progress.get("input_digest")
         ):
             candidates.append(_Candidate(eval_id, version.id, progress))
     return newest, candidates
+
+
+def resumable_versions(storage: Any) -> set[int]:
+    """The versions (seqs) holding the newest checkpoint record of an unfinished eval: gc
+    keeps them, or a re-run would find no checkpoint and write its rows again."""
+    return {
+        seq
+        for seq, _version, _eval_id, progress in _eval_heads(storage)
+        if progress is not None and progress.get("state") == "checkpoint"
+    }
 
 
 def _what_changed(candidate: _Candidate, newest: Any) -> str | None:
