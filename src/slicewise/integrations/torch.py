@@ -1,0 +1,617 @@
+"""PyTorch input: `ds.pytorch()` (Deep Lake 3's), a map-style Dataset, a streaming
+IterableDataset, and a DataLoader that can save and resume its place in an epoch.
+
+    TorchDataset(ds)            map-style: ds_t[i] -> {tensor: value}; random access, one
+                                ranged read (or mmap slice) per tensor and row
+    TorchIterableDataset(ds)    streaming, one pass per epoch:
+      plan (every consumer computes the same one, nothing is exchanged):
+        blocks = the stored chunks of the heaviest tensor (cut to <= n/64 rows)
+        epoch order = blocks shuffled by (seed, epoch)     (shuffle=True; else in order)
+        rank r of R: rows [r*n/R, (r+1)*n/R) of that order; DataLoader worker w of W:
+          its share of the rank's rows  -> every row exactly once per epoch, counts
+          differ by at most one
+      a consumer: its rows through a shuffle buffer (buffer_size MB of samples), the order
+        precomputed from (seed, epoch, consumer) alone, so resuming skips rows unread;
+        a block is read (one ranged read per chunk and tensor) when its first row is due,
+        its rows held until yielded: memory ~ buffer + one block
+      a sample: stored bytes -> decoded here, in the DataLoader's worker (JPEG decode,
+        class label -> int), writable arrays (torch.from_numpy never warns), transform
+    TorchLoader(iterable, ...)  a torch DataLoader that counts what each worker delivered:
+        state_dict() mid-epoch -> load_state_dict() -> the next pass yields exactly the
+        rows not yet delivered; the epoch advances by itself after each full pass
+
+Everything that travels to DataLoader workers pickles as handles: the dataset as its URL
+and version (Dataset.__reduce__), tensor names and options; never samples or caches.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import os
+import secrets
+from typing import Any
+
+import numpy as np
+
+from slicewise.format.errors import CorruptionError, DatasetError
+from slicewise.format.htypes import apply_label_remap, decode_sample, with_location
+from slicewise.integrations._common import require
+
+MB = 2**20
+DEFAULT_BUFFER_MB = 128
+DECODE_METHODS = ("numpy", "tobytes", "pil")
+_IMAGE_COMPRESSIONS = ("jpeg", "png", "webp")
+
+
+def _torch() -> Any:
+    return require("torch", "ds.pytorch()")
+
+
+# ---- reading rows of one tensor, undecoded
+
+
+class _Encoded:
+    """A compressed sample's stored bytes, decoded only when it is handed out."""
+
+    __slots__ = ("data", "shape", "dtype", "remap")
+
+    def __init__(self, data: bytes, shape: tuple, dtype: str, remap: Any) -> None:
+        self.data, self.shape, self.dtype, self.remap = data, shape, dtype, remap
+
+
+def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False) -> list:
+    """Rows [start, stop) of tensor `name`: one span read per stored chunk. Uncompressed
+    numeric samples come back as writable arrays, compressed ones as `_Encoded` (decoded
+    by `finish_value`), with `tobytes` every sample as its stored bytes. Rows past the
+    tensor's end (a padded view) are its empty samples."""
+    tensor = ds[name]
+    state = tensor._state
+    meta = state.meta
+    reader = ds._reader
+    cum = state.cum_rows
+    raw = meta.sample_compression is None and meta.htype not in ("text", "json")
+    out: list = []
+    k = int(np.searchsorted(cum, start, side="right")) - 1
+    while k < len(state.keys) and int(cum[k]) < stop:
+        a, b = max(start, int(cum[k])) - int(cum[k]), min(stop, int(cum[k + 1])) - int(cum[k])
+        key = state.full_key(k)
+        try:
+            head = reader.header(key)
+            remap = state.chunk_remap(k)
+            span = reader.span_bytes(key, a, b)
+            base = int(head.offsets[a])
+            for i in range(a, b):
+                piece = span[int(head.offsets[i]) - base : int(head.offsets[i + 1]) - base]
+                if tobytes:
+                    out.append(bytes(piece))
+                elif raw:
+                    array = np.frombuffer(piece, dtype=head.dtype).reshape(head.shape(i))
+                    out.append(apply_label_remap(array, remap) if remap is not None
+                               else array.copy())
+                else:
+                    out.append(_Encoded(bytes(piece), head.shape(i), head.dtype, remap))
+        except CorruptionError as exc:
+            raise with_location(exc, reader.storage.full_path(key)) from None
+        k += 1
+    while len(out) < stop - start:  # a padded view's rows past the end
+        out.append(b"" if tobytes else tensor.empty_sample())
+    return out
+
+
+def finish_value(meta: Any, value: Any, method: str) -> Any:
+    """A stored sample as a loader hands it out: decoded, writable, a single class label
+    as an int (several as an int64 array), text as str, json as its object; with
+    method="pil" an image as a PIL image."""
+    if method == "tobytes":
+        return value
+    if isinstance(value, _Encoded):
+        if method == "pil" and meta.sample_compression in _IMAGE_COMPRESSIONS:
+            from PIL import Image
+
+            return Image.open(io.BytesIO(value.data))
+        value = decode_sample(meta, value.data, value.shape, value.dtype, value.remap)
+    if isinstance(value, np.ndarray):
+        if meta.htype == "class_label":
+            value = value.astype(np.int64)
+            return int(value[0]) if value.size == 1 else value
+        if not value.flags.writeable:
+            value = value.copy()
+        if method == "pil":
+            from PIL import Image
+
+            return Image.fromarray(value[..., 0] if value.ndim == 3 and value.shape[2] == 1
+                                   else value)
+    return value
+
+
+# ---- what both datasets share
+
+
+class _Rows:
+    """The dataset handle, the chosen tensors, and how their samples are handed out."""
+
+    def __init__(self, ds: Any, tensors: Any = None, transform: Any = None,
+                 decode_method: dict | None = None, return_index: bool = False,
+                 transform_kwargs: dict | None = None) -> None:
+        if getattr(ds, "has_pending", False):
+            raise DatasetError(f"dataset {ds.path} has uncommitted changes, which loader "
+                               "workers would not see; commit them first (ds.commit())")
+        self._ds = ds
+        self._pid = os.getpid()
+        self.tensors = _tensor_names(ds, tensors)
+        self.transform = transform
+        self.transform_kwargs = dict(transform_kwargs or {})
+        self.return_index = bool(return_index)
+        self.decode_method = _decode_methods(ds, self.tensors, decode_method)
+        self.length = len(ds)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_metas", None)
+        state["_pid"] = None  # reopened where it is unpickled
+        return state
+
+    @property
+    def ds(self) -> Any:
+        """The dataset handle, reopened once in each process (a DataLoader worker forked
+        from this one must not share its object-store client, which is not fork-safe)."""
+        if self._pid != os.getpid():
+            self._ds = copy.copy(self._ds)  # pickles as URL + version: a fresh handle
+            self._pid = os.getpid()
+            self.__dict__.pop("_metas", None)
+        return self._ds
+
+    @property
+    def metas(self) -> dict:
+        metas = self.__dict__.get("_metas")
+        if metas is None:
+            metas = self._metas = {name: self.ds[name].meta for name in self.tensors}
+        return metas
+
+    def read(self, start: int, stop: int) -> dict[str, list]:
+        return {name: read_rows(self.ds, name, start, stop,
+                                self.decode_method[name] == "tobytes")
+                for name in self.tensors}
+
+    def sample(self, row: int, stored: dict) -> Any:
+        metas = self.metas
+        out = {name: finish_value(metas[name], value, self.decode_method[name])
+               for name, value in stored.items()}
+        if self.return_index:
+            out["index"] = row
+        transform = self.transform
+        if transform is None:
+            return out
+        if isinstance(transform, dict):
+            for name, fn in transform.items():
+                if name in out:
+                    out[name] = fn(out[name], **self.transform_kwargs)
+            return out
+        return transform(out, **self.transform_kwargs)
+
+
+def _tensor_names(ds: Any, tensors: Any) -> list[str]:
+    if tensors is None:
+        return list(ds.tensors)
+    if isinstance(tensors, str):
+        tensors = [tensors]
+    names: list[str] = []
+    for name in tensors:
+        if name in ds.tensors:
+            names.append(name)
+        elif name in ds.groups:
+            names.extend(full for full in ds.tensors if full.startswith(name + "/"))
+        else:
+            raise KeyError(f"dataset {ds.path} has no tensor or group {name!r}; tensors: "
+                           f"{list(ds.tensors)}")
+    return list(dict.fromkeys(names))
+
+
+def _decode_methods(ds: Any, names: list[str], decode_method: dict | None) -> dict:
+    methods = dict.fromkeys(names, "numpy")
+    for name, method in (decode_method or {}).items():
+        if name not in methods:
+            raise KeyError(f"decode_method names {name!r}, which is not among the loader's "
+                           f"tensors {names}")
+        if method not in DECODE_METHODS:
+            raise ValueError(f"decode_method[{name!r}] = {method!r}; choose one of "
+                             f"{DECODE_METHODS}")
+        if method == "pil" and not ds[name].meta.is_image:
+            raise ValueError(f"decode_method[{name!r}] = 'pil' needs an image tensor, "
+                             f"{name!r} is {ds[name].htype!r}")
+        methods[name] = method
+    return methods
+
+
+# ---- map-style
+
+
+def _dataset_base() -> type:
+    return _torch().utils.data.Dataset
+
+
+class TorchDataset:
+    """A map-style `torch.utils.data.Dataset` over a dataset's rows: `len()` rows,
+    `[i]` a dict {tensor: value} (decoded where it is read: in a DataLoader's worker).
+    Use it with any sampler: `DataLoader(sw.TorchDataset(ds), shuffle=True, num_workers=2)`.
+    Pickles as the dataset's URL and version plus these options."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return super().__new__(_map_class())
+
+    def __init__(self, ds: Any, tensors: Any = None, transform: Any = None,
+                 decode_method: dict | None = None, return_index: bool = False,
+                 transform_kwargs: dict | None = None) -> None:
+        self.rows = _Rows(ds, tensors, transform, decode_method, return_index,
+                          transform_kwargs)
+
+    def __len__(self) -> int:
+        return self.rows.length
+
+    def __getitem__(self, index: int) -> Any:
+        index = int(index)
+        if index < 0:
+            index += self.rows.length
+        if not 0 <= index < self.rows.length:
+            raise IndexError(f"index {index} out of range for {self.rows.length} rows")
+        stored = {name: column[0] for name, column in self.rows.read(index, index + 1).items()}
+        return self.rows.sample(index, stored)
+
+
+_MAP_CLASS: type | None = None
+
+
+def _map_class() -> type:
+    global _MAP_CLASS
+    if _MAP_CLASS is None:
+        _MAP_CLASS = type("TorchDataset", (TorchDataset, _dataset_base()),
+                          {"__module__": __name__, "__new__": object.__new__,
+                           "__reduce__": _reduce_map})
+    return _MAP_CLASS
+
+
+def _reduce_map(self: Any) -> tuple:
+    return (_rebuild, ("map", self.__dict__))
+
+
+def _rebuild(kind: str, state: dict) -> Any:
+    cls = _map_class() if kind == "map" else _iterable_class()
+    obj = object.__new__(cls)
+    obj.__dict__.update(state)
+    return obj
+
+
+# ---- streaming
+
+
+class TorchIterableDataset:
+    """A `torch.utils.data.IterableDataset` that streams rows chunk by chunk (see the module
+    docstring): every row exactly once per epoch across DataLoader workers and distributed
+    ranks, a shuffle that keeps reads sequential (chunk order shuffled, then a buffer of
+    `buffer_size` MB), `set_epoch(e)`, and mid-epoch resume (`state_dict`,
+    `load_state_dict`; with DataLoader workers use `TorchLoader`, which counts what each
+    worker delivered).
+
+    `rank`/`world_size` default to torch.distributed's when it is initialized. `seed`
+    defaults to a random one (0 under torch.distributed, so that every rank agrees)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return super().__new__(_iterable_class())
+
+    def __init__(self, ds: Any, tensors: Any = None, transform: Any = None,
+                 decode_method: dict | None = None, return_index: bool = False,
+                 transform_kwargs: dict | None = None, *, shuffle: bool = False,
+                 buffer_size: float = DEFAULT_BUFFER_MB, seed: int | None = None,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        self.rows = _Rows(ds, tensors, transform, decode_method, return_index,
+                          transform_kwargs)
+        if rank is None or world_size is None:
+            rank, world_size = _distributed()
+        if not 0 <= int(rank) < int(world_size):
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.shuffle = bool(shuffle)
+        if buffer_size is None or buffer_size < 0:
+            raise ValueError(f"buffer_size is in MB and must be >= 0, got {buffer_size}")
+        self.buffer_size = float(buffer_size)
+        if seed is None:
+            seed = 0 if self.world_size > 1 else secrets.randbits(32)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._resume: dict[int, int] = {}  # consumer -> rows already delivered this epoch
+        self._yielded: dict[int, int] = {}  # in this process: consumer -> rows yielded
+        self._tag = False  # TorchLoader: yield (consumer, sample) pairs
+
+    def __len__(self) -> int:
+        """Rows this rank yields per epoch (all its DataLoader workers together)."""
+        n = self.rows.length
+        return (self.rank + 1) * n // self.world_size - self.rank * n // self.world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle for this epoch (call it before each epoch, as with DistributedSampler;
+        TorchLoader does it for you)."""
+        self.epoch = int(epoch)
+        self._yielded = {}
+
+    def state_dict(self) -> dict:
+        """Where this epoch stands: rows delivered per consumer (rank x loader worker),
+        as counted in this process (iterating here, num_workers=0). A TorchLoader's
+        state_dict counts for its workers."""
+        consumed = dict(self._resume)
+        for consumer, count in self._yielded.items():
+            consumed[consumer] = count
+        return self._state(consumed)
+
+    def _state(self, consumed: dict) -> dict:
+        return {"epoch": self.epoch, "seed": self.seed, "rank": self.rank,
+                "world_size": self.world_size, "shuffle": self.shuffle, "rows": self.rows.length,
+                "consumed": {str(c): int(n) for c, n in consumed.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume: the next pass yields exactly the rows of `state`'s epoch not yet
+        delivered. The dataset (version, tensors), seed, ranks and number of loader workers
+        must be those the state was saved with."""
+        if int(state["rows"]) != self.rows.length:
+            raise ValueError(f"the state is of a dataset of {state['rows']} rows, this one has "
+                             f"{self.rows.length}")
+        if (int(state["world_size"]), int(state["rank"])) != (self.world_size, self.rank):
+            raise ValueError(f"the state is of rank {state['rank']} of {state['world_size']}, "
+                             f"this is rank {self.rank} of {self.world_size}")
+        self.seed, self.shuffle = int(state["seed"]), bool(state["shuffle"])
+        self.epoch = int(state["epoch"])
+        self._resume = {int(c): int(n) for c, n in state["consumed"].items()}
+        self._yielded = {}
+
+    # -- the plan
+
+    def _blocks(self) -> list[tuple[int, int]]:
+        """Row ranges read as one piece: the stored chunks of the heaviest tensor."""
+        n = self.rows.length
+        if n == 0:
+            return []
+        ds = self.rows.ds
+        heaviest = max(self.rows.tensors, key=lambda name: sum(ds[name]._state.nbytes))
+        bounds = sorted({0, n, *(min(stop, n) for _, stop in ds[heaviest].chunk_row_ranges())})
+        cap = max(16, -(-n // 64))
+        blocks = []
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            blocks.extend((s, min(s + cap, b)) for s in range(a, b, cap))
+        return blocks
+
+    def _buffer_rows(self) -> int:
+        ds = self.rows.ds
+        row_bytes = sum(sum(ds[name]._state.nbytes) / max(1, len(ds[name])) for name in
+                        self.rows.tensors)
+        return max(1, int(self.buffer_size * MB / max(1.0, row_bytes)))
+
+    def _plan(self, worker: int, workers: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+        """This consumer's pieces (row ranges, in reading order) and the order its rows are
+        yielded in."""
+        blocks = self._blocks()
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            blocks = [blocks[i] for i in rng.permutation(len(blocks))]
+        n = self.rows.length
+        lo = self.rank * n // self.world_size
+        hi = (self.rank + 1) * n // self.world_size
+        span = hi - lo
+        lo, hi = lo + worker * span // workers, lo + (worker + 1) * span // workers
+        pieces, at = [], 0
+        for a, b in blocks:  # positions [at, at + b - a) of the epoch's sequence
+            first, last = max(lo, at), min(hi, at + b - a)
+            if first < last:
+                pieces.append((a + first - at, a + last - at))
+            at += b - a
+        rows = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in pieces]) \
+            if pieces else np.zeros(0, np.int64)
+        if self.shuffle and len(rows) > 1:
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, workers])
+            rows = _buffer_shuffle(rows, self._buffer_rows(), rng)
+        return pieces, rows
+
+    # -- iterating
+
+    def __iter__(self):
+        # settled now, not at the first next(): TorchLoader changes them right after
+        info = _torch().utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        consumer = self.rank * workers + worker
+        skip = self._resume.pop(consumer, 0)
+        return self._generate(worker, workers, consumer, skip, self._tag)
+
+    def _generate(self, worker: int, workers: int, consumer: int, skip: int, tag: bool):
+        pieces, order = self._plan(worker, workers)
+        skip = min(skip, len(order))
+        starts = np.array([a for a, _ in sorted(pieces)], dtype=np.int64)
+        by_start = sorted(pieces)
+        done = set(order[:skip].tolist()) if skip else set()
+        cache: dict[int, dict] = {}
+        rows = self.rows
+        self._yielded[consumer] = skip
+        for position in range(skip, len(order)):
+            row = int(order[position])
+            stored = cache.pop(row, None)
+            if stored is None:
+                a, b = by_start[int(np.searchsorted(starts, row, side="right")) - 1]
+                columns = rows.read(a, b)
+                stored = {name: column[row - a] for name, column in columns.items()}
+                for r in range(a, b):
+                    if r != row and r not in done:
+                        cache[r] = {name: column[r - a] for name, column in columns.items()}
+                del columns
+            sample = rows.sample(row, stored)
+            self._yielded[consumer] = position + 1
+            yield (consumer, sample) if tag else sample
+
+
+def _buffer_shuffle(rows: np.ndarray, size: int, rng: Any) -> np.ndarray:
+    """The order a shuffle buffer of `size` rows yields `rows` (arriving in order) in: fill
+    the buffer, then each arrival replaces a random buffered row, which goes out."""
+    size = min(size, len(rows))
+    out = np.empty_like(rows)
+    buffer = rows[:size].copy()
+    picks = rng.integers(0, size, len(rows) - size) if len(rows) > size else ()
+    for j, (row, pick) in enumerate(zip(rows[size:].tolist(), picks, strict=False)):
+        out[j] = buffer[pick]
+        buffer[pick] = row
+    rng.shuffle(buffer)
+    out[len(rows) - size :] = buffer
+    return out
+
+
+def _distributed() -> tuple[int, int]:
+    torch = _torch()
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+_ITERABLE_CLASS: type | None = None
+
+
+def _iterable_class() -> type:
+    global _ITERABLE_CLASS
+    if _ITERABLE_CLASS is None:
+        _ITERABLE_CLASS = type(
+            "TorchIterableDataset",
+            (TorchIterableDataset, _torch().utils.data.IterableDataset),
+            {"__module__": __name__, "__new__": object.__new__,
+             "__reduce__": lambda self: (_rebuild, ("iterable", self.__dict__))})
+    return _ITERABLE_CLASS
+
+
+# ---- the loader
+
+
+def _tagged_collate(collate: Any) -> Any:
+    return _TaggedCollate(collate)
+
+
+class _TaggedCollate:
+    """Batches of (consumer, sample) pairs -> (consumer, count, collate(samples)): a batch of
+    an IterableDataset comes from one worker, so the loader learns who delivered it."""
+
+    def __init__(self, collate: Any) -> None:
+        self.collate = collate
+
+    def __call__(self, items: list) -> tuple:
+        return (items[0][0], len(items), self.collate([sample for _, sample in items]))
+
+
+def TorchLoader(dataset: Any, batch_size: int = 1, **kwargs: Any) -> Any:  # noqa: N802
+    """A `torch.utils.data.DataLoader` over a TorchIterableDataset that knows where it is
+    in an epoch: `state_dict()` / `load_state_dict()` (resume mid-epoch, exactly), and an
+    epoch that advances by itself after each full pass (`set_epoch` to choose). Takes
+    DataLoader's arguments (not `persistent_workers`, whose copies of the dataset would
+    never see the next epoch)."""
+    return _loader_class()(dataset, batch_size=batch_size, **kwargs)
+
+
+_LOADER_CLASS: type | None = None
+
+
+def _loader_class() -> type:
+    global _LOADER_CLASS
+    if _LOADER_CLASS is not None:
+        return _LOADER_CLASS
+    data = _torch().utils.data
+
+    class Loader(data.DataLoader):
+        __module__ = __name__
+
+        def __init__(self, dataset: Any, batch_size: int = 1, collate_fn: Any = None,
+                     **kwargs: Any) -> None:
+            if not isinstance(dataset, TorchIterableDataset):
+                raise TypeError("TorchLoader takes a TorchIterableDataset "
+                                f"(ds.pytorch() makes both), got {type(dataset).__name__}")
+            if kwargs.get("persistent_workers"):
+                raise ValueError("persistent_workers=True: the workers' copies of the dataset "
+                                 "would never see the next epoch; leave it off")
+            if batch_size is None or int(batch_size) < 1:
+                raise ValueError(f"batch_size must be a positive int, got {batch_size}")
+            collate = collate_fn if collate_fn is not None else data.default_collate
+            super().__init__(dataset, batch_size=int(batch_size),
+                             collate_fn=_tagged_collate(collate), **kwargs)
+            self._consumed: dict[int, int] = {}
+            self._next_epoch = dataset.epoch
+
+        def set_epoch(self, epoch: int) -> None:
+            self._next_epoch = int(epoch)
+
+        def state_dict(self) -> dict:
+            """Rows delivered (as batches yielded to you) this epoch, per worker."""
+            state = self.dataset._state(self._consumed)
+            state["num_workers"] = self.num_workers
+            return state
+
+        def load_state_dict(self, state: dict) -> None:
+            if int(state.get("num_workers", self.num_workers)) != self.num_workers:
+                raise ValueError(f"the state was saved with num_workers="
+                                 f"{state['num_workers']}, this loader has {self.num_workers}")
+            self.dataset.load_state_dict(state)
+            self._next_epoch = self.dataset.epoch
+            self._consumed = dict(self.dataset._resume)
+
+        def __iter__(self):
+            dataset = self.dataset
+            resume = dict(dataset._resume)
+            dataset.epoch = self._next_epoch
+            dataset._tag = True
+            self._consumed = resume
+            try:
+                iterator = super().__iter__()
+            finally:
+                dataset._tag = False
+                dataset._resume = {}  # the workers have their copies
+            for consumer, count, batch in iterator:
+                self._consumed[consumer] = self._consumed.get(consumer, 0) + count
+                yield batch
+            self._next_epoch = dataset.epoch + 1
+            self._consumed = {}
+
+        def __len__(self) -> int:
+            n = len(self.dataset)
+            workers = max(1, self.num_workers)
+            per = [(w + 1) * n // workers - w * n // workers for w in range(workers)]
+            if self.drop_last:
+                return sum(p // self.batch_size for p in per)
+            return sum(math.ceil(p / self.batch_size) for p in per)
+
+    Loader.__name__ = Loader.__qualname__ = "TorchLoader"
+    _LOADER_CLASS = Loader
+    return Loader
+
+
+# ---- ds.pytorch()
+
+_DEEPLAKE_IGNORED = {"use_local_cache", "progressbar", "cache_size", "num_threads",
+                     "use_progress_bar"}
+
+
+def dataset_pytorch(ds: Any, transform: Any = None, tensors: Any = None,
+                    num_workers: int = 1, batch_size: int = 1, drop_last: bool = False,
+                    collate_fn: Any = None, pin_memory: bool = False, shuffle: bool = False,
+                    buffer_size: float = DEFAULT_BUFFER_MB, return_index: bool = True,
+                    pad_tensors: bool = False, transform_kwargs: dict | None = None,
+                    decode_method: dict | None = None, tobytes: Any = False,
+                    seed: int | None = None, **kwargs: Any) -> Any:
+    """Deep Lake 3's `ds.pytorch()`: see `Dataset.pytorch`."""
+    for name in _DEEPLAKE_IGNORED & set(kwargs):
+        kwargs.pop(name)
+    if pad_tensors and not ds.pad_tensors:
+        ds = ds.padded()
+    names = _tensor_names(ds, tensors)
+    methods = dict(decode_method or {})
+    if tobytes is True:
+        tobytes = names
+    for name in tobytes or ():
+        methods.setdefault(name, "tobytes")
+    dataset = TorchIterableDataset(ds, names, transform, methods, return_index,
+                                   transform_kwargs, shuffle=shuffle,
+                                   buffer_size=buffer_size, seed=seed)
+    return TorchLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                       drop_last=drop_last, collate_fn=collate_fn, pin_memory=pin_memory,
+                       **kwargs)
