@@ -33,3 +33,17 @@ def test_guide_programs_run(guide, tmp_path):
         done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path,
                               capture_output=True, text=True, timeout=90)
         assert done.returncode == 0, f"{guide.name}:\n{done.stdout}\n{done.stderr[-3000:]}"
+
+
+@pytest.mark.timeout(150)
+def test_cluster_guide_runs(tmp_path):
+    """docs/guides/cluster.md: the same eval on this machine and on a Dask LocalCluster."""
+    pytest.importorskip("distributed")
+    guide = GUIDES[0].parent / "cluster.md"
+    programs = _programs(guide)
+    assert programs
+    for program in programs:
+        done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=140)
+        assert done.returncode == 0, f"cluster.md:\n{done.stdout}\n{done.stderr[-3000:]}"
+        assert "[1994 1996 1998]" in done.stdout

@@ -6,6 +6,12 @@ batch costs in messages is noise, short enough that no worker sits idle at the e
 another finishes a long batch. When the input's length is known, a batch never takes more
 than 1/(2*workers) of what is left (unless that is under TAIL_SECONDS of work), so the last
 batches shrink and every worker stays busy to the end.
+
+A batch's fixed cost is ~0.1 ms on a local pool but a task round trip on a cluster (1-10
+ms on Dask or Ray, more across machines). Cluster backends report it (`observe_overhead`);
+a batch then aims at OVERHEAD_FACTOR times that cost at least, and the tail stops
+shrinking below one round trip of work: splitting work smaller than the cost of a task
+only adds tasks.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ TAIL_SECONDS = 0.002
 MAX_BATCH = 250_000
 STRIDE_BELOW_SECONDS = 5e-6
 TINY_ITEM_STRIDE = 64
+OVERHEAD_FACTOR = 4  # a batch's work is at least this many times its fixed cost
 
 
 class BatchSizer:
@@ -28,6 +35,12 @@ class BatchSizer:
         self.workers = max(1, workers)
         self.fixed = None if chunksize == "auto" else int(chunksize)
         self.seconds_per_item: float | None = None
+        self.overhead = 0.0  # seconds a batch costs beyond its work (cluster round trips)
+
+    def observe_overhead(self, seconds: float) -> None:
+        """A batch took `seconds` longer (wall clock, sent to answered) than its work."""
+        if seconds >= 0:
+            self.overhead = seconds if not self.overhead else 0.5 * (self.overhead + seconds)
 
     def observe(self, items: int, seconds: float) -> None:
         if items <= 0 or seconds < 0:
@@ -58,10 +71,12 @@ class BatchSizer:
         if self.seconds_per_item is None:
             return 1
         per_item = max(self.seconds_per_item, 1e-9)
-        size = int(TARGET_SECONDS / per_item)
+        size = int(max(TARGET_SECONDS, OVERHEAD_FACTOR * self.overhead) / per_item)
         if remaining is not None:
-            # shrink toward the end, but never below TAIL_SECONDS of work: a batch that
-            # short cannot unbalance the workers, and more batches only add messages
-            tail = max(math.ceil(remaining / (2 * self.workers)), int(TAIL_SECONDS / per_item))
+            # shrink toward the end, but never below TAIL_SECONDS of work (or one batch's
+            # fixed cost): a batch that short cannot unbalance the workers, and more
+            # batches only add messages
+            floor = max(TAIL_SECONDS, self.overhead)
+            tail = max(math.ceil(remaining / (2 * self.workers)), int(floor / per_item))
             size = min(size, tail)
         return max(1, min(size, MAX_BATCH))

@@ -55,6 +55,8 @@ class RemoteSlot(Worker):
         self._order: deque[int] = deque()  # seqs sent, oldest first
         self._tasks: dict[int, Any] = {}  # seq -> the cluster's future
         self._started: dict[int, int] = {}  # seq -> monotonic ns when sent
+        self._sizers: dict[int, Any] = {}  # seq -> its job's BatchSizer
+        self._answered: dict[int, int] = {}  # seq -> monotonic ns when its outcome came
         self._stopped = False
         self._announced = False
 
@@ -67,6 +69,7 @@ class RemoteSlot(Worker):
             self._order.append(seq)
             self._tasks[seq] = task
             self._started[seq] = time.monotonic_ns()
+            self._sizers[seq] = job.sizer
         self.backend.when_done(task, lambda outcome, seq=seq: self._finished(seq, outcome))
 
     def _finished(self, seq: int, outcome: tuple) -> None:
@@ -75,6 +78,7 @@ class RemoteSlot(Worker):
             if seq not in self._tasks:
                 return  # killed meanwhile
             self._outcomes[seq] = outcome
+            self._answered[seq] = time.monotonic_ns()
         self.backend.wake()
 
     def receive(self) -> list[tuple]:
@@ -86,8 +90,14 @@ class RemoteSlot(Worker):
             while self._order and self._order[0] in self._outcomes:
                 seq = self._order.popleft()
                 self._tasks.pop(seq, None)
-                self._started.pop(seq, None)
-                events.append(self._event(seq, self._outcomes.pop(seq)))
+                started = self._started.pop(seq, None)
+                answered = self._answered.pop(seq, None)
+                sizer = self._sizers.pop(seq, None)
+                outcome = self._outcomes.pop(seq)
+                if outcome[0] and sizer is not None and started and answered:
+                    # what the task cost beyond its work: the batch sizer amortizes it
+                    sizer.observe_overhead((answered - started) / 1e9 - outcome[1][2])
+                events.append(self._event(seq, outcome))
         return events
 
     def _event(self, seq: int, outcome: tuple) -> tuple:
@@ -117,6 +127,7 @@ class RemoteSlot(Worker):
         with self._lock:
             tasks = list(self._tasks.values())
             self._tasks.clear()
+            self._sizers.clear()
             self._stopped = True
         for task in tasks:
             self.backend.cancel(task)
