@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=600, help="photos to make (default 600)")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--out", default="demo-data")
+    parser.add_argument("--pictures", default=None, metavar="DIR",
+                        help="where to write grid.png and timeline.png/.html (default: "
+                        "--out; the README's come from --pictures docs/images)")
     args = parser.parse_args(argv)
 
     root = Path(args.out)
@@ -126,12 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     report = sw.ingest_folder(photos, str(dataset_path), workers=args.workers,
                               ignore_errors=True)
     print(report.summary())
+    pictures = Path(args.pictures or root)
+    pictures.mkdir(parents=True, exist_ok=True)
+    for name in ("timeline.png", "timeline.html"):  # batches per worker, throughput, gaps
+        report.save_timeline(pictures / name)
 
     print("[3/3] reading it back")
     ds = sw.load(str(dataset_path), read_only=True)
     summary = ds.summary()
     if summary is not None:
         print(summary)
+    ds.show(random=12, seed=0, thumb=112, out=pictures / "grid.png")  # thumbnails + labels
+    print(f"      pictures: {pictures}/grid.png, timeline.png, timeline.html")
     class_names = list(ds.labels.info.class_names) if hasattr(ds.labels.info, "class_names") \
         else list(ds.labels.info["class_names"])
     rng = random.Random(1)

@@ -51,6 +51,10 @@ _EXPORTS: dict[str, str] = {
     "read": "slicewise.dataset",
     "verify": "slicewise.dataset",
     "gc": "slicewise.dataset",
+    "deepcopy": "slicewise.dataset",
+    "copy": "slicewise.dataset",
+    "DatasetView": "slicewise.dataset",
+    "MergeConflictError": "slicewise.dataset",
     "DatasetError": "slicewise.format.errors",
     "CorruptionError": "slicewise.format.errors",
     "CommitConflictError": "slicewise.format.errors",
@@ -72,9 +76,21 @@ _EXPORTS: dict[str, str] = {
     "from_hdf5": "slicewise.integrations.hdf5",
     "from_zarr": "slicewise.integrations.zarr",
     "from_images": "slicewise.integrations.images",
+    # training input and interchange: torch, Arrow/Parquet, Hugging Face
+    "TorchDataset": "slicewise.integrations.torch",
+    "TorchIterableDataset": "slicewise.integrations.torch",
+    "TorchLoader": "slicewise.integrations.torch",
+    "from_arrow": "slicewise.integrations.arrow",
+    "from_parquet": "slicewise.integrations.arrow",
+    "from_hf": "slicewise.integrations.hf",
 }
 
 __all__ = sorted(_EXPORTS)
+
+# `joblib.parallel_backend("slicewise")`: announced to joblib when joblib is imported
+from slicewise.integrations import _joblib_hook  # noqa: E402
+
+_joblib_hook.install()
 
 
 def __getattr__(name: str) -> Any:
@@ -101,3 +117,47 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
         map,
         shared_array,
     )
+
+if TYPE_CHECKING:  # pragma: no cover - the rest of the public names, for type checkers
+    from slicewise.dataset import (  # noqa: F401
+        Dataset,
+        Group,
+        Tensor,
+        dataset,
+        delete,
+        empty,
+        exists,
+        gc,
+        load,
+        read,
+        verify,
+    )
+    from slicewise.engine import (  # noqa: F401
+        Failure,
+        InitializerError,
+        PoolClosedError,
+        shutdown_default_pool,
+    )
+    from slicewise.format.errors import (  # noqa: F401
+        CommitConflictError,
+        CorruptionError,
+        DatasetError,
+    )
+    from slicewise.integrations.dask import from_dask  # noqa: F401
+    from slicewise.integrations.hdf5 import from_hdf5  # noqa: F401
+    from slicewise.integrations.images import from_images  # noqa: F401
+    from slicewise.integrations.zarr import from_zarr  # noqa: F401
+    from slicewise.transform import (  # noqa: F401
+        AllSamplesSkippedError,
+        EvalReport,
+        EvalStorageError,
+        InvalidInputDataError,
+        InvalidOutputDatasetError,
+        ResumeError,
+        TensorMismatchError,
+        TransformError,
+        UnsupportedSchedulerError,
+        compose,
+        compute,
+    )
+    from slicewise.transform.ingest import ingest_folder  # noqa: F401

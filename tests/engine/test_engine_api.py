@@ -109,7 +109,7 @@ def test_executor_map_signatures(process_pool):
     assert list(pool.map(h.square, range(3))) == [0, 1, 4]  # iterable, as Executor users expect
     with pytest.raises(TypeError):
         pool.map(h.square)
-    with pytest.raises(TypeError, match="unknown option"):
+    with pytest.raises(TypeError, match="colour"):  # its real signature refuses it
         pool.imap(h.square, range(3), colour="red")
 
 

@@ -2,7 +2,11 @@
 
     slicewise ingest SRC DATASET [--workers N] [--resize WxH]   transform.ingest.ingest_folder
         progress bar, the run's report and the dataset summary; an interrupted ingest
-        resumes from its last checkpoint when run again
+        resumes from its last checkpoint when run again; --report FILE (.html or .png)
+        writes the run's timeline (batches per worker, throughput, idle gaps, failures)
+    slicewise show DATASET [--rows 0:16 | --random N] [--tensors a,b] [--out FILE]
+                                                                Dataset.show(): a grid of
+        samples (thumbnails, class names, boxes, masks, plots, text) as .png or .html
     slicewise summary DATASET                                   Dataset.summary()
     slicewise log DATASET                                       Dataset.log(): the versions
     slicewise verify DATASET                                    sw.verify: every checksum;
@@ -58,6 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="decode every image fully to find corrupt ones (slower; "
                         "by default files are checked by their structure only)")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ingest.add_argument("--report", metavar="FILE", default=None,
+                        help="write the run's timeline to FILE (.html: a self-contained "
+                        "page; .png: a picture)")
+
+    show = commands.add_parser(
+        "show", help="a grid of samples as a PNG or HTML file",
+        description="Draw rows of DATASET as a grid: images as thumbnails with row numbers "
+        "and class names, boxes and masks overlaid, arrays as images or plots, text and JSON "
+        "as captions. Reads only the rows shown.")
+    show.add_argument("dataset", metavar="DATASET", help="a path or fsspec URL")
+    picked = show.add_mutually_exclusive_group()
+    picked.add_argument("--rows", default=None, metavar="A:B",
+                        help="rows to show: A:B, or N for the first N (default 0:16)")
+    picked.add_argument("--random", type=_positive_int, default=None, metavar="N",
+                        help="show N rows picked at random")
+    show.add_argument("--seed", type=int, default=None, help="seed for --random")
+    show.add_argument("--tensors", default=None, metavar="A,B",
+                      help="comma-separated tensor names (default: all)")
+    show.add_argument("--out", default=None, metavar="FILE",
+                      help="output .png or .html (default: <dataset name>-grid.png)")
 
     for name, text in (("summary", "tensors, lengths, shapes"), ("log", "the versions"),
                        ("verify", "check every file's checksum")):
@@ -111,6 +135,8 @@ def _ingest(args: argparse.Namespace) -> int:
     import slicewise as sw
     from slicewise.transform.ingest import ingest_folder
 
+    if args.report is not None:
+        _check_picture_path(args.report, "--report")
     report = ingest_folder(
         args.src,
         args.dataset,
@@ -128,8 +154,37 @@ def _ingest(args: argparse.Namespace) -> int:
               f"{args.src}; nothing to do")
     else:
         print(report.summary())
+    if args.report is not None and report.timeline is not None:
+        print(f"timeline written to {report.save_timeline(args.report)}")
     _print_summary(sw.load(args.dataset, read_only=True))
     return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    import slicewise as sw
+
+    out = args.out
+    if out is None:
+        name = os.path.basename(str(args.dataset).rstrip("/")) or "dataset"
+        out = f"{name}-grid.png"
+    _check_picture_path(out, "--out")
+    tensors = [t for t in args.tensors.split(",") if t] if args.tensors else None
+    ds = sw.load(args.dataset, read_only=True)
+    grid = ds.show(rows=args.rows, tensors=tensors, out=out, random=args.random,
+                   seed=args.seed)
+    print(f"{out}: rows {_rows_text(grid.rows)} of {len(ds)}")
+    return 0
+
+
+def _rows_text(rows: list[int]) -> str:
+    if rows and rows == list(range(rows[0], rows[-1] + 1)):
+        return f"{rows[0]}..{rows[-1]}"
+    return ", ".join(map(str, rows)) or "(none)"
+
+
+def _check_picture_path(path: str, option: str) -> None:
+    if not str(path).lower().endswith((".png", ".html", ".htm")):
+        raise ValueError(f"{option} {path!r}: write a .png or .html file")
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -224,4 +279,4 @@ def _positive_int(text: str) -> int:
     return value
 
 
-COMMANDS = {"ingest": _ingest, "summary": _summary, "log": _log, "verify": _verify, "gc": _gc}
+COMMANDS = {"ingest": _ingest, "show": _show, "summary": _summary, "log": _log, "verify": _verify, "gc": _gc}

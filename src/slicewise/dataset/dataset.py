@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from slicewise.dataset.api import DatasetAPI
 from slicewise.dataset.group import Group, RowView, all_groups, check_new_name
 from slicewise.dataset.tensor import Tensor, _normalize_index
 from slicewise.format.chunk import encode_chunk
@@ -38,16 +39,14 @@ from slicewise.format.manifest import (
     Version,
     chunk_key,
     find_version,
-    list_version_seqs,
     read_latest,
-    read_version,
 )
 from slicewise.format.reader import ChunkReader
 from slicewise.format.storage import Storage, SyncQueue, open_storage
 from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES, DatasetWriter, shape_bounds
 
 
-class Dataset:
+class Dataset(DatasetAPI):
     """A chunked, compressed, versioned dataset of tensors. Open one with `sw.empty`,
     `sw.load` or `sw.dataset`."""
 
@@ -67,6 +66,7 @@ class Dataset:
         self._url = url if url is not None else storage.url
         self._storage_options = dict(storage_options or {})
         self._reader = ChunkReader(storage)
+        self._reader.bind(self._view)  # headers are checked against this manifest's claims
         self._base = base
         self._read_only = bool(read_only)
         self._pinned = pinned
@@ -118,6 +118,42 @@ class Dataset:
             f"Dataset(path={self._url!r}, version={self.version!r}, "
             f"tensors={list(self._view().tensors)}{padded})"
         )
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: tensors (htype, shape, dtype, compression, size), thumbnails
+        of image tensors, the newest versions."""
+        from slicewise.integrations.html import dataset_html
+
+        return dataset_html(self)
+
+    def show(self, rows: Any = None, tensors: Any = None, out: Any = None, *,
+             random: int | None = None, seed: int | None = None, thumb: int = 128,
+             cols: int | None = None) -> Any:
+        """Draw a grid of samples: images as thumbnails with their row numbers and class
+        names, bounding boxes and masks overlaid, arrays as images or small plots, text
+        and JSON as captions. Reads only the rows shown.
+
+        Args:
+            rows: None (the first 16), an int n (the first n), "a:b", a slice, range or
+                list of row numbers.
+            tensors: names of the tensors to show (default: all).
+            out: a path ending in .png or .html to write the grid to.
+            random: show this many rows picked at random instead (`seed` repeats a pick).
+            thumb: the thumbnails' size in pixels; cols: cells per line.
+
+        Returns:
+            A `Grid` (`.image` is a Pillow image, `.to_html()` a page; Jupyter shows it).
+
+        Raises:
+            IndexError: a row out of range. KeyError: an unknown tensor.
+            ValueError: `out` is neither .png nor .html, or both rows and random.
+
+        >>> ds.show(rows="0:16", out="grid.png")     # doctest: +SKIP
+        """
+        from slicewise.integrations.pictures import show
+
+        return show(self, rows, tensors, out, random=random, seed=seed, thumb=thumb,
+                    cols=cols)
 
     def padded(self) -> Dataset:
         """A read-only view of this version whose tensors are padded to the longest one
@@ -199,7 +235,7 @@ class Dataset:
             return Group(self, name)
         return None
 
-    def __getattr__(self, name: str) -> Tensor | Group:
+    def __getattr__(self, name: str) -> Any:  # a Tensor or a Group, found by name
         if name.startswith("_"):
             raise AttributeError(name)
         child = self._child(name)
@@ -648,28 +684,7 @@ class Dataset:
     def commit_id(self) -> str:
         return self._base.id
 
-    def log(self) -> list[dict]:
-        """Every version still stored, newest first: id, seq, parent, time, message, meta."""
-        out = []
-        for seq in reversed(list_version_seqs(self._storage)):
-            out.append(read_version(self._storage, seq).info())
-        return out
-
-    def checkout(self, version=None) -> str:
-        """Read an older version (read-only), or the newest with version=None/'latest'."""
-        if self.has_pending:
-            raise DatasetError("commit or discard pending changes before checkout()")
-        latest = read_latest(self._storage)
-        if version is None or version == "latest":
-            target = latest
-        else:
-            target = find_version(self._storage, version)
-        self._base = target
-        self._pinned = target.seq != latest.seq
-        self._txn = None
-        self._writer = None
-        self._touch()
-        return target.id
+    # log, checkout, branches, diff, merge, reset: DatasetAPI (versioning.py)
 
     def refresh(self) -> str:
         """Move to the newest version (picks up other processes' commits)."""
@@ -683,6 +698,8 @@ class Dataset:
     # ---- misc
 
     def summary(self) -> None:
+        """Print the tensors: name, htype, shape, dtype, compression (Deep Lake 3's
+        summary(), which prints and returns None)."""
         rows = [("tensor", "htype", "shape", "dtype", "compression")]
         for name, tensor in self.tensors.items():
             comp = tensor.sample_compression or tensor.chunk_compression or "None"
@@ -697,7 +714,60 @@ class Dataset:
                 lines.append("  ".join("-" * w for w in widths))
         print("\n".join(lines))
 
+    # ---- training input and Arrow (slicewise.integrations.torch / arrow / hf, on use)
+
+    def pytorch(self, transform=None, tensors=None, num_workers: int = 1, batch_size: int = 1,
+                drop_last: bool = False, collate_fn=None, pin_memory: bool = False,
+                shuffle: bool = False, buffer_size: float = 128, return_index: bool = True,
+                transform_kwargs=None, decode_method=None, **kwargs):
+        """Deep Lake 3's PyTorch loader: a torch DataLoader yielding dicts of tensors,
+        streamed chunk by chunk, decoded in its `num_workers` workers (images to HWC
+        uint8, a class label to an int). `shuffle` shuffles the chunk order, then rows in
+        a buffer of `buffer_size` MB per worker; `decode_method={tensor: "numpy" |
+        "tobytes" | "pil"}`; `transform(sample, **transform_kwargs)` or {tensor: fn};
+        `return_index` adds "index". Every row once per epoch across workers and
+        torch.distributed ranks; `loader.state_dict()` / `load_state_dict()` resume
+        mid-epoch. Needs `pip install slicewise[torch]`; guide: docs/guides/training.md.
+
+        >>> for batch in ds.pytorch(batch_size=64, num_workers=2, shuffle=True):
+        ...     images, labels = batch["images"], batch["labels"]
+        """
+        from slicewise.integrations.torch import dataset_pytorch
+
+        return dataset_pytorch(
+            self, transform=transform, tensors=tensors, num_workers=num_workers,
+            batch_size=batch_size, drop_last=drop_last, collate_fn=collate_fn,
+            pin_memory=pin_memory, shuffle=shuffle, buffer_size=buffer_size,
+            return_index=return_index, transform_kwargs=transform_kwargs,
+            decode_method=decode_method, **kwargs)
+
+    def to_arrow(self, tensors=None, **kwargs):
+        """A pyarrow.Table of the rows (see slicewise.integrations.arrow.to_arrow)."""
+        from slicewise.integrations.arrow import to_arrow
+
+        return to_arrow(self, tensors=tensors, **kwargs)
+
+    def to_parquet(self, path, tensors=None, **kwargs):
+        """Write Parquet in parallel, bounded memory (slicewise.integrations.arrow)."""
+        from slicewise.integrations.arrow import to_parquet
+
+        return to_parquet(self, path, tensors=tensors, **kwargs)
+
+    def to_pandas(self, tensors=None):
+        """A pandas.DataFrame of the rows (slicewise.integrations.arrow.to_pandas)."""
+        from slicewise.integrations.arrow import to_pandas
+
+        return to_pandas(self, tensors=tensors)
+
+    def to_hf(self, tensors=None, **kwargs):
+        """A Hugging Face datasets.Dataset (slicewise.integrations.hf.to_hf)."""
+        from slicewise.integrations.hf import to_hf
+
+        return to_hf(self, tensors=tensors, **kwargs)
+
     def to_hdf5(self, file, **kwargs):
+        """Write the tensors into an HDF5 file (needs h5py: `pip install
+        slicewise[hdf5]`); see `slicewise.integrations.hdf5.dataset_to_hdf5`."""
         from slicewise.integrations.hdf5 import dataset_to_hdf5
 
         return dataset_to_hdf5(self, file, **kwargs)

@@ -126,7 +126,7 @@ class Group:
         return {rel: Group(self._dataset, join(self.group_index, rel))
                 for rel in below(names, self.group_index)}
 
-    def __getattr__(self, name: str) -> Tensor | Group:
+    def __getattr__(self, name: str) -> Any:  # a Tensor or a Group, found by name
         if name.startswith("_"):
             raise AttributeError(name)
         child = self._child(name)
@@ -169,6 +169,12 @@ class Group:
     def __repr__(self) -> str:
         return (f"Group(path={self._dataset.path!r}, group={self.group_index!r}, "
                 f"tensors={list(self.tensors)})")
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the group's tensors, as a dataset's."""
+        from slicewise.integrations.html import group_html
+
+        return group_html(self)
 
     # -- writing
 
@@ -291,3 +297,9 @@ class RowView:
     def __repr__(self) -> str:
         group = f", group={self._group!r}" if self._group else ""
         return f"RowView({self._dataset.path!r}, {self._index()}{group})"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the row's pictures and captions (a grid for several rows)."""
+        from slicewise.integrations.html import rowview_html
+
+        return rowview_html(self)

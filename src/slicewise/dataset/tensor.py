@@ -207,7 +207,10 @@ class Tensor:
                     array = apply_label_remap(array, remap)
                 return array
             data = reader.sample_bytes(key, local)
-            return decode_sample(meta, data, head.shape(local), head.dtype, state.chunk_remap(k))
+            value = decode_sample(meta, data, head.shape(local), head.dtype, state.chunk_remap(k))
+            if isinstance(value, np.ndarray) and not value.flags.writeable:
+                value = value.copy()  # decoders hand out views of bytes: torch.from_numpy warns
+            return value
         except CorruptionError as exc:
             raise with_location(exc, reader.storage.full_path(key), local) from None
 
@@ -342,12 +345,25 @@ class Tensor:
         return TensorView(self, None, range(len(self)))
 
     def numpy(self, aslist: bool = False, fetch_chunks: bool = True, copy: bool = True):
+        """Every stored row: one array when all samples have one shape (and not
+        `aslist`), else a list of arrays. `fetch_chunks` is Deep Lake 3's and has no
+        effect; `copy=False` may return a read-only view of the stored bytes.
+
+        Raises:
+            CorruptionError: a stored byte does not match its checksum.
+
+        >>> ds.labels.numpy().shape        # doctest: +SKIP
+        (600, 1)
+        """
         return self._stored().numpy(aslist=aslist, copy=copy)
 
     def data(self, aslist: bool = False):
+        """Deep Lake 3's data(): {"value": ...}; text and json give their values,
+        class_label adds "text" (the class names)."""
         return self._stored().data(aslist=aslist)
 
     def tobytes(self) -> bytes:
+        """Refused on a whole tensor (DatasetError): take one row, `t[i].tobytes()`."""
         raise DatasetError(f"tensor {self.name!r}: tobytes() needs one row, e.g. t[0].tobytes()")
 
     def text(self):
@@ -374,12 +390,33 @@ class Tensor:
         except DatasetError:
             return f"Tensor(key={self.name!r}, <missing>)"
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: htype, shape, dtype, compression, size; thumbnails of images."""
+        from slicewise.integrations.html import tensor_html
+
+        return tensor_html(self)
+
     # -- writing
 
     def append(self, value) -> None:
+        """Append one sample (an array, a number, text, a dict for json, or `sw.read`
+        of a file). Commits at once outside `with ds:`.
+
+        Raises:
+            DatasetError: the sample does not fit the tensor (htype, dtype, dimensions);
+                ReadOnlyError on a read-only dataset.
+
+        >>> ds.labels.append(np.uint32(1))   # doctest: +SKIP
+        """
         self.dataset._write(lambda w: w.append(self.name, value))
 
     def extend(self, values) -> None:
+        """Append many samples: a sequence, an array (one sample per first-axis row) or
+        a dask array (written by parallel workers). All or none are appended.
+
+        Raises:
+            DatasetError: a sample does not fit (its position is named).
+        """
         if hasattr(values, "__dask_graph__"):
             from slicewise.integrations.dask import extend_from_dask
 
@@ -408,6 +445,11 @@ class Tensor:
     # -- integrations (implemented in slicewise.integrations, imported on use)
 
     def dask(self, **kwargs):
+        """The tensor as a lazy dask.array over its stored chunks (bounded memory);
+        see `slicewise.integrations.dask.tensor_to_dask` for the options.
+
+        >>> ds.frames.dask()[:, :10].mean().compute()   # doctest: +SKIP
+        """
         from slicewise.integrations.dask import tensor_to_dask
 
         return tensor_to_dask(self, **kwargs)

@@ -5,6 +5,7 @@ Ctrl-C terminates it), and terminated at interpreter exit."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -48,9 +49,20 @@ def shutdown_default_pool() -> None:
 
 
 def map(fn: Callable, iterable: Iterable, *, workers: int | None = None,
-        backend: str = "processes", start_method: str | None = None, **options: Any) -> list:
+        backend: str = "processes", start_method: str | None = None,
+        chunksize: int | str = "auto", ordered: bool = True, progress: bool | str = False,
+        on_error: str = "raise", retries: int = 0, timeout: float | None = None,
+        report: bool | str | os.PathLike | None = None) -> Any:
     """`fn` on every item of `iterable`, in parallel on the shared warm pool; a list of
-    results in input order. Takes the options of `Pool.map` (chunksize, ordered,
-    progress, on_error, retries, timeout)."""
+    results in input order. `workers`, `backend`, `start_method` choose the pool (kept
+    warm while calls ask for the same); the other options are `Pool.map`'s.
+
+    Raises what `Pool.map` raises: the function's own exception (on_error="raise"),
+    WorkerLostError, TaskTimeoutError.
+
+    >>> sw.map(lambda x: x * x, range(4))
+    [0, 1, 4, 9]
+    """
     pool = get_default_pool(workers, backend, start_method)
-    return pool.map(fn, iterable, **options)
+    return pool.map(fn, iterable, chunksize=chunksize, ordered=ordered, progress=progress,
+                    on_error=on_error, retries=retries, timeout=timeout, report=report)

@@ -41,6 +41,7 @@ from typing import Any
 from slicewise.engine.batching import BatchSizer
 from slicewise.engine.errors import Failure, PoolClosedError, short_repr
 from slicewise.engine.progress import Progress
+from slicewise.engine.timeline import Recorder
 
 ON_ERROR = ("raise", "skip", "collect")
 STREAM_BATCHES_PER_WORKER = 4  # how far an imap may run ahead of its consumer
@@ -79,9 +80,11 @@ class Segment:
 
 class ResultList(list):
     """The list `map` returns under on_error="skip"/"collect"; `.errors` lists every
-    failed item (a `Failure`), sorted by input position."""
+    failed item (a `Failure`), sorted by input position. With report=True, `.report` is
+    the call's `Timeline`."""
 
     errors: list[Failure]
+    report: Any = None
 
     def __init__(self, values: Iterable = (), errors: list[Failure] | None = None) -> None:
         super().__init__(values)
@@ -104,6 +107,7 @@ class Job:
         timeout: float | None = None,
         stream: bool = False,
         future: Future | None = None,
+        report: Any = None,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -135,6 +139,9 @@ class Job:
         self.progress = Progress(progress, self.total)
         # producer-side extras the backends attach (pickled function, its token)
         self.payload: Any = None
+        # report=True or a path: the scheduler notes each batch's worker and times
+        self.report = report
+        self.recorder: Recorder | None = Recorder() if report else None
 
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
@@ -459,6 +466,25 @@ class Job:
                 self.changed.wait(min(left, 0.5))
                 return True
         self._wait()
+        return True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until none of this job's batches is in a worker any more (they come back
+        even after the job ended, and are dropped); False once `timeout` passed first."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self._inflight_batches > 0:  # the scheduler's count; an int read is atomic
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if self.pump is not None:
+                    self.lock.release()
+                    try:
+                        self.pump()
+                    finally:
+                        self.lock.acquire()
+                else:
+                    self.changed.wait(min(left, 0.05))
         return True
 
     def wait(self, timeout: float | None = None) -> bool:

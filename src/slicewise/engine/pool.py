@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
+import os
 import threading
 import time
 import warnings
@@ -15,8 +16,9 @@ from typing import Any
 from slicewise.engine.backends.base import CLUSTER_BACKENDS
 from slicewise.engine.cpu import cpu_count
 from slicewise.engine.errors import Failure, PoolClosedError
-from slicewise.engine.jobs import Job
+from slicewise.engine.jobs import Job, ResultList
 from slicewise.engine.scheduler import Scheduler
+from slicewise.engine.timeline import Timeline
 from slicewise.engine.worker import MODE_CALL, MODE_ONE, MODE_STAR
 
 MapOptions = dict[str, Any]
@@ -41,6 +43,14 @@ class ResultIterator(Iterator):
     def errors(self) -> list[Failure]:
         with self._job.lock:
             return list(self._job.errors)
+
+    @property
+    def report(self) -> Timeline | None:
+        """With report=True: the timeline of the batches settled so far (all of them once
+        the iterator is exhausted); None otherwise."""
+        if self._job.recorder is None:
+            return None
+        return self._pool._timeline(self._job)
 
     def __iter__(self) -> ResultIterator:
         return self
@@ -69,6 +79,12 @@ class ResultIterator(Iterator):
     def close(self) -> None:
         self._job.cancel()
         self._pool._scheduler.wake()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """After close(): wait until no batch of this call is still running in a worker
+        (its result is dropped), so nothing the call's function does happens after this
+        returns; False if `timeout` seconds passed first."""
+        return self._job.wait_idle(timeout)
 
     def __del__(self) -> None:
         try:
@@ -256,7 +272,7 @@ class Pool(Executor):
         if not callable(fn):
             raise TypeError(f"the function to map is not callable: {fn!r}")
         unknown = set(options) - {"chunksize", "ordered", "progress", "on_error", "retries",
-                                  "timeout"}
+                                  "timeout", "report"}
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)}; see help(slicewise.Pool.map)")
         job = Job(fn, iterable, mode, workers=self.workers, stream=stream, future=future,
@@ -268,10 +284,28 @@ class Pool(Executor):
 
     def _wait(self, job: Job) -> list:
         try:  # (job.result_list refuses a wait on this pool's own scheduler thread)
-            return job.result_list()
+            values = job.result_list()
         except KeyboardInterrupt:
             self.terminate()
             raise
+        finally:
+            if job.recorder is not None:  # report=: the timeline, failed calls included
+                timeline = self._timeline(job)
+        if job.recorder is None:
+            return values
+        if not isinstance(values, ResultList):
+            values = ResultList(values)
+        values.report = timeline
+        return values
+
+    def _timeline(self, job: Job) -> Timeline:
+        """report=True or a path: the call's Timeline (written to the path, if given)."""
+        name = getattr(job.fn, "__qualname__", None) or type(job.fn).__name__
+        timeline = job.recorder.timeline(title=f"map {name}", backend=str(self.backend),
+                                         workers=self.workers)
+        if isinstance(job.report, (str, os.PathLike)):
+            timeline.save(job.report)
+        return timeline
 
     @staticmethod
     def _map_arguments(iterables: tuple, chunksize: Any) -> tuple[Iterable, int, Any]:
@@ -288,7 +322,8 @@ class Pool(Executor):
 
     def map(self, fn: Callable, *iterables: Iterable, chunksize: int | str = "auto",
             ordered: bool = True, progress: bool | str = False, on_error: str = "raise",
-            retries: int = 0, timeout: float | None = None) -> list:
+            retries: int = 0, timeout: float | None = None,
+            report: bool | str | os.PathLike | None = None) -> Any:
         """`fn` on every item; a list of results in input order.
 
         `pool.map(fn, items, 8)` is multiprocessing's chunksize; `pool.map(fn, xs, ys)`
@@ -296,11 +331,20 @@ class Pool(Executor):
         `ordered`, `progress` (True or a description), `on_error` ("raise", "skip":
         failed items left out, "collect": a `Failure` in their place; both give the list
         an `.errors`), `retries` per item, `timeout` seconds per item (TaskTimeoutError,
-        a TimeoutError).
+        a TimeoutError), `report` (True: the list gets a `.report`, a `Timeline` of
+        what each worker did; a path ending in .html or .png: also written there).
+
+        Raises the function's own exception (with the item's index and the worker's
+        traceback) under on_error="raise"; WorkerLostError / TaskTimeoutError when an
+        item kills its worker or runs past `timeout`; PoolClosedError on a closed pool.
+
+        >>> with sw.Pool(2) as pool:
+        ...     pool.map(abs, [-1, -2, 3])
+        [1, 2, 3]
         """
         iterable, mode, chunksize = self._map_arguments(iterables, chunksize)
         options = dict(chunksize=chunksize, ordered=ordered, progress=progress,
-                       on_error=on_error, retries=retries, timeout=timeout)
+                       on_error=on_error, retries=retries, timeout=timeout, report=report)
         return self._wait(self._start(fn, iterable, mode, options))
 
     def starmap(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",
@@ -309,17 +353,26 @@ class Pool(Executor):
         options["chunksize"] = chunksize
         return self._wait(self._start(fn, iterable, MODE_STAR, options))
 
-    def imap(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",
-             **options: Any) -> ResultIterator:
-        """Results one by one, in input order, as they come; the input is read lazily."""
-        options["chunksize"] = chunksize
+    def imap(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto", *,
+             ordered: bool = True, progress: bool | str = False, on_error: str = "raise",
+             retries: int = 0, timeout: float | None = None,
+             report: bool | str | os.PathLike | None = None) -> ResultIterator:
+        """Results one by one, in input order, as they come; the input is read lazily.
+        Options as `map`; `.report` of the iterator is the timeline (report=True).
+
+        >>> for square in pool.imap(lambda x: x * x, range(3)): print(square)  # doctest: +SKIP
+        """
+        options = dict(chunksize=chunksize, ordered=ordered, progress=progress,
+                       on_error=on_error, retries=retries, timeout=timeout, report=report)
         return ResultIterator(self, self._start(fn, iterable, MODE_ONE, options, stream=True))
 
     def imap_unordered(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",
-                       **options: Any) -> ResultIterator:
-        """Results one by one, in the order they finish."""
-        options["chunksize"] = chunksize
-        options["ordered"] = False
+                       *, progress: bool | str = False, on_error: str = "raise",
+                       retries: int = 0, timeout: float | None = None,
+                       report: bool | str | os.PathLike | None = None) -> ResultIterator:
+        """Results one by one, in the order they finish. Options as `map`."""
+        options = dict(chunksize=chunksize, ordered=False, progress=progress,
+                       on_error=on_error, retries=retries, timeout=timeout, report=report)
         return ResultIterator(self, self._start(fn, iterable, MODE_ONE, options, stream=True))
 
     def map_async(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",

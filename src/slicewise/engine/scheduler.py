@@ -74,6 +74,19 @@ def _failure_from_packed(job: Job, batch: Batch, packed: tuple) -> Failure:
     )
 
 
+def _record_event(job: Job, batch: Batch, event: tuple) -> None:
+    """report=True: how a batch ended, for its timeline."""
+    kind = event[0]
+    if kind == "done":
+        failed = len(event[4]) if event[4] else 0
+        job.recorder.settled(batch.seq, "failed" if failed else "ok", event[2], failed)
+    elif kind == "lost":
+        job.recorder.settled(batch.seq, "lost")
+    else:  # "bad", "undecodable": the batch's items go back one by one, or fail
+        job.recorder.settled(batch.seq, "failed" if len(batch) == 1 else "requeued", None,
+                             len(batch) if len(batch) == 1 else 0)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -324,6 +337,9 @@ class Scheduler:
             return
         worker.inflight.append(batch)
         worker.items_assigned += len(batch)
+        if batch.job.recorder is not None:  # report=True: note who runs what, and when
+            batch.job.recorder.sent(batch.seq, worker.slot, batch.start, len(batch),
+                                    batch.isolated)
 
     def _arguments_not_picklable(self, batch: Batch, error: BaseException) -> None:
         """Find the items that will not pickle; they fail, the others go back."""
@@ -400,6 +416,8 @@ class Scheduler:
         job = batch.job
         if batch.seq != event[1]:  # protocol invariant: one pipe, FIFO
             raise RuntimeError(f"worker {worker.pid} answered batch {event[1]}, not {batch.seq}")
+        if job.recorder is not None:
+            _record_event(job, batch, event)
         if kind == "done":
             _, _seq, seconds, values, packed_failures = event
             job.sizer.observe(len(batch), seconds)
@@ -479,7 +497,12 @@ class Scheduler:
                 )
             return
         for batch in batches[1:]:  # queued behind the head: never started
+            if batch.job.recorder is not None:
+                batch.job.recorder.settled(batch.seq, "requeued", 0.0)
             batch.job.requeue(batch)
+        if batches and batches[0].job.recorder is not None:
+            timed_out = worker.timed_out is not None and worker.timed_out[0] == batches[0].seq
+            batches[0].job.recorder.settled(batches[0].seq, "timeout" if timed_out else "lost")
         if batches:
             self._explain_death(worker, batches[0], seq, phase, offset)
 

@@ -14,11 +14,16 @@ workers with cloudpickle: lambdas, closures and functions from `__main__` work.
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slicewise.transform.errors import ComposeError
 from slicewise.transform.sample_out import SampleOut
+
+if TYPE_CHECKING:
+    from slicewise.transform.report import EvalReport
 
 
 class ComputeFunction:
@@ -34,10 +39,38 @@ class ComputeFunction:
     def run(self, sample_in: Any, sample_out: SampleOut) -> None:
         self.func(sample_in, sample_out, *self.args, **self.kwargs)
 
-    def eval(self, data_in: Any, ds_out: Any = None, *args: Any, **kwargs: Any):
-        """Run this function over `data_in` into `ds_out`; the parameters (positional
-        too, in Deep Lake 3's order) are `Pipeline.eval`'s."""
-        return Pipeline([self]).eval(data_in, ds_out, *args, **kwargs)
+    def eval(
+        self,
+        data_in: Any,
+        ds_out: Any = None,
+        num_workers: int = 0,
+        scheduler: str = "threaded",
+        progressbar: bool = True,
+        skip_ok: bool = False,
+        check_lengths: bool = True,
+        pad_data_in: bool = False,
+        read_only_ok: bool = False,
+        cache_size: int = 16,
+        checkpoint_interval: int = 0,
+        ignore_errors: bool = False,
+        *,
+        resume: bool = True,
+        report: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> EvalReport:
+        """Run this function over `data_in` into `ds_out` and commit one new version;
+        the parameters (positional too, in Deep Lake 3's order) are `Pipeline.eval`'s.
+
+        >>> @sw.compute
+        ... def double(x, sample_out):
+        ...     sample_out.append({"values": np.float32(2 * x)})
+        >>> double().eval([1, 2, 3], ds, num_workers=2)   # doctest: +SKIP
+        """
+        return Pipeline([self]).eval(
+            data_in, ds_out, num_workers, scheduler, progressbar, skip_ok, check_lengths,
+            pad_data_in, read_only_ok, cache_size, checkpoint_interval, ignore_errors,
+            resume=resume, report=report, **kwargs,
+        )
 
     def __repr__(self) -> str:
         return f"<compute function {self.name}>"
@@ -88,13 +121,42 @@ class Pipeline:
         cache_size: int = 16,
         checkpoint_interval: int = 0,
         ignore_errors: bool = False,
+        *,
+        resume: bool = True,
+        report: str | os.PathLike | None = None,
         **kwargs: Any,
-    ):
+    ) -> EvalReport:
         """Run the pipeline over every item of `data_in`, appending the rows to `ds_out`,
         and commit one new version. `ds_out=None`: in place, as in Deep Lake 3 (`data_in`
         must then be a Dataset): each tensor the pipeline writes holds only the new rows
         afterwards (inplace.py). Returns an `EvalReport`. Deep Lake 3's parameters and meaning;
-        see docs/guides/transform.md for what slicewise adds (resume, reports)."""
+        see docs/guides/transform.md for what slicewise adds (resume, reports).
+
+        Args:
+            data_in: a sequence, iterable, Dataset or Tensor of inputs.
+            ds_out: the output Dataset (None: transform `data_in` in place).
+            num_workers: workers (0: run in this thread).
+            scheduler: "threaded", "processed", "serial", "dask" or "ray".
+            progressbar: show a progress bar.
+            skip_ok: let the function leave tensors out of a row.
+            check_lengths: refuse an output whose tensors have different lengths.
+            pad_data_in: read a Dataset input padded to its longest tensor.
+            read_only_ok: allow a read-only output (nothing is written to it then).
+            cache_size: Deep Lake 3's cache (MB); unused.
+            checkpoint_interval: commit progress every N inputs (resumable).
+            ignore_errors: skip inputs that fail (listed in the report).
+            resume: resume an interrupted run of the same eval (False: start over).
+            report: a path ending in .html or .png: also write the run's timeline there
+                (every eval records it: `EvalReport.timeline`).
+
+        Raises:
+            TransformError: an input failed (its index and the worker's traceback
+                attached); subclasses for bad inputs, outputs, schedulers.
+            AllSamplesSkippedError: every input failed under ignore_errors=True.
+            EvalStorageError: the dataset's storage refused a write (a full disk).
+
+        >>> fn().eval(files, ds, num_workers=2)         # doctest: +SKIP
+        """
         from slicewise.transform.run import run_eval
 
         return run_eval(
@@ -111,6 +173,8 @@ class Pipeline:
             cache_size=cache_size,
             checkpoint_interval=checkpoint_interval,
             ignore_errors=ignore_errors,
+            resume=resume,
+            report=report,
             **kwargs,
         )
 
@@ -134,11 +198,29 @@ def compute(fn: Callable[..., Any] | None = None, name: str | None = None):
         bind.__qualname__ = getattr(function, "__qualname__", bind.__name__)
         bind.__doc__ = function.__doc__
         bind.__wrapped__ = function  # type: ignore[attr-defined]
+        bind.__signature__ = _bound_signature(function)  # type: ignore[attr-defined]
         return bind
 
     if fn is None:
         return decorate
     return decorate(fn)
+
+
+def _bound_signature(function: Callable[..., Any]) -> inspect.Signature:
+    """help(f) of a compute factory: the user's parameters after (item, sample_out)."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return inspect.Signature(
+            [inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+             inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)],
+            return_annotation=ComputeFunction)
+    params = list(signature.parameters.values())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    skip = 0
+    while skip < 2 and skip < len(params) and params[skip].kind in positional:
+        skip += 1
+    return signature.replace(parameters=params[skip:], return_annotation=ComputeFunction)
 
 
 def compose(functions: Sequence[ComputeFunction]) -> Pipeline:

@@ -47,6 +47,8 @@ class EvalReport:
     checkpoints: int = 0
     version: Any = None
     workers: dict[str, WorkerFigures] = field(default_factory=dict)
+    # what each worker did, batch by batch (engine/timeline.py); None if not recorded
+    timeline: Any = field(default=None, repr=False)
 
     @property
     def inputs_per_s(self) -> float:
@@ -105,3 +107,25 @@ class EvalReport:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def __repr__(self) -> str:
+        return (f"EvalReport({' -> '.join(self.pipeline)}: {self.rows_written} rows from "
+                f"{self.inputs_processed} inputs in {self.seconds:.2f} s, "
+                f"{len(self.skipped)} skipped, version={self.version!r})")
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the figures, the workers, skipped inputs and the timeline."""
+        from slicewise.integrations.html import eval_report_html
+
+        return eval_report_html(self)
+
+    def save_timeline(self, path: Any) -> Any:
+        """Write the run's timeline (a Gantt of batches per worker, throughput, idle
+        gaps, retries and failures) to `path`: .html (self-contained) or .png.
+
+        Raises:
+            ValueError: no timeline was recorded, or the path is neither .html nor .png.
+        """
+        if self.timeline is None:
+            raise ValueError("this eval recorded no timeline")
+        return self.timeline.save(path)

@@ -113,6 +113,9 @@ def run_eval(
     # slicewise's: resume=False starts over from the first input, never resuming an
     # unfinished eval's checkpoint (a keyword, so Deep Lake 3's signature is unchanged)
     resume = unknown.pop("resume", True)
+    # slicewise's: report="run.html" / "run.png" also writes the run's timeline there
+    # (every eval records it: EvalReport.timeline)
+    timeline_path = unknown.pop("report", None)
     if not isinstance(resume, bool):
         raise TypeError(f"eval() resume must be True or False, got {resume!r}")
     if unknown:
@@ -153,6 +156,7 @@ def run_eval(
         batch_seconds=batch_seconds,
         runner_tensors=(output_tensors, frozenset() if skip_ok else output_tensors),
         resume=resume,
+        timeline_path=timeline_path,
     )
     try:
         return run.execute()
@@ -208,6 +212,7 @@ class _Run:
     batch_seconds: float
     runner_tensors: tuple[frozenset[str], frozenset[str]]
     resume: bool = True
+    timeline_path: Any = None
 
     def execute(self) -> EvalReport:
         started = time.perf_counter()
@@ -233,6 +238,8 @@ class _Run:
         self.inflight: dict[int, Batch] = {}  # handed to the engine, result not seen yet
         self.stopping = False  # a failure ends the eval: hand out no more batches
         self.handed_out = self.first_input  # inputs put into batches so far
+        self.spans: dict[int, tuple[int, int]] = {}  # batch_id -> (first input, count)
+        self.batch_skips: dict[int, int] = {}  # batch_id -> inputs it skipped
         self.sizer = BatchSizer(
             self.workers, self.source.length, self.first_input,
             self.checkpoint_interval, self.batch_seconds,
@@ -253,7 +260,7 @@ class _Run:
         try:
             with _open_pool(self.backend, self.workers) as pool:
                 results = pool.imap_unordered(
-                    runner, self._batches(), chunksize=1, on_error="collect"
+                    runner, self._batches(), chunksize=1, on_error="collect", report=True
                 )
                 fatal: list[tuple[int, Batch, Any]] = []
                 try:
@@ -267,7 +274,11 @@ class _Run:
                         ):
                             break
                 finally:
-                    _close_iterator(results)
+                    # a failure ends the eval: let the batches still running finish
+                    # first, so no worker writes into the dataset after eval returns
+                    failing = bool(fatal) or sys.exc_info()[0] not in (None, KeyboardInterrupt)
+                    _close_iterator(results, wait=failing)
+                    report.timeline = self._timeline(results)
                 if fatal:
                     self._raise_first_failure(pool, min(fatal, key=lambda entry: entry[0]))
                 for batch, failure in lost:
@@ -288,6 +299,8 @@ class _Run:
             )
         self._commit(state="done")
         report.seconds = time.perf_counter() - started
+        if self.timeline_path is not None and report.timeline is not None:
+            report.timeline.save(self.timeline_path)
         if report.skipped:
             print(report.summary(), file=sys.stderr)
         return report
@@ -313,6 +326,7 @@ class _Run:
                 self.digest_at[start + count] = self.digest.hexdigest()
             batch = Batch(batch_id, start, count, payload)
             self.inflight[batch_id] = batch
+            self.spans[batch_id] = (start, count)
             batch_id += 1
             yield batch
 
@@ -385,6 +399,8 @@ class _Run:
         report.rows_written += result.rows
         for failure in result.skipped:
             report.skipped.append(_skipped(failure))
+        if result.skipped:
+            self.batch_skips[result.batch_id] = len(result.skipped)
         figures = report.workers.setdefault(result.worker, WorkerFigures(result.worker))
         figures.batches += 1
         figures.inputs += result.items
@@ -446,6 +462,20 @@ class _Run:
         self.checkpoint_position = position
         if state == "checkpoint":
             self.report.checkpoints += 1
+
+    def _timeline(self, results: Any) -> Any:
+        """The engine's timeline of the batches (each one engine item), in inputs."""
+        timeline = getattr(results, "report", None)
+        if timeline is None:
+            return None
+        for record in timeline.records:  # engine position k is the batch with batch_id k
+            batch_id = record.start
+            record.start, record.size = self.spans.get(batch_id, (batch_id, record.size))
+            if self.batch_skips.get(batch_id):
+                record.outcome, record.failures = "failed", self.batch_skips[batch_id]
+        timeline.title = f"eval {' -> '.join(self.pipeline.names)}"
+        timeline.unit, timeline.backend, timeline.workers = "inputs", self.backend, self.workers
+        return timeline
 
     # -- writers that died after their receipt -------------------------------------------
     def _unfinished_results(self) -> list[BatchResult]:
@@ -774,10 +804,16 @@ def _open_pool(backend: str, workers: int) -> Iterator[Any]:
         yield pool
 
 
-def _close_iterator(results: Any) -> None:
+STRAGGLER_WAIT_SECONDS = 30.0  # at most this long for running batches after a failure
+
+
+def _close_iterator(results: Any, wait: bool = False) -> None:
     close = getattr(results, "close", None)
     if callable(close):
         close()
+    wait_idle = getattr(results, "wait_idle", None)
+    if wait and callable(wait_idle):
+        wait_idle(STRAGGLER_WAIT_SECONDS)
 
 
 def _input_range(batch: Batch) -> str:
@@ -789,7 +825,9 @@ def _skipped(failure: ItemFailure) -> SkippedInput:
 
 
 def _progress_bar(enabled: bool, total: int | None, initial: int, names: list[str]):
-    from tqdm.auto import tqdm
+    from slicewise.engine.progress import tqdm_class
+
+    tqdm = tqdm_class()  # a widget in notebooks with ipywidgets, else a text bar
 
     # `disable` only when turned off: tqdm's TQDM_* environment variables (TQDM_DISABLE=1
     # in CI logs) apply to the arguments a caller leaves out
