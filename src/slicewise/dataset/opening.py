@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from slicewise.dataset.dataset import Dataset
 from slicewise.format.commit import Transaction, publish
@@ -70,21 +71,62 @@ def _path_str(path) -> str:
     return path if isinstance(path, str) else os.fspath(path)
 
 
-def exists(path, storage_options: dict | None = None, **deeplake_kwargs) -> bool:
-    """True when `path` holds a slicewise dataset."""
+def exists(path: str | os.PathLike | Dataset, storage_options: dict | None = None,
+           **deeplake_kwargs: Any) -> bool:
+    """True when `path` holds a slicewise dataset.
+
+    Args:
+        path: a directory, memory://... or s3://... URL (or a Dataset).
+        storage_options: fsspec options for the storage (e.g. S3 credentials).
+        **deeplake_kwargs: Deep Lake 3's `creds`, `token`, `org_id` (creds become
+            storage options; the others are ignored).
+
+    Returns:
+        Whether the dataset marker is there.
+
+    Raises:
+        TypeError: an unknown keyword argument, or bad `creds`.
+
+    Example:
+        >>> sw.exists("memory://nothing-here")
+        False
+    """
     storage_options = _deeplake_options("exists", deeplake_kwargs, storage_options)
     storage = open_storage(_path_str(path), storage_options)
     return storage.exists(MARKER_KEY)
 
 
 def empty(
-    path,
+    path: str | os.PathLike | Dataset,
     overwrite: bool = False,
     storage_options: dict | None = None,
     chunk_target_bytes: int | None = None,
-    **deeplake_kwargs,
+    **deeplake_kwargs: Any,
 ) -> Dataset:
-    """Create a new, empty dataset at `path` (a directory, memory://..., s3://...)."""
+    """Create a new, empty dataset at `path` (a directory, memory://..., s3://...).
+
+    Args:
+        path: where: a directory, memory://... or s3://... URL.
+        overwrite: replace a dataset (or other files) already there.
+        storage_options: fsspec options for the storage (e.g. S3 credentials).
+        chunk_target_bytes: the chunk files' target size (default: chosen for the
+            storage; 1 byte to 1 GiB).
+        **deeplake_kwargs: Deep Lake 3's `creds` (become storage options) and its cache,
+            token and runtime arguments (ignored).
+
+    Returns:
+        The new Dataset, with one empty version.
+
+    Raises:
+        DatasetError: a dataset (or other files) already there without overwrite, a bad
+            `chunk_target_bytes`, or another process created one at the same time.
+        TypeError: an unknown keyword argument, or bad `creds`.
+
+    Example:
+        >>> ds = sw.empty("memory://doc-empty", overwrite=True)
+        >>> len(ds)
+        0
+    """
     storage_options = _deeplake_options("empty", deeplake_kwargs, storage_options)
     url = _path_str(path)
     storage = open_storage(url, storage_options)
@@ -115,15 +157,36 @@ def empty(
 
 
 def load(
-    path,
-    version=None,
+    path: str | os.PathLike | Dataset,
+    version: str | int | None = None,
     read_only: bool | None = None,
     storage_options: dict | None = None,
     pad_tensors: bool = False,
-    **deeplake_kwargs,
+    **deeplake_kwargs: Any,
 ) -> Dataset:
     """Open the dataset at `path`: the newest version, or `version` (an id or number).
-    `pad_tensors=True` opens it as a padded read view (see `Dataset.padded`)."""
+
+    Args:
+        path: a directory, memory://... or s3://... URL.
+        version: a version id ("v3-...") or sequence number; an older version opens
+            read-only.
+        read_only: open it read-only.
+        storage_options: fsspec options for the storage (e.g. S3 credentials).
+        pad_tensors: open it as a padded read view (see `Dataset.padded`).
+        **deeplake_kwargs: Deep Lake 3's `creds` (become storage options) and its cache,
+            access and integrity arguments (ignored).
+
+    Returns:
+        The Dataset.
+
+    Raises:
+        DatasetError: no dataset there, it has no versions, or an unknown `version`.
+        CorruptionError: the dataset marker is damaged or from a newer format.
+        TypeError: an unknown keyword argument, or bad `creds`.
+
+    Example:
+        >>> ds = sw.load("./animals_ds", read_only=True)       # doctest: +SKIP
+    """
     storage_options = _deeplake_options("load", deeplake_kwargs, storage_options)
     url = _path_str(path)
     storage = open_storage(url, storage_options)
@@ -147,15 +210,36 @@ def load(
 
 
 def dataset(
-    path,
+    path: str | os.PathLike | Dataset,
     read_only: bool | None = None,
     overwrite: bool = False,
     storage_options: dict | None = None,
     chunk_target_bytes: int | None = None,
-    **deeplake_kwargs,
+    **deeplake_kwargs: Any,
 ) -> Dataset:
-    """Open the dataset at `path`, creating an empty one when there is none
-    (`chunk_target_bytes` applies to a new one)."""
+    """Open the dataset at `path`, creating an empty one when there is none.
+
+    Args:
+        path: a directory, memory://... or s3://... URL.
+        read_only: open an existing dataset read-only.
+        overwrite: replace what is there with a new, empty dataset.
+        storage_options: fsspec options for the storage (e.g. S3 credentials).
+        chunk_target_bytes: the chunk files' target size (a new dataset only).
+        **deeplake_kwargs: Deep Lake 3's arguments, as `sw.empty` and `sw.load`.
+
+    Returns:
+        The Dataset (newest version), new or existing.
+
+    Raises:
+        DatasetError: what `sw.empty` or `sw.load` raise (e.g. files that are not a
+            dataset at `path`).
+        TypeError: an unknown keyword argument, or bad `creds`.
+
+    Example:
+        >>> ds = sw.dataset("memory://doc-dataset")
+        >>> ds.path
+        'memory://doc-dataset'
+    """
     storage_options = _deeplake_options("dataset", deeplake_kwargs, storage_options)
     if not overwrite and exists(path, storage_options):
         return load(path, read_only=read_only, storage_options=storage_options)
@@ -163,8 +247,23 @@ def dataset(
                  chunk_target_bytes=chunk_target_bytes)
 
 
-def delete(path, storage_options: dict | None = None, **deeplake_kwargs) -> None:
-    """Delete the dataset at `path` (refuses folders that are not slicewise datasets)."""
+def delete(path: str | os.PathLike | Dataset, storage_options: dict | None = None,
+           **deeplake_kwargs: Any) -> None:
+    """Delete the dataset at `path`, every version and file of it.
+
+    Args:
+        path: a directory, memory://... or s3://... URL (or a Dataset).
+        storage_options: fsspec options for the storage (e.g. S3 credentials).
+        **deeplake_kwargs: Deep Lake 3's `creds`, `force`, `large_ok`, ... (creds become
+            storage options; the others are ignored).
+
+    Raises:
+        DatasetError: no slicewise dataset at `path` (other folders are never deleted).
+        TypeError: an unknown keyword argument, or bad `creds`.
+
+    Example:
+        >>> sw.delete("./old_ds")                              # doctest: +SKIP
+    """
     storage_options = _deeplake_options("delete", deeplake_kwargs, storage_options)
     storage = open_storage(_path_str(path), storage_options)
     if not storage.exists(MARKER_KEY):

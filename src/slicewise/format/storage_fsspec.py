@@ -106,13 +106,19 @@ class FsspecStorage(Storage):
         return f"{self.root}/{key}" if key else self.root
 
     def get(self, key: str) -> bytes:
-        return self.fs.cat_file(self._path(key))
+        # s3fs sizes a whole-object read from its listing cache when it holds the folder:
+        # a stale listing would make a new object "missing". Reads never trust a listing.
+        path = self._path(key)
+        self.fs.invalidate_cache(path)
+        return self.fs.cat_file(path)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         return self.fs.cat_file(self._path(key), start=start, end=start + length)
 
     def size(self, key: str) -> int:
-        return int(self.fs.size(self._path(key)))
+        path = self._path(key)
+        self.fs.invalidate_cache(path)  # as in get: never a size from a cached listing
+        return int(self.fs.size(path))
 
     @property
     def is_s3(self) -> bool:
@@ -220,7 +226,7 @@ class FsspecStorage(Storage):
 
         with ThreadPoolExecutor(min(HEAD_CONCURRENCY, len(keys))) as pool:
             present = list(pool.map(self._head, keys))
-        return [key for key, ok in zip(keys, present) if not ok]
+        return [key for key, ok in zip(keys, present, strict=True) if not ok]
 
     def abort_incomplete_uploads(
         self, older_than: float, dry_run: bool = False, now: float | None = None
@@ -239,9 +245,7 @@ class FsspecStorage(Storage):
             page = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix,
                                    **markers)
             for upload in page.get("Uploads", []) or []:
-                started = upload.get("Initiated")
-                age = now - started.timestamp() if hasattr(started, "timestamp") else None
-                if older_than > 0 and (age is None or age < older_than):
+                if older_than > 0 and not self._upload_stale(bucket, upload, now, older_than):
                     continue
                 found.append((upload["Key"], upload["UploadId"]))
             if not page.get("IsTruncated"):
@@ -259,6 +263,28 @@ class FsspecStorage(Storage):
             done.append(f"{key} {upload_id}")
         return done
 
+    def _upload_stale(self, bucket: str, upload: dict, now: float, older_than: float) -> bool:
+        """Started more than `older_than` seconds ago and no part sent since (a large
+        object still uploading past the grace period keeps sending parts). moto answers a
+        fixed `Initiated` date of 2010; its parts' dates are real."""
+        started = upload.get("Initiated")
+        if not hasattr(started, "timestamp") or now - started.timestamp() < older_than:
+            return False
+        markers: dict = {}
+        while True:
+            try:
+                page = self.fs.call_s3("list_parts", Bucket=bucket, Key=upload["Key"],
+                                       UploadId=upload["UploadId"], **markers)
+            except FileNotFoundError:  # completed or aborted meanwhile
+                return False
+            for part in page.get("Parts", []) or []:
+                sent = part.get("LastModified")
+                if not hasattr(sent, "timestamp") or now - sent.timestamp() < older_than:
+                    return False
+            if not page.get("IsTruncated"):
+                return True
+            markers = {"PartNumberMarker": page.get("NextPartNumberMarker", 0)}
+
     def list(self, prefix: str = "", refresh: bool = True) -> list[str]:
         base = self._path(prefix.rstrip("/")) if prefix else self.root
         if refresh:
@@ -268,6 +294,9 @@ class FsspecStorage(Storage):
             found = self.fs.find(base)
         except FileNotFoundError:
             return []
+        finally:
+            if refresh:  # keep no listing behind for others to trust (get, size, info)
+                self.fs.invalidate_cache(base)
         root_len = len(self.root) + 1
         out = []
         for path in found:
@@ -293,8 +322,10 @@ class FsspecStorage(Storage):
         return bool(self.fs.exists(path))
 
     def mtime(self, key: str) -> float | None:
+        path = self._path(key)
+        self.fs.invalidate_cache(path)
         try:
-            info = self.fs.info(self._path(key))
+            info = self.fs.info(path)
         except FileNotFoundError:
             return None
         for field in ("mtime", "LastModified", "created", "last_modified"):

@@ -53,6 +53,20 @@ from slicewise.format.manifest import FORMAT_VERSION, chunk_key
 from slicewise.format.storage import Storage, SyncQueue, open_storage, short_files
 
 DEFAULT_CHUNK_TARGET_BYTES = 8 * 1024 * 1024
+# Object stores: fewer, larger objects (measured on a moto S3 server: 16 MB objects
+# 142-180 MB/s against 14-22 MB/s for 80 KB ones; on real S3 also fewer billed PUTs)
+OBJECT_STORE_CHUNK_TARGET_BYTES = 16 * 1024 * 1024
+OBJECT_STORE_PROTOCOLS = frozenset(
+    ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2")
+)
+
+
+def default_chunk_target_bytes(storage: Storage) -> int:
+    """The chunk size a new dataset gets when its creator names none: 16 MiB on object
+    stores, 8 MiB elsewhere (local disks, memory://). Recorded in the dataset's marker."""
+    if getattr(storage, "protocol", None) in OBJECT_STORE_PROTOCOLS:
+        return OBJECT_STORE_CHUNK_TARGET_BYTES
+    return DEFAULT_CHUNK_TARGET_BYTES
 
 
 def shape_bounds(shapes: list[tuple[int, ...]]) -> tuple[list[int], list[int]]:
