@@ -114,3 +114,33 @@ def s3_url():
     import uuid
 
     return f"s3://sw-test-bucket/{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A real Dask LocalCluster: 2 worker processes, one thread each, and its Client."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def ray_session(request):
+    """A local Ray with 2 CPUs. Its workers import the test's helper modules by reference,
+    as a user's workers import theirs: the test's folder and tests/ are on their path."""
+    import os
+    import sys
+
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    here = os.path.dirname(os.path.abspath(request.module.__file__))
+    path = os.pathsep.join([here, os.path.dirname(here), *sys.path])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield ray
+    ray.shutdown()

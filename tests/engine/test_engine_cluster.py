@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 
 import engine_helpers as h
 import pytest
@@ -19,28 +18,6 @@ from slicewise.engine import Failure
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 distributed = pytest.importorskip("distributed")
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture(scope="module")
-def dask_client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    # the workers import engine_helpers by reference, as a user's workers import their modules
-    path = os.pathsep.join([HERE, *sys.path])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(params=["dask", "ray"])

@@ -7,7 +7,6 @@ engine: tasks run more than once) never duplicates or loses a row."""
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -19,29 +18,6 @@ from .conftest import make_jpeg_tree
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 distributed = pytest.importorskip("distributed")
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture(scope="module")
-def dask_client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        ray.shutdown()
-    path = os.pathsep.join([os.path.dirname(HERE), *sys.path])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
-    yield ray
-    ray.shutdown()
 
 
 @sw.compute

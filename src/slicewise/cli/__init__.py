@@ -1,12 +1,15 @@
 """The `slicewise` command: thin wrappers over the library.
 
     slicewise ingest SRC DATASET [--workers N] [--resize WxH]   transform.ingest.ingest_folder
+            [--scheduler processed|threaded|serial] [--checkpoint-interval N]
+            [--ignore-errors] [--verify-decode] [--no-progress] [--report FILE]
         progress bar, the run's report and the dataset summary; an interrupted ingest
         resumes from its last checkpoint when run again; --report FILE (.html or .png)
         writes the run's timeline (batches per worker, throughput, idle gaps, failures)
-    slicewise show DATASET [--rows 0:16 | --random N] [--tensors a,b] [--out FILE]
-                                                                Dataset.show(): a grid of
-        samples (thumbnails, class names, boxes, masks, plots, text) as .png or .html
+    slicewise show DATASET [--rows 0:16 | --random N [--seed S]] [--tensors a,b] [--out FILE]
+                                                                Dataset.show()
+        (integrations/pictures.py): a grid of samples (thumbnails, class names, boxes,
+        masks, plots, text) as .png or .html, reading only the rows shown
     slicewise summary DATASET                                   Dataset.summary()
     slicewise log DATASET                                       Dataset.log(): the versions
     slicewise verify DATASET                                    sw.verify: every checksum;
@@ -15,6 +18,10 @@
     slicewise gc DATASET [--keep-last N] [--grace-seconds S] [--dry-run]
                                                                 sw.gc: unreferenced files
     slicewise --version;  python -m slicewise ...  is the same command
+
+Every command parses its arguments here (build_parser), opens the dataset read-only where
+it only reads, and calls the library; COMMANDS maps each name to its function. This file
+is the whole package (plus __main__.py: `python -m slicewise.cli`).
 
 Exit status: 0 on success, 1 when the work failed (the error is printed, without a Python
 traceback, the workers' included, unless --traceback), 2 for bad arguments (argparse).

@@ -17,7 +17,9 @@ State of an open Dataset (one process):
 from __future__ import annotations
 
 import json
+import os
 import secrets
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +50,31 @@ from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES, DatasetWriter, s
 
 class Dataset(DatasetAPI):
     """A chunked, compressed, versioned dataset of tensors. Open one with `sw.empty`,
-    `sw.load` or `sw.dataset`."""
+    `sw.load` or `sw.dataset` (not with the constructor).
+
+    Tensors and groups are attributes and keys (`ds.images`, `ds["Control/x"]`); rows
+    are `ds[3]`, `ds[2:5]`, `ds[[1, 4]]`; `len(ds)` is the shortest tensor's length.
+    Writes outside `with ds:` commit at once; inside, the block commits once at its end
+    (nothing, if it raised). Pickles as a read-only handle (URL, version, options).
+
+    Args:
+        storage: the opened storage.
+        base: the version it reads.
+        read_only: refuse writes.
+        pinned: an older version (read-only).
+        storage_options: the fsspec options the storage was opened with.
+        chunk_target_bytes: the chunk files' target size.
+        url: the path or URL it was opened with.
+        pad_tensors: a padded read view (see `padded`).
+
+    Example:
+        >>> ds = sw.empty("memory://doc-ds", overwrite=True)
+        >>> with ds:
+        ...     _ = ds.create_tensor("labels", htype="class_label")
+        ...     ds.labels.extend(["cat", "dog"])
+        >>> len(ds), ds.labels.numpy().ravel().tolist()
+        (2, [0, 1])
+    """
 
     def __init__(
         self,
@@ -82,16 +108,19 @@ class Dataset(DatasetAPI):
 
     @property
     def path(self) -> str:
+        """The path or URL the dataset was opened with (also `ds.url`)."""
         return self._url
 
     url = path
 
     @property
     def storage(self) -> Storage:
+        """The storage the dataset's files are in."""
         return self._storage
 
     @property
     def read_only(self) -> bool:
+        """True when writes are refused: opened read-only, an older version, or padded."""
         return self._read_only or self._pinned or self._pad_tensors
 
     @property
@@ -148,7 +177,8 @@ class Dataset(DatasetAPI):
             IndexError: a row out of range. KeyError: an unknown tensor.
             ValueError: `out` is neither .png nor .html, or both rows and random.
 
-        >>> ds.show(rows="0:16", out="grid.png")     # doctest: +SKIP
+        Example:
+            >>> ds.show(rows="0:16", out="grid.png")     # doctest: +SKIP
         """
         from slicewise.integrations.pictures import show
 
@@ -166,9 +196,19 @@ class Dataset(DatasetAPI):
         `view.labels[i]` is `view[i].labels`. Writing through the view raises
         ReadOnlyError. This dataset is unchanged.
 
-        >>> len(ds.images), len(ds.labels)          # 5, 3
-        >>> view = ds.padded(); len(view)           # 5
-        >>> view[4].labels.numpy()                  # array([], dtype=uint32)
+        Returns:
+            The padded, read-only Dataset.
+
+        Raises:
+            DatasetError: this dataset has uncommitted changes.
+
+        Example:
+            >>> len(ds.images), len(ds.labels)          # doctest: +SKIP
+            (5, 3)
+            >>> view = ds.padded(); len(view)           # doctest: +SKIP
+            5
+            >>> view[4].labels.numpy()                  # doctest: +SKIP
+            array([], dtype=uint32)
         """
         if self.has_pending:
             raise DatasetError(
@@ -264,11 +304,13 @@ class Dataset(DatasetAPI):
 
     @property
     def max_len(self) -> int:
+        """The longest tensor's length (0 without tensors)."""
         lengths = [t.length for t in self._data_view().tensors.values()]
         return max(lengths) if lengths else 0
 
     @property
     def min_len(self) -> int:
+        """The shortest tensor's length (0 without tensors); `len(ds)`."""
         lengths = [t.length for t in self._data_view().tensors.values()]
         return min(lengths) if lengths else 0
 
@@ -284,8 +326,24 @@ class Dataset(DatasetAPI):
         """Deep Lake 3's create_group: a group of tensors, "a/b" nested (its outer groups
         come with it). Tensors go into it by name (`ds.create_tensor("Control/x")`) or
         through it (`ds.Control.create_tensor("x")`). An empty group persists (the
-        manifest lists it). A name taken by a tensor, or a group that exists (unless
-        `exist_ok`), is a DatasetError."""
+        manifest lists it).
+
+        Args:
+            name: the group's name; "a/b" nests.
+            exist_ok: return an existing group instead of raising.
+
+        Returns:
+            The Group.
+
+        Raises:
+            DatasetError: a bad name, one taken by a tensor, or an existing group
+                (without exist_ok).
+            ReadOnlyError: the dataset is read-only (a DatasetError).
+
+        Example:
+            >>> g = ds.create_group("Control")                    # doctest: +SKIP
+            >>> g.create_tensor("x")                              # doctest: +SKIP
+        """
         self._check_writable()
         view = self._view()
         if isinstance(name, str) and name in all_groups(view):
@@ -302,7 +360,7 @@ class Dataset(DatasetAPI):
         self,
         name: str,
         htype: str = "generic",
-        dtype=None,
+        dtype: Any = None,
         sample_compression: str | None = None,
         chunk_compression: str | None = None,
         exist_ok: bool = False,
@@ -313,14 +371,46 @@ class Dataset(DatasetAPI):
         create_shape_tensor: bool = True,
         create_sample_info_tensor: bool = True,
         create_id_tensor: bool = True,
-        downsampling=None,
-        tiling_threshold=None,
-        max_chunk_size=None,
-        **htype_kwargs,
+        downsampling: Any = None,
+        tiling_threshold: Any = None,
+        max_chunk_size: Any = None,
+        **htype_kwargs: Any,
     ) -> Tensor:
         """Deep Lake 3's create_tensor. Its bookkeeping flags (hidden tensors, shape/id/
         sample-info tensors, tiling, downsampling) are accepted for compatibility and have
-        nothing to do here: shapes live in chunk headers, there are no hidden tensors."""
+        nothing to do here: shapes live in chunk headers, there are no hidden tensors.
+
+        Args:
+            name: the tensor's name; "group/name" puts it in a group.
+            htype: "generic", "image", "image.rgb", "class_label", "text", "json", ...
+            dtype: a numpy dtype (default: the htype's, or the first sample's).
+            sample_compression: per-sample compression ("jpeg", "png", "lz4", ...).
+            chunk_compression: whole-chunk compression ("lz4", ...).
+            exist_ok: return an existing tensor instead of raising.
+            hidden: must be False (no hidden tensors).
+            verbose: ignored.
+            verify: ignored.
+            create_shape_tensor: ignored.
+            create_sample_info_tensor: ignored.
+            create_id_tensor: ignored.
+            downsampling: must be None.
+            tiling_threshold: ignored.
+            max_chunk_size: ignored.
+            **htype_kwargs: the htype's options, e.g. `class_names=[...]`.
+
+        Returns:
+            The new (or, with exist_ok, existing) Tensor.
+
+        Raises:
+            DatasetError: an existing tensor (without exist_ok), a bad name, htype or
+                option, hidden=True or downsampling.
+            ReadOnlyError: the dataset is read-only (a DatasetError).
+
+        Example:
+            >>> ds = sw.empty("memory://doc-create", overwrite=True)
+            >>> ds.create_tensor("images", htype="image", sample_compression="jpeg").htype
+            'image'
+        """
         self._check_writable()
         if hidden:
             raise DatasetError("hidden tensors are not supported")
@@ -428,7 +518,21 @@ class Dataset(DatasetAPI):
         self._autocommit("append")
 
     def append(self, sample: dict, skip_ok: bool = False, append_empty: bool = False) -> None:
-        """Append one row: {tensor: value}. Every tensor must get a value unless skip_ok."""
+        """Append one row: {tensor: value}. Every tensor must get a value unless skip_ok.
+
+        Args:
+            sample: {tensor name: value}.
+            skip_ok: allow leaving tensors out (they stay shorter).
+            append_empty: Deep Lake 3's argument; ignored.
+
+        Raises:
+            DatasetError: not a dict, an unknown tensor, a missing one (without skip_ok),
+                or a value the tensor cannot store (SampleError). Nothing of the row stays.
+            ReadOnlyError: the dataset is read-only (a DatasetError).
+
+        Example:
+            >>> ds.append({"images": sw.read("cat.jpg"), "labels": "cat"})  # doctest: +SKIP
+        """
         if not isinstance(sample, dict):
             raise DatasetError(
                 f"ds.append takes a dict {{tensor: value}}, got {type(sample).__name__}"
@@ -437,7 +541,20 @@ class Dataset(DatasetAPI):
         self._write(lambda w: w.append_row(sample))
 
     def extend(self, samples: dict, skip_ok: bool = False) -> None:
-        """Append rows: {tensor: sequence of values}, all sequences of the same length."""
+        """Append rows: {tensor: sequence of values}, all sequences of the same length.
+
+        Args:
+            samples: {tensor name: sequence of values}.
+            skip_ok: allow leaving tensors out (they stay shorter).
+
+        Raises:
+            DatasetError: not a dict, sequences of different lengths, an unknown or
+                missing tensor, or a value a tensor cannot store (naming the row).
+            ReadOnlyError: the dataset is read-only (a DatasetError).
+
+        Example:
+            >>> ds.extend({"labels": ["cat", "dog"]})            # doctest: +SKIP
+        """
         if not isinstance(samples, dict):
             raise DatasetError(
                 f"ds.extend takes a dict {{tensor: values}}, got {type(samples).__name__}"
@@ -568,7 +685,17 @@ class Dataset(DatasetAPI):
     # ---- the interface transforms use
 
     def writer_spec(self) -> dict:
-        """A JSON-able recipe for `DatasetWriter.from_spec` in another process."""
+        """A JSON-able recipe for `DatasetWriter.from_spec` in another process.
+
+        Returns:
+            The spec: URL, storage options, chunk target, tensor metas, class bases.
+
+        Raises:
+            ReadOnlyError: the dataset is read-only (a DatasetError).
+
+        Example:
+            >>> writer = DatasetWriter.from_spec(ds.writer_spec(), "w0")  # doctest: +SKIP
+        """
         self._check_writable()
         view = self._data_view()
         return {
@@ -584,7 +711,14 @@ class Dataset(DatasetAPI):
     def sync_receipt(self, receipt: dict) -> None:
         """Start flushing the chunk files a writer left unsynced (`finish(sync=False)`) on
         helper threads, so the disk works while the parent waits for other writers. The
-        commit that publishes them waits for these flushes (and syncs any not started)."""
+        commit that publishes them waits for these flushes (and syncs any not started).
+
+        Args:
+            receipt: a writer's receipt (`DatasetWriter.finish(sync=False)`).
+
+        Example:
+            >>> ds.sync_receipt(receipt)                          # doctest: +SKIP
+        """
         view = self._view()
         for name, tensor in receipt.get("tensors", {}).items():
             state = view.tensors.get(name)
@@ -596,9 +730,20 @@ class Dataset(DatasetAPI):
                         self._syncs = SyncQueue(self._storage, threads=4)
                     self._syncs.submit(chunk_key(state.meta.id, entry["key"]))
 
-    def add_receipts(self, receipts) -> None:
+    def add_receipts(self, receipts: Iterable[dict]) -> None:
         """Queue the chunks of writer receipts (in the given order) for the next commit.
-        Never commits by itself, also outside `with`: call commit()."""
+        Never commits by itself, also outside `with`: call commit().
+
+        Args:
+            receipts: writers' receipts (`DatasetWriter.finish()`), in row order.
+
+        Raises:
+            ReadOnlyError: the dataset is read-only (a DatasetError).
+            DatasetError: a receipt names a tensor the dataset does not have.
+
+        Example:
+            >>> ds.add_receipts([w.finish() for w in writers]); ds.commit("import")  # doctest: +SKIP
+        """
         self._check_writable()
         self._flush_writer()
         txn = self._pending()
@@ -608,7 +753,25 @@ class Dataset(DatasetAPI):
         self._touch()
 
     def commit(self, message: str = "", meta: dict | None = None, allow_empty: bool = True) -> str:
-        """Publish pending changes as a new version (works inside `with ds:` too)."""
+        """Publish pending changes as a new version (works inside `with ds:` too).
+
+        Args:
+            message: the commit message.
+            meta: JSON-able metadata stored with the version (`version_info`, `log()`).
+            allow_empty: False: with nothing pending, publish nothing.
+
+        Returns:
+            The new version's id (the current one if nothing was published).
+
+        Raises:
+            DatasetError: `meta` is not a JSON-able dict.
+            ReadOnlyError: the dataset is read-only (a DatasetError).
+            CommitConflictError: another committer published a conflicting version.
+
+        Example:
+            >>> ds.commit("added cats", meta={"source": "crawl-7"})  # doctest: +SKIP
+            'v3-...'
+        """
         self._check_writable()
         if meta is not None:
             if not isinstance(meta, dict):
@@ -629,7 +792,11 @@ class Dataset(DatasetAPI):
         return version.id
 
     def discard(self) -> None:
-        """Drop pending changes. Chunk files already written stay until `gc`."""
+        """Drop pending changes. Chunk files already written stay until `gc`.
+
+        Example:
+            >>> ds.discard()                                     # doctest: +SKIP
+        """
         self._txn = None
         self._writer = None
         if self._syncs is not None:
@@ -639,6 +806,7 @@ class Dataset(DatasetAPI):
 
     @property
     def has_pending(self) -> bool:
+        """True when there are uncommitted changes (rows, tensors, info)."""
         if self._writer is not None and self._writer_has_rows():
             return True
         return self._txn is not None and not self._txn.is_empty()
@@ -666,7 +834,14 @@ class Dataset(DatasetAPI):
             self.commit("with block")
 
     def flush(self) -> None:
-        """Deep Lake 3 name: commit pending changes now."""
+        """Deep Lake 3 name: commit pending changes now (nothing if none are pending).
+
+        Raises:
+            CommitConflictError: another committer published a conflicting version.
+
+        Example:
+            >>> ds.flush()                                       # doctest: +SKIP
+        """
         if self.has_pending:
             self.commit("flush")
 
@@ -674,20 +849,35 @@ class Dataset(DatasetAPI):
 
     @property
     def version(self) -> str:
+        """The id of the version this dataset reads ("v3-...")."""
         return self._base.id
 
     @property
     def version_info(self) -> dict:
+        """The version's record: id, seq, parent, time, message, meta."""
         return self._base.info()
 
     @property
     def commit_id(self) -> str:
+        """Deep Lake 3's name for `version`."""
         return self._base.id
 
     # log, checkout, branches, diff, merge, reset: DatasetAPI (versioning.py)
 
     def refresh(self) -> str:
-        """Move to the newest version (picks up other processes' commits)."""
+        """Move to the newest version (picks up other processes' commits).
+
+        A dataset pinned to an older version stays there.
+
+        Returns:
+            The id of the version it now reads.
+
+        Raises:
+            DatasetError: there are pending changes.
+
+        Example:
+            >>> ds.refresh()                                     # doctest: +SKIP
+        """
         if self.has_pending:
             raise DatasetError("commit or discard pending changes before refresh()")
         if not self._pinned:
@@ -699,7 +889,11 @@ class Dataset(DatasetAPI):
 
     def summary(self) -> None:
         """Print the tensors: name, htype, shape, dtype, compression (Deep Lake 3's
-        summary(), which prints and returns None)."""
+        summary(), which prints and returns None).
+
+        Example:
+            >>> ds.summary()                                     # doctest: +SKIP
+        """
         rows = [("tensor", "htype", "shape", "dtype", "compression")]
         for name, tensor in self.tensors.items():
             comp = tensor.sample_compression or tensor.chunk_compression or "None"
@@ -716,10 +910,13 @@ class Dataset(DatasetAPI):
 
     # ---- training input and Arrow (slicewise.integrations.torch / arrow / hf, on use)
 
-    def pytorch(self, transform=None, tensors=None, num_workers: int = 1, batch_size: int = 1,
-                drop_last: bool = False, collate_fn=None, pin_memory: bool = False,
+    def pytorch(self, transform: Any = None, tensors: Any = None, num_workers: int = 1,
+                batch_size: int = 1, drop_last: bool = False,
+                collate_fn: Callable | None = None, pin_memory: bool = False,
                 shuffle: bool = False, buffer_size: float = 128, return_index: bool = True,
-                transform_kwargs=None, decode_method=None, **kwargs):
+                transform_kwargs: dict | None = None, decode_method: dict | None = None,
+                *, pad_tensors: bool = False, tobytes: bool | Sequence[str] = False,
+                seed: int | None = None, **kwargs: Any) -> Any:
         """Deep Lake 3's PyTorch loader: a torch DataLoader yielding dicts of tensors,
         streamed chunk by chunk, decoded in its `num_workers` workers (images to HWC
         uint8, a class label to an int). `shuffle` shuffles the chunk order, then rows in
@@ -729,8 +926,36 @@ class Dataset(DatasetAPI):
         torch.distributed ranks; `loader.state_dict()` / `load_state_dict()` resume
         mid-epoch. Needs `pip install slicewise[torch]`; guide: docs/guides/training.md.
 
-        >>> for batch in ds.pytorch(batch_size=64, num_workers=2, shuffle=True):
-        ...     images, labels = batch["images"], batch["labels"]
+        Args:
+            transform: a function of the sample dict, or {tensor: function}.
+            tensors: tensor or group names (default: all).
+            num_workers: DataLoader workers.
+            batch_size: rows per batch.
+            drop_last: drop a last, short batch.
+            collate_fn: the DataLoader's collate function.
+            pin_memory: the DataLoader's pin_memory.
+            shuffle: shuffle chunk order, then rows in a buffer.
+            buffer_size: the shuffle buffer in MB per worker.
+            return_index: add the row number as "index".
+            transform_kwargs: keyword arguments for `transform`.
+            decode_method: {tensor: "numpy" | "tobytes" | "pil"}.
+            pad_tensors: read the dataset padded (see `padded`).
+            tobytes: True or tensor names: hand those samples out as stored bytes.
+            seed: the shuffle's seed.
+            **kwargs: other DataLoader arguments; Deep Lake 3's use_local_cache,
+                progressbar, cache_size, num_threads, use_progress_bar are ignored.
+
+        Returns:
+            A `TorchLoader` (a DataLoader with state_dict / load_state_dict).
+
+        Raises:
+            DatasetError: the dataset has uncommitted changes.
+            KeyError: an unknown tensor or group.
+            ImportError: torch is not installed.
+
+        Example:
+            >>> for batch in ds.pytorch(batch_size=64, num_workers=2, shuffle=True):  # doctest: +SKIP
+            ...     images, labels = batch["images"], batch["labels"]
         """
         from slicewise.integrations.torch import dataset_pytorch
 
@@ -739,40 +964,145 @@ class Dataset(DatasetAPI):
             batch_size=batch_size, drop_last=drop_last, collate_fn=collate_fn,
             pin_memory=pin_memory, shuffle=shuffle, buffer_size=buffer_size,
             return_index=return_index, transform_kwargs=transform_kwargs,
-            decode_method=decode_method, **kwargs)
+            decode_method=decode_method, pad_tensors=pad_tensors, tobytes=tobytes,
+            seed=seed, **kwargs)
 
-    def to_arrow(self, tensors=None, **kwargs):
-        """A pyarrow.Table of the rows (see slicewise.integrations.arrow.to_arrow)."""
+    def to_arrow(self, tensors: Any = None, start: int = 0, stop: int | None = None) -> Any:
+        """A pyarrow.Table of the rows [start, stop), a column per tensor; its schema
+        metadata lets `sw.from_arrow` rebuild the tensors.
+
+        Args:
+            tensors: tensor or group names (default: all).
+            start: the first row.
+            stop: the row after the last (default: `len(ds)`).
+
+        Returns:
+            The pyarrow.Table.
+
+        Raises:
+            KeyError: an unknown tensor or group.
+            ImportError: pyarrow is not installed.
+
+        Example:
+            >>> table = ds.to_arrow(["labels"], stop=100)         # doctest: +SKIP
+        """
         from slicewise.integrations.arrow import to_arrow
 
-        return to_arrow(self, tensors=tensors, **kwargs)
+        return to_arrow(self, tensors=tensors, start=start, stop=stop)
 
-    def to_parquet(self, path, tensors=None, **kwargs):
-        """Write Parquet in parallel, bounded memory (slicewise.integrations.arrow)."""
+    def to_parquet(self, path: str | os.PathLike, tensors: Any = None, *,
+                   overwrite: bool = False, num_workers: int | None = None, pool: Any = None,
+                   part_bytes: int | None = None, row_group_bytes: int | None = None,
+                   storage_options: dict | None = None, progress: bool = False) -> str:
+        """Write the rows as Parquet, in parallel and in bounded memory.
+
+        Args:
+            path: a folder (part-00000.parquet, ... written by the engine's workers) or a
+                path ending in ".parquet" (one file, written by this process).
+            tensors: tensor or group names (default: all).
+            overwrite: replace existing part files (or the file).
+            num_workers: workers (0: write in this process).
+            pool: an `sw.Pool` to run on.
+            part_bytes: stored bytes per part file (default 64 MiB).
+            row_group_bytes: stored bytes per row group (default 8 MiB).
+            storage_options: fsspec options for `path`.
+            progress: show a progress bar.
+
+        Returns:
+            The path.
+
+        Raises:
+            FileExistsError: part files (or the file) exist, without overwrite.
+            ValueError: the dataset has uncommitted changes.
+            ImportError: pyarrow is not installed.
+
+        Example:
+            >>> ds.to_parquet("./animals_parquet/", num_workers=4)  # doctest: +SKIP
+        """
         from slicewise.integrations.arrow import to_parquet
 
-        return to_parquet(self, path, tensors=tensors, **kwargs)
+        sizes = {key: value for key, value in (("part_bytes", part_bytes),
+                                               ("row_group_bytes", row_group_bytes))
+                 if value is not None}
+        return to_parquet(self, path, tensors=tensors, overwrite=overwrite,
+                          num_workers=num_workers, pool=pool, storage_options=storage_options,
+                          progress=progress, **sizes)
 
-    def to_pandas(self, tensors=None):
-        """A pandas.DataFrame of the rows (slicewise.integrations.arrow.to_pandas)."""
+    def to_pandas(self, tensors: Any = None) -> Any:
+        """A pandas.DataFrame of the rows, a column per tensor (class labels Categorical,
+        text str, other arrays numpy arrays, compressed images bytes).
+
+        Args:
+            tensors: tensor or group names (default: all).
+
+        Returns:
+            The DataFrame.
+
+        Raises:
+            KeyError: an unknown tensor or group.
+            ImportError: pandas is not installed.
+
+        Example:
+            >>> ds.to_pandas(["labels"]).labels.value_counts()   # doctest: +SKIP
+        """
         from slicewise.integrations.arrow import to_pandas
 
         return to_pandas(self, tensors=tensors)
 
-    def to_hf(self, tensors=None, **kwargs):
-        """A Hugging Face datasets.Dataset (slicewise.integrations.hf.to_hf)."""
+    def to_hf(self, tensors: Any = None) -> Any:
+        """The rows as an Arrow-backed Hugging Face `datasets.Dataset`, in memory (images
+        as `Image()` features of their stored bytes, class labels as `ClassLabel`).
+
+        Args:
+            tensors: tensor or group names (default: all).
+
+        Returns:
+            The `datasets.Dataset` (publish it with `.push_to_hub(...)`).
+
+        Raises:
+            KeyError: an unknown tensor or group.
+            ImportError: Hugging Face `datasets` is not installed.
+
+        Example:
+            >>> ds.to_hf().push_to_hub("me/animals")             # doctest: +SKIP
+        """
         from slicewise.integrations.hf import to_hf
 
-        return to_hf(self, tensors=tensors, **kwargs)
+        return to_hf(self, tensors=tensors)
 
-    def to_hdf5(self, file, **kwargs):
-        """Write the tensors into an HDF5 file (needs h5py: `pip install
-        slicewise[hdf5]`); see `slicewise.integrations.hdf5.dataset_to_hdf5`."""
+    def to_hdf5(self, file: str | os.PathLike, tensors: Iterable[str] | None = None, *,
+                mode: str = "w", compression: str | None = None) -> str:
+        """Write the tensors into an HDF5 file, one HDF5 dataset per tensor, groups and all
+        (needs h5py: `pip install slicewise[hdf5]`). It reads back with `sw.from_hdf5`.
+
+        Args:
+            file: the HDF5 file's path.
+            tensors: tensor names (default: all, with the empty groups).
+            mode: h5py's file mode ("w" truncates, "a" adds).
+            compression: an HDF5 filter for numeric datasets, e.g. "gzip".
+
+        Returns:
+            The file's path.
+
+        Raises:
+            TypeError: `file` is not a path, or tensors of neither numbers nor text
+                (nothing is written).
+            ValueError: a ragged tensor (nothing is written).
+            ImportError: h5py is not installed.
+
+        Example:
+            >>> ds.to_hdf5("experiments_copy.h5", compression="gzip")  # doctest: +SKIP
+        """
         from slicewise.integrations.hdf5 import dataset_to_hdf5
 
-        return dataset_to_hdf5(self, file, **kwargs)
+        return dataset_to_hdf5(self, file, tensors, mode=mode, compression=compression)
 
-    def to_zarr(self, store, tensors=None, **kwargs):
+    def to_zarr(self, store: Any, tensors: Iterable[str] | dict[str, str] | None = None, *,
+                dimension_names: Sequence[str] | dict[str, Sequence[str]] | None = None,
+                chunk_rows: int | None = None, zarr_format: int | None = None,
+                overwrite: bool = False, pool: Any = None, num_workers: int | None = None,
+                progress: bool = False, consolidate: bool = True,
+                storage_options: dict | None = None, **array_options: Any) -> Any:
         """Write tensors into one Zarr group at `store` (a path, URL or zarr store), one
         array per tensor, in parallel blocks of whole Zarr chunks (a worker holds one
         ~16 MiB piece at a time, whatever the dataset's size), so that
@@ -798,14 +1128,57 @@ class Dataset(DatasetAPI):
         compressors=...). Zarr has no transactions: an export that fails part way leaves
         the arrays it made; run it again with overwrite=True.
 
-        >>> ds.to_zarr("experiments.zarr", dimension_names=("time", "y", "x"))
-        >>> xarray.open_zarr("experiments.zarr")
+        Args:
+            store: a path, URL or zarr store.
+            tensors: None, a list of names, or {tensor: array name}.
+            dimension_names: one sequence for every tensor, or {tensor: names}.
+            chunk_rows: rows per Zarr chunk.
+            zarr_format: 2 or 3.
+            overwrite: replace existing arrays.
+            pool: an `sw.Pool` to run on.
+            num_workers: workers.
+            progress: show a progress bar.
+            consolidate: consolidate the group's metadata.
+            storage_options: fsspec options for a URL store.
+            **array_options: zarr create_array options (e.g. compressors=...).
+
+        Returns:
+            The zarr Group.
+
+        Raises:
+            FileExistsError: arrays already there, without overwrite.
+            TypeError: tensors of neither numbers nor text (nothing is written).
+            ValueError: a ragged tensor, clashing array names, or bad dimension names.
+            ImportError: zarr is not installed.
+
+        Example:
+            >>> ds.to_zarr("experiments.zarr", dimension_names=("time", "y", "x"))  # doctest: +SKIP
+            >>> xarray.open_zarr("experiments.zarr")              # doctest: +SKIP
         """
         from slicewise.integrations.zarr import dataset_to_zarr
 
-        return dataset_to_zarr(self, store, tensors, **kwargs)
+        return dataset_to_zarr(self, store, tensors, dimension_names=dimension_names,
+                               chunk_rows=chunk_rows, zarr_format=zarr_format,
+                               overwrite=overwrite, pool=pool, num_workers=num_workers,
+                               progress=progress, consolidate=consolidate,
+                               storage_options=storage_options, **array_options)
 
     def numpy(self, aslist: bool = False) -> dict:
+        """Every tensor's rows: {tensor name: `Tensor.numpy(aslist)`}.
+
+        Args:
+            aslist: lists of per-row arrays instead of stacked arrays.
+
+        Returns:
+            {tensor name: one array, or a list of arrays for a ragged tensor or aslist}.
+
+        Raises:
+            CorruptionError: a stored byte does not match its checksum.
+
+        Example:
+            >>> ds.numpy()["labels"].shape                       # doctest: +SKIP
+            (2, 1)
+        """
         return {name: t.numpy(aslist=aslist) for name, t in self.tensors.items()}
 
 

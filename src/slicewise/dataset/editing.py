@@ -20,6 +20,7 @@ import secrets
 import numpy as np
 
 from slicewise.dataset.merging import chunk_entry
+from slicewise.dataset.tensor import InfoDict
 from slicewise.format.chunk import encode_chunk
 from slicewise.format.errors import DatasetError
 from slicewise.format.htypes import FileSample, SampleEncoder, apply_label_remap
@@ -167,7 +168,7 @@ def _plain(data: bytes, meta, shape) -> bytes:
 # ---- ds.info
 
 
-class DatasetInfo(dict):
+class DatasetInfo(InfoDict):
     """`ds.info`: a dict with attribute access; update() writes a new version (or joins the
     open `with` block). Deep Lake 3's dataset info."""
 
@@ -175,19 +176,8 @@ class DatasetInfo(dict):
         super().__init__(data)
         self._ds = ds
 
-    def __getattr__(self, name: str):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def update(self, *args, **kwargs) -> None:  # type: ignore[override]
-        changes = dict(*args, **kwargs)
+    def _write(self, changes: dict) -> None:
         set_info(self._ds, changes)
-        super().update(changes)
-
-    def __setitem__(self, key, value) -> None:
-        self.update({key: value})
 
     def __delitem__(self, key) -> None:
         data = dict(self)

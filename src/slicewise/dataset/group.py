@@ -87,7 +87,19 @@ class Group:
     `group["Experiment 1"]` / `group.x` give its tensors and subgroups, `group.tensors`
     and `group.groups` list them (names relative to the group), `group.create_tensor` /
     `create_group` make new ones inside it, `len(group)` counts rows (its shortest
-    tensor's length, as a dataset's), `group[i]` is a row of its tensors."""
+    tensor's length, as a dataset's), `group[i]` is a row of its tensors.
+
+    Args:
+        dataset: the Dataset it belongs to.
+        path: the group's full name ("Control", "Control/Experiment 1").
+
+    Example:
+        >>> ds = sw.empty("memory://doc-group", overwrite=True)
+        >>> g = ds.create_group("Control")
+        >>> _ = g.create_tensor("x")
+        >>> list(g.tensors), list(ds.tensors)
+        (['x'], ['Control/x'])
+    """
 
     def __init__(self, dataset: Dataset, path: str):
         self._dataset = dataset
@@ -178,12 +190,51 @@ class Group:
 
     # -- writing
 
-    def create_tensor(self, name: str, *args, **kwargs) -> Tensor:
-        """`ds.create_tensor(f"{group}/{name}", ...)`."""
-        return self._dataset.create_tensor(join(self.group_index, name), *args, **kwargs)
+    def create_tensor(self, name: str, htype: str = "generic", dtype: Any = None,
+                      sample_compression: str | None = None,
+                      chunk_compression: str | None = None, exist_ok: bool = False,
+                      **kwargs: Any) -> Tensor:
+        """`ds.create_tensor(f"{group}/{name}", ...)`: a tensor inside this group.
+
+        Args:
+            name: the tensor's name relative to the group.
+            htype: as `Dataset.create_tensor`.
+            dtype: as `Dataset.create_tensor`.
+            sample_compression: as `Dataset.create_tensor`.
+            chunk_compression: as `Dataset.create_tensor`.
+            exist_ok: return an existing tensor instead of raising.
+            **kwargs: htype options (e.g. class_names=[...]) and Deep Lake 3's flags, as
+                `Dataset.create_tensor`.
+
+        Returns:
+            The Tensor (full name "group/name").
+
+        Raises:
+            DatasetError: as `Dataset.create_tensor`.
+
+        Example:
+            >>> ds.Control.create_tensor("y", dtype="float32")   # doctest: +SKIP
+        """
+        return self._dataset.create_tensor(join(self.group_index, name), htype, dtype,
+                                           sample_compression, chunk_compression, exist_ok,
+                                           **kwargs)
 
     def create_group(self, name: str, exist_ok: bool = False) -> Group:
-        """`ds.create_group(f"{group}/{name}")`."""
+        """`ds.create_group(f"{group}/{name}")`: a subgroup.
+
+        Args:
+            name: the subgroup's name relative to this group.
+            exist_ok: return an existing group instead of raising.
+
+        Returns:
+            The Group.
+
+        Raises:
+            DatasetError: as `Dataset.create_group`.
+
+        Example:
+            >>> ds.Control.create_group("Experiment 1")          # doctest: +SKIP
+        """
         return self._dataset.create_group(join(self.group_index, name), exist_ok=exist_ok)
 
     def _full_sample(self, sample: dict, skip_ok: bool) -> dict:
@@ -202,24 +253,61 @@ class Group:
         return full
 
     def append(self, sample: dict, skip_ok: bool = False) -> None:
-        """Append one row to the group's tensors: {name relative to the group: value}."""
+        """Append one row to the group's tensors: {name relative to the group: value}.
+
+        Args:
+            sample: {relative tensor name: value}.
+            skip_ok: allow leaving the group's tensors out.
+
+        Raises:
+            DatasetError: not a dict, a missing tensor (without skip_ok), or what
+                `Dataset.append` raises.
+
+        Example:
+            >>> ds.Control.append({"x": 1.0})                    # doctest: +SKIP
+        """
         self._dataset.append(self._full_sample(sample, skip_ok), skip_ok=True)
 
     def extend(self, samples: dict, skip_ok: bool = False) -> None:
-        """Append rows to the group's tensors: {relative name: sequence of values}."""
+        """Append rows to the group's tensors: {relative name: sequence of values}.
+
+        Args:
+            samples: {relative tensor name: sequence of values}.
+            skip_ok: allow leaving the group's tensors out.
+
+        Raises:
+            DatasetError: not a dict, a missing tensor (without skip_ok), or what
+                `Dataset.extend` raises.
+
+        Example:
+            >>> ds.Control.extend({"x": [1.0, 2.0]})             # doctest: +SKIP
+        """
         self._dataset.extend(self._full_sample(samples, skip_ok), skip_ok=True)
 
     # -- reading
 
     @property
     def max_len(self) -> int:
+        """The longest tensor's length below this group (0 without tensors)."""
         return max((len(t) for t in self.tensors.values()), default=0)
 
     @property
     def min_len(self) -> int:
+        """The shortest tensor's length below this group (0 without tensors)."""
         return min((len(t) for t in self.tensors.values()), default=0)
 
     def numpy(self, aslist: bool = False) -> dict:
+        """Every tensor's rows: {relative name: `Tensor.numpy(aslist)`}.
+
+        Args:
+            aslist: lists of per-row arrays instead of stacked arrays.
+
+        Returns:
+            {relative tensor name: array or list of arrays}.
+
+        Example:
+            >>> ds.Control.numpy()["x"].shape                    # doctest: +SKIP
+        """
         return {rel: t.numpy(aslist=aslist) for rel, t in self.tensors.items()}
 
 

@@ -21,7 +21,10 @@ from slicewise.format.htypes import apply_label_remap, decode_sample, with_locat
 from slicewise.format.manifest import TensorState
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from slicewise.dataset.dataset import Dataset
+    from slicewise.format.htypes import TensorMeta
 
 
 def _normalize_index(index, length: int):
@@ -56,7 +59,22 @@ def _normalize_index(index, length: int):
 
 class Tensor:
     """One column of a Dataset. Deep Lake 3 names: append, extend, numpy, data, tobytes,
-    shape, dtype, htype, info, len, indexing, iteration."""
+    shape, dtype, htype, info, len, indexing, iteration.
+
+    Get one from its dataset (`ds.images`, `ds["images"]`); `t[i]`, `t[i:j]`,
+    `t[[1, 5]]` are row views with `.numpy()`, `.tobytes()`, `.text()`; `t[i] = x`
+    rewrites a row.
+
+    Args:
+        dataset: the Dataset it belongs to.
+        name: its full name ("group/name" in a group).
+
+    Example:
+        >>> ds = sw.empty("memory://doc-tensor", overwrite=True)
+        >>> t = ds.create_tensor("x", dtype="int32")
+        >>> t.extend([1, 2, 3]); t[1].numpy()
+        array([2], dtype=int32)
+    """
 
     def __init__(self, dataset: Dataset, name: str):
         self.dataset = dataset
@@ -75,19 +93,23 @@ class Tensor:
             ) from None
 
     @property
-    def meta(self):
+    def meta(self) -> TensorMeta:
+        """The tensor's stored metadata (htype, dtype, compressions, class names, info)."""
         return self._state.meta
 
     @property
     def key(self) -> str:
+        """Deep Lake 3's name for `name`."""
         return self.name
 
     @property
     def htype(self) -> str:
+        """The htype ("generic", "image", "class_label", "text", ...)."""
         return self.meta.htype
 
     @property
     def dtype(self) -> np.dtype | None:
+        """The samples' numpy dtype (object for text); None until the first sample."""
         dtype = self.meta.dtype
         if dtype is None:
             return None
@@ -95,18 +117,23 @@ class Tensor:
 
     @property
     def sample_compression(self) -> str | None:
+        """The per-sample compression ("jpeg", "png", "lz4", ...) or None."""
         return self.meta.sample_compression
 
     @property
     def chunk_compression(self) -> str | None:
+        """The whole-chunk compression or None."""
         return self.meta.chunk_compression
 
     @property
     def base_htype(self) -> str:
+        """The htype before its first "." ("image" for "image.rgb")."""
         return self.meta.htype.split(".")[0]
 
     @property
     def info(self) -> TensorInfo:
+        """The tensor's info: a dict (with class_names for a class label);
+        `t.info.update(key=value)` writes a new version."""
         meta = self.meta
         data = dict(meta.info)
         if meta.htype == "class_label":
@@ -124,12 +151,20 @@ class Tensor:
             return max(self._state.length, self.dataset.max_len)
         return self._state.length
 
-    def empty_sample(self):
+    def empty_sample(self) -> Any:
         """What a row past this tensor's end reads as in a padded view (Deep Lake 3's
         get_empty_sample): text "", json {}, otherwise a numpy array of shape (0,) * ndim
         of the tensor's dtype. ndim is the stored samples' (at least 1: an empty scalar
         has no 0-d form); a tensor with no samples yet gives images 3, others 1, and a
-        generic tensor with no dtype yet float64 (what it would store by default)."""
+        generic tensor with no dtype yet float64 (what it would store by default).
+
+        Returns:
+            "", {} or an empty numpy array.
+
+        Example:
+            >>> ds.labels.empty_sample()                         # doctest: +SKIP
+            array([], dtype=uint32)
+        """
         meta = self.meta
         if meta.htype == "text":
             return ""
@@ -151,6 +186,7 @@ class Tensor:
 
     @property
     def num_samples(self) -> int:
+        """Deep Lake 3's name for `len(t)`: the stored rows."""
         return len(self)
 
     def _dims(self) -> tuple[int | None, ...]:
@@ -168,14 +204,24 @@ class Tensor:
 
     @property
     def is_ragged(self) -> bool:
+        """True when samples differ in shape (some dimension of `shape` is None)."""
         return any(d is None for d in self._dims())
 
     @property
     def ndim(self) -> int:
+        """`len(t.shape)`: 1 + the samples' dimensions."""
         return len(self.shape)
 
     def chunk_row_ranges(self) -> list[tuple[int, int]]:
-        """(start, stop) row boundaries of the stored chunks, in order."""
+        """(start, stop) row boundaries of the stored chunks, in order.
+
+        Returns:
+            A list of (start, stop) pairs.
+
+        Example:
+            >>> ds.images.chunk_row_ranges()                     # doctest: +SKIP
+            [(0, 120), (120, 240)]
+        """
         cum = self._state.cum_rows
         return [(int(cum[k]), int(cum[k + 1])) for k in range(len(cum) - 1)]
 
@@ -344,29 +390,66 @@ class Tensor:
         """Every stored row (a padded view's empty samples past the end are not)."""
         return TensorView(self, None, range(len(self)))
 
-    def numpy(self, aslist: bool = False, fetch_chunks: bool = True, copy: bool = True):
+    def numpy(self, aslist: bool = False, fetch_chunks: bool = True,
+              copy: bool = True) -> np.ndarray | list:
         """Every stored row: one array when all samples have one shape (and not
-        `aslist`), else a list of arrays. `fetch_chunks` is Deep Lake 3's and has no
-        effect; `copy=False` may return a read-only view of the stored bytes.
+        `aslist`), else a list of arrays.
+
+        Args:
+            aslist: a list of per-row arrays.
+            fetch_chunks: Deep Lake 3's; no effect.
+            copy: False may return a read-only view of the stored bytes.
+
+        Returns:
+            An array of shape (len, *sample shape), or a list of arrays.
 
         Raises:
             CorruptionError: a stored byte does not match its checksum.
 
-        >>> ds.labels.numpy().shape        # doctest: +SKIP
-        (600, 1)
+        Example:
+            >>> ds.labels.numpy().shape        # doctest: +SKIP
+            (600, 1)
         """
         return self._stored().numpy(aslist=aslist, copy=copy)
 
-    def data(self, aslist: bool = False):
+    def data(self, aslist: bool = False) -> dict:
         """Deep Lake 3's data(): {"value": ...}; text and json give their values,
-        class_label adds "text" (the class names)."""
+        class_label adds "text" (the class names).
+
+        Args:
+            aslist: values as a list of per-row arrays.
+
+        Returns:
+            {"value": ...} (and "text" for a class label).
+
+        Example:
+            >>> ds.labels.data()["text"]                         # doctest: +SKIP
+            ['cat', 'dog']
+        """
         return self._stored().data(aslist=aslist)
 
     def tobytes(self) -> bytes:
-        """Refused on a whole tensor (DatasetError): take one row, `t[i].tobytes()`."""
+        """Refused on a whole tensor: take one row, `t[i].tobytes()`.
+
+        Raises:
+            DatasetError: always.
+
+        Example:
+            >>> ds.images[0].tobytes()[:2]                       # doctest: +SKIP
+            b'\\xff\\xd8'
+        """
         raise DatasetError(f"tensor {self.name!r}: tobytes() needs one row, e.g. t[0].tobytes()")
 
-    def text(self):
+    def text(self) -> list:
+        """Every stored row as text: a text tensor's strings, a class label's names.
+
+        Returns:
+            A list, one entry per row.
+
+        Example:
+            >>> ds.labels.text()                                 # doctest: +SKIP
+            [['cat'], ['dog']]
+        """
         return self._stored().text()
 
     def __getitem__(self, index) -> TensorView:
@@ -398,24 +481,35 @@ class Tensor:
 
     # -- writing
 
-    def append(self, value) -> None:
+    def append(self, value: Any) -> None:
         """Append one sample (an array, a number, text, a dict for json, or `sw.read`
         of a file). Commits at once outside `with ds:`.
+
+        Args:
+            value: the sample.
 
         Raises:
             DatasetError: the sample does not fit the tensor (htype, dtype, dimensions);
                 ReadOnlyError on a read-only dataset.
 
-        >>> ds.labels.append(np.uint32(1))   # doctest: +SKIP
+        Example:
+            >>> ds.labels.append(np.uint32(1))   # doctest: +SKIP
         """
         self.dataset._write(lambda w: w.append(self.name, value))
 
-    def extend(self, values) -> None:
+    def extend(self, values: Any) -> None:
         """Append many samples: a sequence, an array (one sample per first-axis row) or
         a dask array (written by parallel workers). All or none are appended.
 
+        Args:
+            values: the samples.
+
         Raises:
-            DatasetError: a sample does not fit (its position is named).
+            DatasetError: a sample does not fit (its position is named), or a 0-d array;
+                ReadOnlyError on a read-only dataset.
+
+        Example:
+            >>> ds.labels.extend(["cat", "dog"])                 # doctest: +SKIP
         """
         if hasattr(values, "__dask_graph__"):
             from slicewise.integrations.dask import extend_from_dask
@@ -444,25 +538,89 @@ class Tensor:
 
     # -- integrations (implemented in slicewise.integrations, imported on use)
 
-    def dask(self, **kwargs):
-        """The tensor as a lazy dask.array over its stored chunks (bounded memory);
-        see `slicewise.integrations.dask.tensor_to_dask` for the options.
+    def dask(self, *, block_bytes: int | None = None) -> Any:
+        """The tensor as a lazy dask.array over its stored chunks (bounded memory).
+        Builds only the graph; blocks are runs of whole stored chunks.
 
-        >>> ds.frames.dask()[:, :10].mean().compute()   # doctest: +SKIP
+        Args:
+            block_bytes: the most bytes per block (default 64 MiB, less for a small
+                tensor; 0: one block per stored chunk).
+
+        Returns:
+            A dask.array of shape `t.shape`.
+
+        Raises:
+            ValueError: a ragged tensor (use `dask_bag`).
+            TypeError: samples that are not numeric arrays (text, json).
+            ImportError: dask is not installed.
+
+        Example:
+            >>> ds.frames.dask()[:, :10].mean().compute()   # doctest: +SKIP
         """
         from slicewise.integrations.dask import tensor_to_dask
 
-        return tensor_to_dask(self, **kwargs)
+        return tensor_to_dask(self, block_bytes=block_bytes)
 
-    def dask_bag(self, **kwargs):
+    def dask_bag(self) -> Any:
+        """The tensor as a dask.bag of samples, one partition per stored chunk: works for
+        ragged tensors and non-array htypes.
+
+        Returns:
+            A dask.bag.
+
+        Raises:
+            ImportError: dask is not installed.
+
+        Example:
+            >>> ds.captions.dask_bag().map(len).sum().compute()  # doctest: +SKIP
+        """
         from slicewise.integrations.dask import tensor_to_dask_bag
 
-        return tensor_to_dask_bag(self, **kwargs)
+        return tensor_to_dask_bag(self)
 
-    def to_zarr(self, store, **kwargs):
+    def to_zarr(self, store: Any, *, name: str | None = None,
+                dimension_names: Sequence[str] | None = None, chunk_rows: int | None = None,
+                zarr_format: int | None = None, overwrite: bool = False, pool: Any = None,
+                num_workers: int | None = None, progress: bool = False,
+                consolidate: bool = True, storage_options: dict | None = None,
+                **array_options: Any) -> Any:
+        """Write the tensor into a Zarr array in the group at `store`, in parallel, with
+        dimension names so that `xarray.open_zarr(store)` labels its axes.
+
+        Args:
+            store: a path, URL or zarr store.
+            name: the array's name (default: the tensor's).
+            dimension_names: default: those it was imported with, else ("sample",
+                "dim_1", ...); images ("sample", "height", "width", "channel").
+            chunk_rows: rows per Zarr chunk.
+            zarr_format: 2 or 3.
+            overwrite: replace an existing array.
+            pool: an `sw.Pool` to run on.
+            num_workers: workers.
+            progress: show a progress bar.
+            consolidate: consolidate the group's metadata.
+            storage_options: fsspec options for a URL store.
+            **array_options: zarr create_array options (e.g. compressors=...).
+
+        Returns:
+            The zarr Array.
+
+        Raises:
+            ValueError: a ragged tensor, or bad dimension names.
+            TypeError: a tensor of neither numbers nor text (json).
+            FileExistsError: the array exists, without overwrite.
+            ImportError: zarr is not installed.
+
+        Example:
+            >>> ds.frames.to_zarr("frames.zarr", dimension_names=("time", "y", "x"))  # doctest: +SKIP
+        """
         from slicewise.integrations.zarr import tensor_to_zarr
 
-        return tensor_to_zarr(self, store, **kwargs)
+        return tensor_to_zarr(self, store, name=name, dimension_names=dimension_names,
+                              chunk_rows=chunk_rows, zarr_format=zarr_format,
+                              overwrite=overwrite, pool=pool, num_workers=num_workers,
+                              progress=progress, consolidate=consolidate,
+                              storage_options=storage_options, **array_options)
 
 
 class TensorView:
@@ -637,13 +795,10 @@ def _as_numpy(value, htype: str):
     return value
 
 
-class TensorInfo(dict):
-    """`tensor.info`: a dict with attribute access; update() writes a new version (or joins
-    the open `with` block)."""
-
-    def __init__(self, tensor: Tensor, data: dict):
-        super().__init__(data)
-        self._tensor = tensor
+class InfoDict(dict):
+    """An `info` dict (of a tensor, of a dataset): attribute access, and update() (or
+    `info[key] = value`) writes a new version, or joins the open `with` block, through
+    `_write(changes)`."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -651,13 +806,28 @@ class TensorInfo(dict):
         except KeyError:
             raise AttributeError(name) from None
 
+    def _write(self, changes: dict) -> None:
+        raise NotImplementedError
+
     def update(self, *args, **kwargs) -> None:  # type: ignore[override]
         changes = dict(*args, **kwargs)
-        self._tensor.dataset._set_info(self._tensor.name, changes)
+        self._write(changes)
         super().update(changes)
 
     def __setitem__(self, key, value) -> None:
         self.update({key: value})
+
+
+class TensorInfo(InfoDict):
+    """`tensor.info`: a dict with attribute access; update() writes a new version (or joins
+    the open `with` block)."""
+
+    def __init__(self, tensor: Tensor, data: dict):
+        super().__init__(data)
+        self._tensor = tensor
+
+    def _write(self, changes: dict) -> None:
+        self._tensor.dataset._set_info(self._tensor.name, changes)
 
 
 def _decode_texts(span: bytes | memoryview, offsets: np.ndarray) -> list[str] | None:

@@ -42,7 +42,19 @@ from slicewise.format.manifest import (
 class MergeConflictError(DatasetError):
     """Deep Lake 3's MergeConflictError: both sides changed the same rows (or tensors) since
     their common ancestor and no conflict_resolution was given. `conflicts` maps each
-    tensor to the rows in conflict (None for the whole tensor)."""
+    tensor to the rows in conflict (None for the whole tensor). Raised by `ds.merge`;
+    nothing is merged.
+
+    Args:
+        message: the error text.
+        conflicts: {tensor name: rows in conflict, or None for the whole tensor}.
+
+    Example:
+        >>> try:
+        ...     ds.merge("alt")                                  # doctest: +SKIP
+        ... except sw.MergeConflictError as error:
+        ...     ds.merge("alt", conflict_resolution="theirs")
+    """
 
     def __init__(self, message: str, conflicts: dict | None = None):
         super().__init__(message)

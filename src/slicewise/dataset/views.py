@@ -19,6 +19,8 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,9 +33,23 @@ _VIEW_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class DatasetView:
-    """Rows `rows` (int64, in order) of the read-only dataset handle `dataset`."""
+    """Rows `rows` (int64, in order) of the read-only dataset handle `dataset`.
 
-    def __init__(self, dataset, rows, query: str | None = None):
+    What `ds.filter`, `ds.query` and `ds.load_view` return; reads like a dataset
+    (`view.labels.numpy()`, `view[0]`, `len(view)`), never writes.
+
+    Args:
+        dataset: the read-only Dataset handle.
+        rows: the dataset's row numbers, in order.
+        query: the query that made it (the message of a copy).
+
+    Example:
+        >>> cats = ds.query("labels == 'cat'")                   # doctest: +SKIP
+        >>> len(cats), cats.index[:3]                            # doctest: +SKIP
+        (300, [0, 2, 5])
+    """
+
+    def __init__(self, dataset: Any, rows: Any, query: str | None = None):
         self._dataset = dataset
         self._rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         self._query = query
@@ -41,18 +57,22 @@ class DatasetView:
     # identity
     @property
     def path(self) -> str:
+        """The dataset's path or URL."""
         return self._dataset.path
 
     @property
     def version(self) -> str:
+        """The id of the version the view reads."""
         return self._dataset.version
 
     @property
-    def dataset(self):
+    def dataset(self) -> Any:
+        """The (read-only) Dataset the rows come from."""
         return self._dataset
 
     @property
     def read_only(self) -> bool:
+        """Always True: a view does not write."""
         return True
 
     @property
@@ -76,6 +96,7 @@ class DatasetView:
 
     @property
     def tensors(self) -> dict[str, TensorView]:
+        """Every tensor, restricted to the view's rows, by full name."""
         return {name: TensorView(Tensor(self._dataset, name), None, self._rows)
                 for name in self._dataset._view().tensors}
 
@@ -100,47 +121,150 @@ class DatasetView:
         return name in self._dataset
 
     def numpy(self, aslist: bool = False) -> dict:
+        """Every tensor's rows in the view: {tensor name: array or list of arrays}.
+
+        Args:
+            aslist: lists of per-row arrays instead of stacked arrays.
+
+        Returns:
+            {tensor name: array or list}.
+
+        Example:
+            >>> cats.numpy()["labels"].shape                     # doctest: +SKIP
+        """
         return {name: view.numpy(aslist=aslist) for name, view in self.tensors.items()}
 
-    def filter(self, function, **kwargs) -> DatasetView:
-        """Filter this view further (the rows keep their numbers in the dataset)."""
+    def filter(self, function: Callable[..., Any] | str, num_workers: int = 0,
+               scheduler: str = "threaded", progressbar: bool = True,
+               save_result: bool = False, result_path: Any = None,
+               result_ds_args: dict | None = None) -> DatasetView:
+        """Filter this view further (the rows keep their numbers in the dataset).
+
+        Args:
+            function: as `Dataset.filter`: `function(row)` true keeps it; or a query.
+            num_workers: workers.
+            scheduler: "threaded", "processed", "serial", "dask" or "ray".
+            progressbar: show a progress bar.
+            save_result: save the result (`save_view`).
+            result_path: save it as a dataset of its own there.
+            result_ds_args: more `save_view` arguments.
+
+        Returns:
+            A DatasetView of the rows kept.
+
+        Raises:
+            TypeError: `function` is neither callable nor a string.
+            QueryError: a query outside the supported subset (a ValueError).
+
+        Example:
+            >>> big_cats = cats.filter(lambda row: row.size.numpy()[0] > 3)  # doctest: +SKIP
+        """
         from slicewise.dataset.filtering import filter_rows
 
-        return filter_rows(self._dataset, function, rows=self._rows, **kwargs)
+        return filter_rows(self._dataset, function, num_workers, scheduler, progressbar,
+                           save_result, result_path, result_ds_args, rows=self._rows)
 
     def query(self, text: str) -> DatasetView:
+        """The rows of this view that match a query (as `Dataset.query`).
+
+        Args:
+            text: the condition, e.g. "labels == 'cat'".
+
+        Returns:
+            A DatasetView.
+
+        Raises:
+            QueryError: a query outside the supported subset (a ValueError).
+
+        Example:
+            >>> cats.query("size > 3")                           # doctest: +SKIP
+        """
         from slicewise.dataset.filtering import query_rows
 
         return query_rows(self._dataset, text, rows=self._rows)
 
     # saving and exporting
-    def save_view(self, message: str | None = None, path=None, id: str | None = None,
-                  optimize: bool = False, **kwargs) -> str:
+    def save_view(self, message: str | None = None, path: Any = None, id: str | None = None,
+                  optimize: bool = False, **kwargs: Any) -> str:
         """Deep Lake 3's save_view. Without `path`: stored in the dataset as
         views/<id>.json (rows and version; returns the id, read back with
         `ds.load_view(id)`). With `path`: the rows are copied into a new dataset there
         (`copy`), and the id is that dataset's path. `optimize` is accepted: a copy is what
-        Deep Lake 3's optimize made."""
+        Deep Lake 3's optimize made.
+
+        Args:
+            message: stored with the view.
+            path: copy the rows into a new dataset there instead.
+            id: the view's id (letters, digits, "_", ".", "-"; default: generated).
+            optimize: accepted; ignored.
+            **kwargs: `overwrite` and `storage_options` for a copy to `path`; others
+                are ignored.
+
+        Returns:
+            The view's id, or `path`.
+
+        Raises:
+            DatasetError: a bad id, or a view with that id already saved.
+
+        Example:
+            >>> view_id = cats.save_view(message="cats")          # doctest: +SKIP
+            >>> ds.load_view(view_id)                            # doctest: +SKIP
+        """
         if path is not None:
             self.copy(path, overwrite=kwargs.get("overwrite", False),
                       storage_options=kwargs.get("storage_options"))
             return str(path)
         return save_view_file(self, message, id)
 
-    def copy(self, dest, overwrite: bool = False, storage_options=None, **kwargs):
-        """Write this view's rows into a new dataset at `dest` (one commit); returns it."""
+    def copy(self, dest: Any, overwrite: bool = False, storage_options: dict | None = None,
+             **kwargs: Any) -> Any:
+        """Write this view's rows into a new dataset at `dest` (one commit).
+
+        Args:
+            dest: a path or URL.
+            overwrite: replace a dataset there.
+            storage_options: fsspec options for `dest`.
+            **kwargs: Deep Lake 3's other arguments; ignored.
+
+        Returns:
+            The new Dataset.
+
+        Raises:
+            DatasetError: a dataset already at `dest` (without overwrite).
+
+        Example:
+            >>> cats.copy("./cats_ds")                           # doctest: +SKIP
+        """
         from slicewise.dataset.editing import copy_rows
 
         return copy_rows(self._dataset, self._rows, dest, overwrite=overwrite,
                          storage_options=storage_options, message=self._query)
 
-    def to_hdf5(self, file, **kwargs):
-        """Export the view's rows to HDF5 (through a copy in memory)."""
+    def to_hdf5(self, file: Any, tensors: Any = None, *, mode: str = "w",
+                compression: str | None = None) -> str:
+        """Export the view's rows to HDF5 (through a copy in memory).
+
+        Args:
+            file: the HDF5 file's path.
+            tensors: tensor names (default: all).
+            mode: h5py's file mode.
+            compression: an HDF5 filter for numeric datasets, e.g. "gzip".
+
+        Returns:
+            The file's path.
+
+        Raises:
+            TypeError: as `Dataset.to_hdf5`.
+            ValueError: as `Dataset.to_hdf5`.
+
+        Example:
+            >>> cats.to_hdf5("cats.h5")                          # doctest: +SKIP
+        """
         import uuid
 
         copy = self.copy(f"memory://sw-view-{uuid.uuid4().hex}")
         try:
-            return copy.to_hdf5(file, **kwargs)
+            return copy.to_hdf5(file, tensors, mode=mode, compression=compression)
         finally:
             copy.storage.delete_all()
 

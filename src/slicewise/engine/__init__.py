@@ -1,8 +1,9 @@
 """engine: run a function over many items on every core, and survive whatever the items do.
 
     import slicewise as sw
-    with sw.Pool() as pool:                       # processes; or backend="threads"/"serial"
-        sizes = pool.map(load_and_resize, files, progress=True, on_error="collect")
+    with sw.Pool() as pool:           # processes; backend="threads" | "serial" | "dask" | "ray"
+        sizes = pool.map(load_and_resize, files, progress=True, on_error="collect",
+                         report="run.html")          # report=: the run's timeline
     squares = sw.map(lambda x: x * x, range(10))  # a warm shared pool
 
 Data flow (one `map` call):
@@ -20,22 +21,36 @@ Data flow (one `map` call):
                                   worker gone? (sentinel) the slot
                                   names the item; requeue the rest;
                                   start a replacement
+                                  report=: Job.recorder notes each
+                                  batch's slot and times ─► Timeline
+                                  (timeline.py: HTML or PNG)
+
+On "dask" and "ray" the worker column is a slot of the cluster (backends/cluster.py): a
+batch is one remote task running the same batch loop (worker.run_remote_batch), its
+result a "done" event, a dead remote worker a "lost" one.
 
 Modules:
-    pool.py          Pool (multiprocessing.Pool + concurrent.futures.Executor), AsyncResult
-    default_pool.py  sw.map on a warm shared pool
+    pool.py          Pool (multiprocessing.Pool + concurrent.futures.Executor), AsyncResult,
+                     ResultIterator; report= gives the call's Timeline
+    default_pool.py  sw.map and get_default_pool: a warm shared pool (eval and the joblib
+                     backend use it too)
     jobs.py          Job: one call's input, batches, settled results, errors, Future
     scheduler.py     the loop: dispatch, events, timeouts, death forensics, shutdown
     backends/        base.py (the Backend/Worker interface), processes.py, threads.py,
                      serial.py; cluster.py (a slot that runs batches as remote tasks)
                      under dask.py and ray.py
-    worker.py        the batch loop and the process worker's main loop and protocol
-    batching.py      batch sizes aimed at ~25 ms of work
+    worker.py        the batch loop, the process worker's main loop and protocol, and a
+                     batch as a cluster task (run_remote_batch)
+    batching.py      batch sizes aimed at ~25 ms of work (on a cluster, at least 4x the
+                     measured task round trip)
     shm.py           pickle-5 out-of-band buffers in POSIX shared memory
     sharedarray.py   shared_array / SharedArray: one numpy array workers write in place
-    errors.py        Failure, TaskError, WorkerLostError, TaskTimeoutError
+    errors.py        Failure, TaskError, WorkerLostError, TaskTimeoutError,
+                     InitializerError, PoolClosedError
     cpu.py           cpu_count (affinity + cgroup quota)
-    progress.py      the tqdm bar
+    progress.py      the tqdm bar (a fixed-width text bar in notebooks without ipywidgets)
+    timeline.py      Recorder (filled by the scheduler) and Timeline: batches per worker,
+                     throughput, idle gaps, failures, as HTML (inline SVG) or PNG
 
 Backends. A backend only starts workers and moves batches (backends/base.py: `Worker.send`,
 `receive` events, `progress`, `has_exited`, `kill`, `stop`); batching, ordering, retries,

@@ -66,8 +66,18 @@ def _cgroup_quota(root: Path = CGROUP_ROOT, own_path: str | None = None) -> floa
 
 
 def cpu_count() -> int:
-    """The number of CPUs this process can use: the affinity mask (`taskset`, container
-    cpusets) capped by a cgroup v1/v2 CPU quota (docker `--cpus`), rounded up, at least 1."""
+    """The number of CPUs this process can use.
+
+    The affinity mask (`taskset`, container cpusets) capped by a cgroup v1/v2 CPU quota
+    (docker `--cpus`), rounded up, at least 1. `sw.Pool()` starts this many workers.
+
+    Returns:
+        The usable CPU count (>= 1).
+
+    Example:
+        >>> sw.cpu_count() >= 1
+        True
+    """
     count = _affinity_count()
     quota = _cgroup_quota()
     if quota is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import reprlib
 import signal as _signal
 from dataclasses import dataclass
+from typing import Any
 
 _short = reprlib.Repr()
 _short.maxstring = 60
@@ -113,8 +114,27 @@ def attach_item(exc: BaseException, failure: Failure) -> BaseException:
 
 
 class TaskError(Exception):
-    """An item failed. `.index` is its position in the input, `.item_repr` a short repr,
-    `.worker_traceback` the traceback in the worker; the original exception is `__cause__`."""
+    """An item failed, with no exception of its own to raise.
+
+    Raised by `Pool.map` and friends (and `Failure.to_error()`) for a worker that died
+    (`WorkerLostError`), an item past its timeout (`TaskTimeoutError`), or an exception
+    that could not travel back from the worker; the original exception is `__cause__`.
+
+    Args:
+        message: the error text.
+        index: the item's position in the input.
+        item_repr: a short repr of the item.
+        worker_traceback: the traceback in the worker.
+        kind: "exception", "worker_lost", "timeout" or "pickling".
+        stage: where it failed ("call", "pickling_args", ...; see `Failure`).
+
+    Example:
+        >>> try:
+        ...     sw.map(os._exit, [1], workers=1)              # doctest: +SKIP
+        ... except sw.TaskError as error:
+        ...     print(error.index, error.kind)
+        0 worker_lost
+    """
 
     def __init__(
         self,
@@ -148,10 +168,25 @@ def _rebuild_error(cls, message, state):
 
 
 class WorkerLostError(TaskError):
-    """The worker process died while it held the item: `.exitcode` (negative for a
-    signal, as in multiprocessing) and `.signal` (e.g. "SIGKILL"; an OOM kill is a SIGKILL)."""
+    """The worker process died while it held the item.
 
-    def __init__(self, message: str, *, exitcode: int | None = None, **fields) -> None:
+    `.exitcode` is negative for a signal, as in multiprocessing; `.signal` names it
+    (e.g. "SIGKILL"; an out-of-memory kill is a SIGKILL).
+
+    Args:
+        message: the error text.
+        exitcode: the worker's exit code.
+        **fields: `TaskError`'s index, item_repr, worker_traceback, stage.
+
+    Example:
+        >>> try:
+        ...     sw.map(os._exit, [3], workers=1)              # doctest: +SKIP
+        ... except sw.WorkerLostError as error:
+        ...     print(error.exitcode)
+        3
+    """
+
+    def __init__(self, message: str, *, exitcode: int | None = None, **fields: Any) -> None:
         super().__init__(message, kind="worker_lost", **fields)
         self.exitcode = exitcode
         self.signal = signal_name(exitcode)
@@ -159,25 +194,80 @@ class WorkerLostError(TaskError):
 
 class TaskTimeoutError(TaskError, TimeoutError):
     """The item ran longer than the per-item `timeout`; its worker was killed and replaced.
-    Also a `TimeoutError`, so code written for `concurrent.futures` still catches it."""
 
-    def __init__(self, message: str, *, timeout: float | None = None, **fields) -> None:
+    Also a `TimeoutError`, so code written for `concurrent.futures` still catches it.
+
+    Args:
+        message: the error text.
+        timeout: the timeout in seconds.
+        **fields: `TaskError`'s index, item_repr, worker_traceback, stage.
+
+    Example:
+        >>> try:
+        ...     sw.map(time.sleep, [10], timeout=0.5)         # doctest: +SKIP
+        ... except sw.TaskTimeoutError as error:
+        ...     print(error.timeout)
+        0.5
+    """
+
+    def __init__(self, message: str, *, timeout: float | None = None, **fields: Any) -> None:
         super().__init__(message, kind="timeout", **fields)
         self.timeout = timeout
 
 
 class InitializerError(RuntimeError):
-    """The pool's `initializer` raised in a worker; the pool cannot run anything."""
+    """The pool's `initializer` raised in a worker; the pool cannot run anything.
+
+    Raised by the pool's calls once a worker's initializer failed.
+
+    Example:
+        >>> def init(): raise OSError("no GPU")
+        >>> with sw.Pool(1, initializer=init) as pool:      # doctest: +SKIP
+        ...     pool.map(abs, [1])
+        Traceback (most recent call last):
+        slicewise.engine.errors.InitializerError: ...
+    """
 
 
 class PoolClosedError(ValueError, RuntimeError):
-    """Work was given to a pool after close(), shutdown() or terminate(). A ValueError, as
-    multiprocessing.Pool raises, and a RuntimeError, as concurrent.futures raises."""
+    """Work was given to a pool after close(), shutdown() or terminate().
+
+    A ValueError, as multiprocessing.Pool raises, and a RuntimeError, as
+    concurrent.futures raises. Also raised by calls left unfinished by `terminate()`.
+
+    Example:
+        >>> pool = sw.Pool(1, backend="threads"); pool.close()
+        >>> pool.map(abs, [1])
+        Traceback (most recent call last):
+        slicewise.engine.errors.PoolClosedError: the pool is closed: no new work can be submitted
+    """
 
 
 @dataclass
 class Failure:
-    """One failed item, as `on_error="collect"` reports it (and `.errors` lists it)."""
+    """One failed item, as `on_error="collect"` reports it (and `.errors` lists it).
+
+    Plain data that pickles well; `to_error()` makes the matching exception.
+
+    Attributes:
+        index: the item's position in the input.
+        item_repr: a short repr of the item.
+        kind: "exception", "worker_lost", "timeout" or "pickling".
+        exception: the exception, when there is one.
+        traceback: the worker's formatted traceback.
+        stage: where it failed: "call", "pickling_args", "unpickling_args",
+            "unpickling_function", "pickling_result" or "unpickling_result".
+        exitcode: the dead worker's exit code (kind "worker_lost").
+        signal: the signal that killed it, e.g. "SIGKILL".
+        timeout: the timeout it ran past (kind "timeout").
+        attempts: how many times it was tried (retries + 1 at most).
+
+    Example:
+        >>> results = sw.map(int, ["1", "x"], on_error="collect", backend="threads")
+        >>> failure = results[1]
+        >>> failure.index, failure.kind
+        (1, 'exception')
+    """
 
     index: int
     item_repr: str
@@ -191,6 +281,15 @@ class Failure:
     attempts: int = 1
 
     def describe(self) -> str:
+        """A sentence on what went wrong, with the worker's traceback.
+
+        Returns:
+            The text (`WorkerLostError` and `TaskTimeoutError` use it as their message).
+
+        Example:
+            >>> print(failure.describe())                     # doctest: +SKIP
+            item 1 ('x') failed while running the function: ValueError: ...
+        """
         where = STAGE_TEXT.get(self.stage, self.stage)
         head = f"item {self.index} ({self.item_repr})"
         if self.kind == "worker_lost":
@@ -212,8 +311,16 @@ class Failure:
         return text
 
     def to_error(self) -> BaseException:
-        """The exception a caller gets for this failure: the function's own exception
-        (naming the item, see `attach_item`) when there is one, else a TaskError."""
+        """The exception a caller gets for this failure (it is returned, not raised).
+
+        Returns:
+            The function's own exception (with a note naming the item and the attributes
+            `index`, `item_repr`, `worker_traceback`) when there is one, else a
+            `WorkerLostError`, `TaskTimeoutError` or `TaskError`.
+
+        Example:
+            >>> raise failure.to_error()                      # doctest: +SKIP
+        """
         exc = self.exception
         if (
             self.kind in ("exception", "pickling")

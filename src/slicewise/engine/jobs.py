@@ -275,6 +275,8 @@ class Job:
         if count_batch:
             self._inflight_batches -= 1
         if self.done:
+            with self.lock:  # a batch of a finished job came back: wake wait_idle()
+                self.changed.notify_all()
             return
         if not failures:
             self._store(batch.start, values, None)
@@ -474,17 +476,8 @@ class Job:
         deadline = time.monotonic() + timeout
         with self.lock:
             while self._inflight_batches > 0:  # the scheduler's count; an int read is atomic
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if not self._wait_until(deadline):
                     return False
-                if self.pump is not None:
-                    self.lock.release()
-                    try:
-                        self.pump()
-                    finally:
-                        self.lock.acquire()
-                else:
-                    self.changed.wait(min(left, 0.05))
         return True
 
     def wait(self, timeout: float | None = None) -> bool:

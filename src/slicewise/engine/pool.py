@@ -184,6 +184,37 @@ class Pool(Executor):
     `multiprocessing.Pool(processes, initializer, initargs, maxtasksperchild, context)`
     and `ProcessPoolExecutor(max_workers, mp_context, initializer, initargs,
     max_tasks_per_child=...)`.
+
+    Args:
+        workers: how many workers (default: `cpu_count()`; a cluster backend counts its
+            cluster's CPUs; always 1 for "serial").
+        backend: "processes", "threads", "serial", "dask" or "ray". Anything else in
+            this position is read as multiprocessing.Pool's positional `initializer`
+            (or a multiprocessing context).
+        *stdlib_args: the rest of multiprocessing.Pool's positional arguments
+            (initargs, maxtasksperchild, context); only after a non-string `backend`.
+        initializer: called in each worker as it starts (`initializer(*initargs)`).
+        initargs: the initializer's arguments.
+        max_tasks_per_worker: replace a worker after this many batches.
+        start_method: "forkserver" (the default on Linux), "spawn" or "fork".
+        processes: multiprocessing.Pool's name for `workers`.
+        maxtasksperchild: multiprocessing.Pool's name for `max_tasks_per_worker`.
+        context: a multiprocessing context (its start method is used).
+        max_workers: ProcessPoolExecutor's name for `workers`.
+        mp_context: ProcessPoolExecutor's name for `context`.
+        max_tasks_per_child: ProcessPoolExecutor's name for `max_tasks_per_worker`.
+        client: backend="dask" only: a distributed Client or a scheduler address.
+
+    Raises:
+        ValueError: `workers` is not an int >= 1, an unknown backend, `client` without
+            backend="dask", or `max_tasks_per_worker` < 1.
+        TypeError: too many positional arguments, or options given positionally after
+            a backend name.
+
+    Example:
+        >>> with sw.Pool(2, backend="threads") as pool:
+        ...     pool.map(abs, [-1, -2])
+        [1, 2]
     """
 
     def __init__(
@@ -257,6 +288,8 @@ class Pool(Executor):
 
     @property
     def start_method(self) -> str | None:
+        """The start method of a process backend's workers ("forkserver", "spawn",
+        "fork"); None for the other backends."""
         return getattr(self._scheduler.backend, "start_method", None)
 
     def __repr__(self) -> str:
@@ -327,30 +360,74 @@ class Pool(Executor):
         """`fn` on every item; a list of results in input order.
 
         `pool.map(fn, items, 8)` is multiprocessing's chunksize; `pool.map(fn, xs, ys)`
-        zips like `Executor.map`. Options: `chunksize` ("auto": batches of ~25 ms),
-        `ordered`, `progress` (True or a description), `on_error` ("raise", "skip":
-        failed items left out, "collect": a `Failure` in their place; both give the list
-        an `.errors`), `retries` per item, `timeout` seconds per item (TaskTimeoutError,
-        a TimeoutError), `report` (True: the list gets a `.report`, a `Timeline` of
-        what each worker did; a path ending in .html or .png: also written there).
+        zips like `Executor.map`.
 
-        Raises the function's own exception (with the item's index and the worker's
-        traceback) under on_error="raise"; WorkerLostError / TaskTimeoutError when an
-        item kills its worker or runs past `timeout`; PoolClosedError on a closed pool.
+        Args:
+            fn: the function, called as `fn(item)` (`fn(x, y)` with several iterables).
+            *iterables: the items; several are zipped (shortest wins).
+            chunksize: items per batch ("auto": batches of ~25 ms of work).
+            ordered: False lets results settle in any order internally (the list is
+                still in input order).
+            progress: show a progress bar (True or a description).
+            on_error: "raise", "skip" (failed items left out) or "collect" (a `Failure`
+                in their place); both give the list an `.errors`.
+            retries: re-runs of a failed item before it counts as failed.
+            timeout: seconds per item (TaskTimeoutError past it; the worker is replaced).
+            report: True: the list gets a `.report`, a `Timeline` of what each worker
+                did; a path ending in .html or .png: also written there.
 
-        >>> with sw.Pool(2) as pool:
-        ...     pool.map(abs, [-1, -2, 3])
-        [1, 2, 3]
+        Returns:
+            The results in input order (a `ResultList` with `.errors` / `.report` under
+            on_error="skip"/"collect" or `report`).
+
+        Raises:
+            Exception: the function's own exception (with the item's index and the
+                worker's traceback) under on_error="raise".
+            WorkerLostError: an item killed its worker.
+            TaskTimeoutError: an item ran past `timeout`.
+            PoolClosedError: the pool is closed.
+            ValueError: a bad `on_error`, `retries` or `timeout`.
+
+        Example:
+            >>> with sw.Pool(2) as pool:
+            ...     pool.map(abs, [-1, -2, 3])
+            [1, 2, 3]
         """
         iterable, mode, chunksize = self._map_arguments(iterables, chunksize)
         options = dict(chunksize=chunksize, ordered=ordered, progress=progress,
                        on_error=on_error, retries=retries, timeout=timeout, report=report)
         return self._wait(self._start(fn, iterable, mode, options))
 
-    def starmap(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",
-                **options: Any) -> list:
-        """`fn(*args)` for every tuple `args`; a list, as `map`."""
-        options["chunksize"] = chunksize
+    def starmap(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto", *,
+                ordered: bool = True, progress: bool | str = False, on_error: str = "raise",
+                retries: int = 0, timeout: float | None = None,
+                report: bool | str | os.PathLike | None = None) -> list:
+        """`fn(*args)` for every tuple `args`; a list, as `map`.
+
+        Args:
+            fn: the function, called as `fn(*args)`.
+            iterable: tuples of arguments.
+            chunksize: items per batch ("auto": batches of ~25 ms of work).
+            ordered: as `map`.
+            progress: as `map`.
+            on_error: as `map`.
+            retries: as `map`.
+            timeout: as `map`.
+            report: as `map`.
+
+        Returns:
+            The results in input order, as `map`.
+
+        Raises:
+            Exception: what `map` raises.
+
+        Example:
+            >>> with sw.Pool(2, backend="threads") as pool:
+            ...     pool.starmap(pow, [(2, 3), (3, 2)])
+            [8, 9]
+        """
+        options = dict(chunksize=chunksize, ordered=ordered, progress=progress,
+                       on_error=on_error, retries=retries, timeout=timeout, report=report)
         return self._wait(self._start(fn, iterable, MODE_STAR, options))
 
     def imap(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto", *,
@@ -358,9 +435,26 @@ class Pool(Executor):
              retries: int = 0, timeout: float | None = None,
              report: bool | str | os.PathLike | None = None) -> ResultIterator:
         """Results one by one, in input order, as they come; the input is read lazily.
-        Options as `map`; `.report` of the iterator is the timeline (report=True).
 
-        >>> for square in pool.imap(lambda x: x * x, range(3)): print(square)  # doctest: +SKIP
+        Args:
+            fn: the function, called as `fn(item)`.
+            iterable: the items (read lazily).
+            chunksize: items per batch ("auto": batches of ~25 ms of work).
+            ordered: as `map`.
+            progress: as `map`.
+            on_error: as `map`.
+            retries: as `map`.
+            timeout: as `map`.
+            report: as `map`; the iterator's `.report` is the timeline.
+
+        Returns:
+            A `ResultIterator` (`.errors`, `.report`, `close()`, `next(timeout)`).
+
+        Raises:
+            Exception: what `map` raises, from the iterator when it reaches the item.
+
+        Example:
+            >>> for square in pool.imap(lambda x: x * x, range(3)): print(square)  # doctest: +SKIP
         """
         options = dict(chunksize=chunksize, ordered=ordered, progress=progress,
                        on_error=on_error, retries=retries, timeout=timeout, report=report)
@@ -370,30 +464,130 @@ class Pool(Executor):
                        *, progress: bool | str = False, on_error: str = "raise",
                        retries: int = 0, timeout: float | None = None,
                        report: bool | str | os.PathLike | None = None) -> ResultIterator:
-        """Results one by one, in the order they finish. Options as `map`."""
+        """Results one by one, in the order they finish.
+
+        Args:
+            fn: the function, called as `fn(item)`.
+            iterable: the items (read lazily).
+            chunksize: items per batch ("auto": batches of ~25 ms of work).
+            progress: as `map`.
+            on_error: as `map`.
+            retries: as `map`.
+            timeout: as `map`.
+            report: as `map`; the iterator's `.report` is the timeline.
+
+        Returns:
+            A `ResultIterator` (`.errors`, `.report`, `close()`, `next(timeout)`).
+
+        Raises:
+            Exception: what `map` raises, from the iterator when it reaches the item.
+
+        Example:
+            >>> sorted(pool.imap_unordered(abs, [-1, -2]))  # doctest: +SKIP
+            [1, 2]
+        """
         options = dict(chunksize=chunksize, ordered=False, progress=progress,
                        on_error=on_error, retries=retries, timeout=timeout, report=report)
         return ResultIterator(self, self._start(fn, iterable, MODE_ONE, options, stream=True))
 
     def map_async(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",
                   callback: Callable | None = None, error_callback: Callable | None = None,
-                  **options: Any) -> AsyncResult:
-        options["chunksize"] = chunksize
+                  *, ordered: bool = True, progress: bool | str = False,
+                  on_error: str = "raise", retries: int = 0, timeout: float | None = None,
+                  report: bool | str | os.PathLike | None = None) -> AsyncResult:
+        """multiprocessing's map_async: `map` without waiting.
+
+        Args:
+            fn: the function, called as `fn(item)`.
+            iterable: the items.
+            chunksize: items per batch ("auto": batches of ~25 ms of work).
+            callback: called with the list of results when all succeeded.
+            error_callback: called with the exception when the call failed.
+            ordered: as `map`.
+            progress: as `map`.
+            on_error: as `map`.
+            retries: as `map`.
+            timeout: as `map`.
+            report: as `map`.
+
+        Returns:
+            An `AsyncResult`; `get(timeout)` returns the list or raises what `map` raises.
+
+        Raises:
+            PoolClosedError: the pool is closed.
+            ValueError: a bad `on_error`, `retries` or `timeout`.
+
+        Example:
+            >>> with sw.Pool(2, backend="threads") as pool:
+            ...     pool.map_async(abs, [-1, -2]).get()
+            [1, 2]
+        """
+        options = dict(chunksize=chunksize, ordered=ordered, progress=progress,
+                       on_error=on_error, retries=retries, timeout=timeout, report=report)
         job = self._start(fn, iterable, MODE_ONE, options)
         return AsyncResult(job, False, callback, error_callback)
 
     def starmap_async(self, fn: Callable, iterable: Iterable, chunksize: int | str = "auto",
                       callback: Callable | None = None, error_callback: Callable | None = None,
-                      **options: Any) -> AsyncResult:
-        options["chunksize"] = chunksize
+                      *, ordered: bool = True, progress: bool | str = False,
+                      on_error: str = "raise", retries: int = 0,
+                      timeout: float | None = None,
+                      report: bool | str | os.PathLike | None = None) -> AsyncResult:
+        """multiprocessing's starmap_async: `starmap` without waiting.
+
+        Args:
+            fn: the function, called as `fn(*args)`.
+            iterable: tuples of arguments.
+            chunksize: items per batch ("auto": batches of ~25 ms of work).
+            callback: called with the list of results when all succeeded.
+            error_callback: called with the exception when the call failed.
+            ordered: as `map`.
+            progress: as `map`.
+            on_error: as `map`.
+            retries: as `map`.
+            timeout: as `map`.
+            report: as `map`.
+
+        Returns:
+            An `AsyncResult`; `get(timeout)` returns the list or raises what `map` raises.
+
+        Raises:
+            PoolClosedError: the pool is closed.
+            ValueError: a bad `on_error`, `retries` or `timeout`.
+
+        Example:
+            >>> with sw.Pool(2, backend="threads") as pool:
+            ...     pool.starmap_async(pow, [(2, 3)]).get()
+            [8]
+        """
+        options = dict(chunksize=chunksize, ordered=ordered, progress=progress,
+                       on_error=on_error, retries=retries, timeout=timeout, report=report)
         job = self._start(fn, iterable, MODE_STAR, options)
         return AsyncResult(job, False, callback, error_callback)
 
     # ------------------------------------------------------------ single calls
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
-        """Executor.submit: a Future of `fn(*args, **kwargs)`. A failure raises the
-        function's own exception from `result()` (WorkerLostError if the worker died)."""
+        """Executor.submit: a Future of `fn(*args, **kwargs)`.
+
+        Args:
+            fn: the function.
+            *args: its positional arguments.
+            **kwargs: its keyword arguments.
+
+        Returns:
+            A `concurrent.futures.Future`; `result()` raises the function's own exception
+            (WorkerLostError if the worker died).
+
+        Raises:
+            PoolClosedError: the pool is closed.
+            TypeError: `fn` is not callable.
+
+        Example:
+            >>> with sw.Pool(1, backend="threads") as pool:
+            ...     pool.submit(pow, 2, 5).result()
+            32
+        """
         future: Future = _PoolFuture(self._scheduler.thread)
         job = self._start(fn, [(args, kwargs)], MODE_CALL, {"chunksize": 1}, future=future)
         future.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
@@ -402,12 +596,52 @@ class Pool(Executor):
     def apply_async(self, fn: Callable, args: tuple = (), kwds: dict | None = None,
                     callback: Callable | None = None,
                     error_callback: Callable | None = None) -> AsyncResult:
+        """multiprocessing's apply_async: `fn(*args, **kwds)` in a worker, without waiting.
+
+        Args:
+            fn: the function.
+            args: its positional arguments.
+            kwds: its keyword arguments.
+            callback: called with the result on success.
+            error_callback: called with the exception on failure.
+
+        Returns:
+            An `AsyncResult`; `get(timeout)` returns the value or raises the exception.
+
+        Raises:
+            PoolClosedError: the pool is closed.
+            TypeError: `fn` is not callable.
+
+        Example:
+            >>> with sw.Pool(1, backend="threads") as pool:
+            ...     pool.apply_async(pow, (2, 5)).get()
+            32
+        """
         future: Future = _PoolFuture(self._scheduler.thread)
         job = self._start(fn, [(tuple(args), dict(kwds or {}))], MODE_CALL, {"chunksize": 1},
                           future=future)
         return AsyncResult(job, True, callback, error_callback)
 
     def apply(self, fn: Callable, args: tuple = (), kwds: dict | None = None) -> Any:
+        """multiprocessing's apply: `fn(*args, **kwds)` in a worker; waits for the value.
+
+        Args:
+            fn: the function.
+            args: its positional arguments.
+            kwds: its keyword arguments.
+
+        Returns:
+            What `fn` returned.
+
+        Raises:
+            Exception: the function's own exception (WorkerLostError if the worker died).
+            PoolClosedError: the pool is closed.
+
+        Example:
+            >>> with sw.Pool(1, backend="threads") as pool:
+            ...     pool.apply(pow, (2, 5))
+            32
+        """
         result = self.apply_async(fn, args, kwds)
         try:
             return result.get()
@@ -418,20 +652,42 @@ class Pool(Executor):
     # ------------------------------------------------------------ lifetime
 
     def close(self) -> None:
-        """No more work; the workers exit once the work already given is done."""
+        """No more work; the workers exit once the work already given is done.
+
+        Example:
+            >>> pool = sw.Pool(1, backend="threads"); pool.close(); pool.join()
+        """
         self._scheduler.close()
 
     def join(self) -> None:
-        """Wait for the workers to exit (after close() or terminate())."""
+        """Wait for the workers to exit (after close() or terminate()).
+
+        Raises:
+            ValueError: the pool is still running (call close() or terminate() first).
+
+        Example:
+            >>> pool = sw.Pool(1, backend="threads"); pool.close(); pool.join()
+        """
         self._scheduler.join()
 
     def terminate(self) -> None:
-        """Stop now: kill the workers; unfinished calls raise PoolClosedError."""
+        """Stop now: kill the workers; unfinished calls raise PoolClosedError.
+
+        Example:
+            >>> pool = sw.Pool(1, backend="threads"); pool.terminate(); pool.join()
+        """
         self._scheduler.terminate()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Executor.shutdown: close; with `cancel_futures`, drop submitted calls that have
-        not started; with `wait`, block until the workers are gone."""
+        """Executor.shutdown: close, and optionally wait and cancel.
+
+        Args:
+            wait: block until the workers are gone.
+            cancel_futures: cancel submitted calls that have not started.
+
+        Example:
+            >>> pool = sw.Pool(1, backend="threads"); pool.shutdown(cancel_futures=True)
+        """
         if cancel_futures:
             for future in self._scheduler.pending_futures():
                 future.cancel()  # only those not running yet can be cancelled

@@ -62,7 +62,18 @@ _attached: weakref.WeakValueDictionary[str, _Segment] = weakref.WeakValueDiction
 class SharedArray(np.ndarray):
     """A numpy array in shared memory. Pickled (to a worker), it travels as a handle and
     is re-attached to the same pages, so writes in a worker are seen by the parent.
-    Create one with `shared_array(shape, dtype)`. Slices and views stay shared."""
+
+    Create one with `shared_array(shape, dtype)`, not with the constructor (numpy's).
+    Slices and views stay shared; results of arithmetic are plain numpy arrays.
+
+    Example:
+        >>> a = sw.shared_array(3, dtype="int64")
+        >>> def fill(i): a[i] = i * 10
+        >>> with sw.Pool(2) as pool:                          # doctest: +SKIP
+        ...     _ = pool.map(fill, range(3))
+        >>> a                                                 # doctest: +SKIP
+        SharedArray([ 0, 10, 20])
+    """
 
     _sw_segment: _Segment | None
 
@@ -95,6 +106,7 @@ class SharedArray(np.ndarray):
 
     @property
     def shm_name(self) -> str | None:
+        """The shared memory segment's name; None if this array is not shared memory."""
         return self._sw_segment.name if self._sw_segment is not None else None
 
 
@@ -110,8 +122,26 @@ def _attach_shared_array(name, size, offset, shape, dtype, strides) -> SharedArr
 
 
 def shared_array(shape: int | tuple[int, ...], dtype: Any = "float64") -> SharedArray:
-    """A zero-filled, writable numpy array in shared memory that workers can write into
-    in place (seed 002's cake). Freed when the last reference in this process dies."""
+    """A zero-filled, writable numpy array in shared memory that workers write in place.
+
+    Freed when the last reference in the creating process dies.
+
+    Args:
+        shape: an int or a tuple of ints.
+        dtype: any numpy dtype of fixed size ("U16" for strings).
+
+    Returns:
+        A `SharedArray` of zeros.
+
+    Raises:
+        TypeError: an object dtype (Python objects cannot be shared).
+        RuntimeError: the platform has no POSIX shared memory.
+
+    Example:
+        >>> a = sw.shared_array((2, 3), dtype="float32")
+        >>> a.shape, float(a.sum())
+        ((2, 3), 0.0)
+    """
     if not shm.available():
         raise RuntimeError(
             "shared_array needs POSIX shared memory (Linux or macOS); this platform has none: "

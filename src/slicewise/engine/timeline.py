@@ -336,10 +336,19 @@ def _svg(timeline: Timeline, width: int) -> str:
     return "\n".join(out)
 
 
+def font(size: int = 11):
+    """Pillow's default font at `size` (a scalable one where Pillow has FreeType); the
+    sample grids (integrations/pictures.py) use it too."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
 def _png(timeline: Timeline, width: int):
     from PIL import Image, ImageDraw
-
-    from slicewise.integrations.pictures import font
 
     lay = _layout(timeline, width)
     x = lay["x"]

@@ -1,36 +1,56 @@
 """slicewise.format: the on-disk format (spec: docs/FORMAT.md).
 
-    samples ──SampleEncoder (htypes.py)──► DatasetWriter (writer.py) ──encode_chunk (chunk.py)──►
-        Storage.put("chunks/<tensor id>/<uuid>")        (storage.py: local os calls | fsspec)
-    receipts ──Transaction (commit.py)──► apply(base) ──► Version (manifest.py)
+    samples ──SampleEncoder (htypes.py; image files: images.py)──► DatasetWriter (writer.py)
+        ──encode_chunk (chunk.py: header with a CRC-32 per checksum block)──►
+        SyncQueue.put (syncqueue.py) ──► Storage.put / begin_put("chunks/<tensor id>/<uuid>")
+            (storage.py: LocalStorage, os calls, O_DIRECT | storage_fsspec.py: memory://, S3)
+    receipts ──Transaction (commit.py)──► apply(base) ──► Version (manifest.py: v2, or v3
+        with removed tensors / dataset info; CRC-32 of the file last)
         ──► Storage.set_if_not_exists("versions/<seq>.json")   put-if-absent; rebase or
                                                                  CommitConflictError
-    reads:  Version.tensors[t].cum_rows ──► ChunkReader (reader.py: cached headers, mmap)
+        on a branch: BranchStorage (branches.py) ──► branches/<id>/versions/<seq>.json
+        an in-place eval's checkpoints: staged.py ──► staged/<base id>/<n>.json
+    reads:  Version.tensors[t].cum_rows ──► ChunkReader (reader.py: header and the
+        manifest's claims checked, cached; mmap; every returned block's CRC checked)
         ──► decode_sample (htypes.py)
-    maintenance.py: verify (every file, every checksum) and gc (retention, leftovers;
-                    spares versions readers may hold and commits that land meanwhile)
+    maintenance.py: verify (every file, every checksum) and gc (retention, leftovers,
+                    S3 multipart uploads left behind;
+                    spares versions readers may hold, commits that land meanwhile, branch
+                    manifests, forks and live staged checkpoints)
 
 Modules:
 - storage.py   Storage interface (get, get_range, put(sync), begin_put, sync_file,
-               written_size, touch_all, set_if_not_exists, list(refresh), delete) and its
-               races; LocalStorage (PendingPut: direct I/O), FsspecStorage, open_storage,
-               SyncQueue.
-- chunk.py     chunk file layout: encode_chunk, parse_header (every field checked against
-               the file before it sizes anything: files may come from strangers), CRC-32
-               (zlib's; computed by ISA-L when the optional `isal` package is there).
+               written_size, touch_all, set_if_not_exists, list(refresh), delete, exists,
+               size, mtime, sync, abort_incomplete_uploads): what each guarantees and its
+               races; LocalStorage (PendingPut: direct I/O; refuses symlinks),
+               open_storage, storage_error.
+- storage_fsspec.py  FsspecStorage: any fsspec file system (S3 conditional PUT, retries).
+- syncqueue.py SyncQueue (new files made durable on helper threads) and short_files (the
+               size check a commit makes of files written that way).
+- chunk.py     chunk file layout (format 2; version 1 still read): encode_chunk, parse_header
+               (every field checked against the file before it sizes anything: files may
+               come from strangers), checksum blocks, check_chunk, CRC-32 (zlib's;
+               computed by ISA-L when the optional `isal` package is there).
 - codecs.py    lz4/zstd/zlib and jpeg/png/webp; image format and shape sniffing.
 - htypes.py    htype registry, TensorMeta, SampleEncoder (the one encode path),
                decode_sample, FileSample (sw.read).
-- manifest.py  Version / TensorState (JSON manifests), reading versions.
+- images.py    image files into image tensors: structural checks (JPEG markers, PNG CRCs),
+               what each image htype stores, conversions (Pillow).
+- manifest.py  Version / TensorState (JSON manifests, versions 1-3, every member checked),
+               reading versions, the marker, tensor and group name rules.
 - commit.py    Transaction, apply, publish (the commit protocol).
+- branches.py  Branch records, BranchStorage (a branch seen as a dataset), fork seqs.
+- staged.py    staged checkpoints of in-place evals (not versions).
 - writer.py    DatasetWriter and its receipts (workers and ds.append both use it); chunk
                files are written (large ones with O_DIRECT under a flock) and flushed on
-               a helper thread (storage.SyncQueue); finish() waits, finish(sync=False)
+               a helper thread (SyncQueue); finish() waits, finish(sync=False)
                leaves the last flushes, and writes still running, to the committer, who
                waits for the lock and checks sizes (FORMAT.md 3.1).
 - arena.py     the reusable memory a writer reads files and copies raw arrays into.
-- reader.py    ChunkReader with header, mmap (bounded by bytes) and payload caches; a
-               whole chunk's checksum is checked once per process per file.
+- reader.py    ChunkReader with header, mmap (bounded by bytes) and payload caches; the
+               CRC-32 of every checksum block it returns, on every read (version-1 files:
+               the whole payload once per process per file).
+- maintenance.py  verify_storage and gc_storage (VerifyReport, GcReport).
 - errors.py    DatasetError, CorruptionError, CommitConflictError, SampleError, ReadOnlyError.
 
 Worker-side use (see writer.py for the receipt layout):

@@ -14,6 +14,7 @@ import zlib
 import numpy as np
 
 from slicewise.format.errors import DatasetError, SampleError
+from slicewise.format.images import sniff_file_format
 
 IMAGE_COMPRESSIONS = ("jpeg", "png", "webp")
 BYTE_COMPRESSIONS = ("lz4", "zstd")
@@ -150,14 +151,9 @@ def decompress_bounded(data: bytes | memoryview, method: str, limit: int) -> byt
 
 
 def sniff_image_format(data: bytes | memoryview) -> str | None:
-    head = bytes(data[:12])
-    if head[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return None
+    """"jpeg", "png" or "webp" (the formats a tensor stores as they are), else None."""
+    fmt = sniff_file_format(data)
+    return fmt if fmt in ("jpeg", "png", "webp") else None
 
 
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,

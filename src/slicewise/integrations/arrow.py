@@ -434,7 +434,28 @@ def from_arrow(table: Any, path: Any, *, overwrite: bool = False,
     a table from ds.to_arrow comes back as the tensors it was made from (htypes, dtypes,
     compressions, class names, bytes); other tables by their types (numbers -> generic,
     lists/fixed-shape tensors -> arrays, strings -> text, dictionaries -> class labels,
-    binary -> images when they are JPEG/PNG/WebP files, else uint8 arrays). One commit."""
+    binary -> images when they are JPEG/PNG/WebP files, else uint8 arrays). One commit.
+
+    Args:
+        table: a pyarrow Table or RecordBatch.
+        path: where the new dataset goes (a directory or URL).
+        overwrite: replace a dataset already at `path`.
+        chunk_target_bytes: the chunk files' target size.
+
+    Returns:
+        The new Dataset. If anything fails, nothing is published and the dataset at
+        `path` is removed again.
+
+    Raises:
+        TypeError: a column of an Arrow type no tensor holds.
+        ImportError: pyarrow is not installed.
+
+    Example:
+        >>> table = pa.table({"x": [1.0, 2.0], "label": ["a", "b"]})  # doctest: +SKIP
+        >>> ds = sw.from_arrow(table, "memory://doc-arrow", overwrite=True)  # doctest: +SKIP
+        >>> len(ds)                                          # doctest: +SKIP
+        2
+    """
     pa = _pa()
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
@@ -489,7 +510,31 @@ def from_parquet(source: Any, path: Any, *, columns: list[str] | None = None,
     """A new dataset at `path` from Parquet: a file, a folder of .parquet files (e.g. what
     ds.to_parquet wrote; read in name order) or a list of files. One engine task per row
     group reads it and writes its rows; the rows keep the files' order; one commit. Column
-    types as in from_arrow; `columns` picks some."""
+    types as in from_arrow.
+
+    Args:
+        source: a file, a folder of .parquet files, or a list of files (paths or URLs).
+        path: where the new dataset goes (a directory or URL).
+        columns: the columns to import (default: all).
+        overwrite: replace a dataset already at `path`.
+        chunk_target_bytes: the chunk files' target size.
+        num_workers: workers (0: import in this process).
+        pool: an `sw.Pool` to run on (default: the shared warm pool).
+        storage_options: fsspec options for reading `source`.
+        progress: show a progress bar.
+
+    Returns:
+        The new Dataset. If anything fails, nothing is published and the dataset at
+        `path` is removed again.
+
+    Raises:
+        FileNotFoundError: a folder with no .parquet files.
+        TypeError: a column of an Arrow type no tensor holds.
+        ImportError: pyarrow is not installed.
+
+    Example:
+        >>> ds = sw.from_parquet("./table_parquet/", "./table_ds", num_workers=4)  # doctest: +SKIP
+    """
     pq = _pq()
     import fsspec
 

@@ -456,11 +456,34 @@ def from_dask(
 ) -> Any:
     """A new dataset at `path` whose tensor `tensor` holds the rows of a dask array (or
     several: a dict {tensor name: dask array}), computed and written in parallel by engine
-    workers; the tensors and their data appear in one commit. Returns the dataset.
+    workers; the tensors and their data appear in one commit.
 
-    >>> x = da.random.randint(0, 255, size=(1000, 1024, 1024), chunks=(16, 1024, 1024))
-    >>> ds = sw.from_dask(x, "./video_ds", "frames")
-    >>> ds.frames.dask()[:, :10].mean().compute()
+    Args:
+        array: a dask array (a numpy array is wrapped), or a dict {tensor name: array}.
+        path: where the new dataset goes (a directory or URL).
+        tensor: the tensor's name (for a single array).
+        htype: the tensors' htype.
+        overwrite: replace a dataset already at `path`.
+        chunk_target_bytes: the chunk files' target size.
+        pool: an `sw.Pool` to run on (default: the shared warm pool).
+        num_workers: its workers (0: compute in this process).
+        block_bytes: about how many bytes each task computes and writes.
+        progress: show a progress bar.
+        **tensor_options: more `create_tensor` arguments (e.g. chunk_compression="lz4").
+
+    Returns:
+        The new Dataset. If anything fails, nothing is published and the dataset at
+        `path` is removed again.
+
+    Raises:
+        TypeError: an array that is neither a dask nor a numpy array.
+        ImportError: dask is not installed.
+        DatasetError: a dataset already at `path` (without overwrite).
+
+    Example:
+        >>> x = da.random.randint(0, 255, size=(1000, 64, 64), chunks=(16, 64, 64))  # doctest: +SKIP
+        >>> ds = sw.from_dask(x, "./video_ds", "frames")      # doctest: +SKIP
+        >>> ds.frames.dask()[:, :10].mean().compute()         # doctest: +SKIP
     """
     da = require("dask.array", "sw.from_dask")
     arrays = array if isinstance(array, dict) else {tensor: array}

@@ -151,12 +151,36 @@ def from_hdf5(
       that imports the others.
 
     Attributes go to the tensor's info, with the HDF5 path under "hdf5_path" (ds.to_hdf5
-    puts the tensor back there, with the shape it had). `tensor_options` (e.g.
-    chunk_compression="lz4") go to create_tensor. Tensors and data appear in one commit.
+    puts the tensor back there, with the shape it had). Tensors and data appear in one
+    commit.
 
-    >>> ds = sw.from_hdf5("experiments.h5", "./exp_ds", datasets=["Control", "Treatment"])
-    >>> ds["Control/Experiment 1"].dask().mean().compute()
-    >>> ds.Control["Experiment 1"].numpy().shape
+    Args:
+        file: the HDF5 file's path (each worker opens it).
+        path: where the new dataset goes (a directory or URL).
+        datasets: what to import (see above; None: everything).
+        overwrite: replace a dataset already at `path`.
+        chunk_target_bytes: the chunk files' target size.
+        pool: an `sw.Pool` to run on (default: the shared warm pool).
+        num_workers: its workers (0: import in this process).
+        block_bytes: about how many bytes each task reads and writes.
+        progress: show a progress bar.
+        **tensor_options: more `create_tensor` arguments (e.g. chunk_compression="lz4").
+
+    Returns:
+        The new Dataset. If anything fails, nothing is published and the dataset at
+        `path` is removed again.
+
+    Raises:
+        FileNotFoundError: no such file.
+        TypeError: `file` is not a path.
+        KeyError: a name in `datasets` that the file does not hold.
+        ValueError: datasets of unsupported types (nothing is written), nothing to
+            import, or a tensor name given for a group.
+        ImportError: h5py is not installed.
+
+    Example:
+        >>> ds = sw.from_hdf5("experiments.h5", "./exp_ds", datasets=["Control"])  # doctest: +SKIP
+        >>> ds.Control["Experiment 1"].numpy().shape          # doctest: +SKIP
     """
     h5py = require("h5py", "sw.from_hdf5")
     file_path = fspath(file)

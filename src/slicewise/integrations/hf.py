@@ -183,9 +183,30 @@ def from_hf(hf_dataset: Any, path: Any, *, num_workers: int | None = None,
     stored byte for byte, `ds.images[i].tobytes()` is the original file; other formats
     are converted to PNG once); ClassLabel features class_label tensors with the same
     names and ids; string Values text tensors; numbers, ArrayND and (nested) Lists of
-    numbers numeric tensors; anything else json. `columns` picks some columns.
+    numbers numeric tensors; anything else json.
 
-    >>> ds = sw.from_hf(load_dataset("beans", split="train"), "./beans_ds", num_workers=2)
+    Args:
+        hf_dataset: one split, a `datasets.Dataset` (not a DatasetDict).
+        path: where the new dataset goes (a directory or URL).
+        num_workers: workers (0: write in this process).
+        columns: the columns to import (default: all).
+        overwrite: replace a dataset already at `path`.
+        chunk_target_bytes: the chunk files' target size.
+        pool: an `sw.Pool` to run on (default: the shared warm pool).
+        rows_per_task: rows each engine task writes.
+        progress: show a progress bar.
+
+    Returns:
+        The new Dataset. If anything fails, nothing is published and the dataset at
+        `path` is removed again.
+
+    Raises:
+        TypeError: a DatasetDict (pick a split) was given.
+        ImportError: Hugging Face `datasets` is not installed.
+
+    Example:
+        >>> ds = sw.from_hf(load_dataset("beans", split="train"), "./beans_ds",
+        ...                 num_workers=2)                    # doctest: +SKIP
     """
     _datasets()
     if hasattr(hf_dataset, "keys") and not hasattr(hf_dataset, "features"):

@@ -159,15 +159,42 @@ def from_images(
     **tensor_options: Any,
 ) -> Any:
     """Decode a stack of images into tensor `tensor` of a new dataset at `path`, in
-    parallel, one commit. Returns the dataset.
+    parallel, one commit.
 
-    `files`: a glob pattern ("images/image*.tif", naturally sorted), a directory, or a list.
-    `reader`: a function path -> array (e.g. skimage.io.imread) instead of Pillow; with
-    Pillow every frame of a multi-page TIFF becomes a row. Frames must share one shape unless
-    `allow_ragged=True`. `tensor_options` (e.g. chunk_compression="lz4") go to create_tensor.
+    With Pillow every frame of a multi-page TIFF becomes a row. Frames must share one
+    shape unless `allow_ragged=True`.
 
-    >>> ds = sw.from_images("images/image*.tif", "./movie_ds", "frames")
-    >>> ds.frames.dask()[:, :10].mean().compute()
+    Args:
+        files: a glob pattern ("images/image*.tif", naturally sorted), a directory, or a
+            list of paths.
+        path: where the new dataset goes (a directory or URL).
+        tensor: the tensor's name.
+        reader: a function path -> array (e.g. skimage.io.imread) instead of Pillow.
+        htype: the tensor's htype (default: "image" for uint8 (H, W, C) frames, else
+            "generic").
+        dtype: the tensor's dtype (default: the first image's).
+        allow_ragged: allow frames of different shapes.
+        overwrite: replace a dataset already at `path`.
+        chunk_target_bytes: the chunk files' target size.
+        pool: an `sw.Pool` to run on (default: the shared warm pool).
+        num_workers: its workers (0: decode in this process).
+        block_bytes: about how many bytes each task decodes and writes.
+        progress: show a progress bar.
+        **tensor_options: more `create_tensor` arguments (e.g. chunk_compression="lz4").
+
+    Returns:
+        The new Dataset. If anything fails, nothing is published and the dataset at
+        `path` is removed again.
+
+    Raises:
+        FileNotFoundError: no files match the pattern.
+        ValueError: an empty list, a frame of another shape (without allow_ragged) or of a
+            dtype that does not cast to the tensor's.
+        OSError: an image that cannot be read.
+
+    Example:
+        >>> ds = sw.from_images("images/image*.tif", "./movie_ds", "frames")  # doctest: +SKIP
+        >>> ds.frames.dask()[:, :10].mean().compute()         # doctest: +SKIP
     """
     paths = list_images(files)
     frame_shape, frame_dtype = probe(paths[0], reader)

@@ -32,22 +32,14 @@ from typing import Any
 
 import numpy as np
 
+from slicewise.engine.timeline import font
+
 THUMB = 128
 PAD = 6
 LINE = 14
 MAX_CAPTION = 40
 OVERLAY_COLORS = [(255, 64, 64), (64, 220, 64), (64, 128, 255), (255, 200, 0),
                   (220, 64, 220), (0, 220, 220)]
-
-
-def font(size: int = 11):
-    """Pillow's default font at `size` (a scalable one where Pillow has FreeType)."""
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
 
 
 @dataclass

@@ -236,9 +236,32 @@ class TorchDataset:
     """A map-style `torch.utils.data.Dataset` over a dataset's rows: `len()` rows,
     `[i]` a dict {tensor: value} (decoded where it is read: in a DataLoader's worker).
     Use it with any sampler: `DataLoader(sw.TorchDataset(ds), shuffle=True, num_workers=2)`.
-    Pickles as the dataset's URL and version plus these options."""
+    Pickles as the dataset's URL and version plus these options.
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+    Args:
+        ds: the Dataset (committed: no pending changes), or a padded view.
+        tensors: tensor or group names to read (default: every tensor).
+        transform: a function of the sample dict, or a dict {tensor: function of its
+            value}; called with `**transform_kwargs`.
+        decode_method: {tensor: "numpy" | "tobytes" | "pil"} (default "numpy"; "pil" for
+            image tensors only).
+        return_index: add the row number to each sample as "index".
+        transform_kwargs: keyword arguments for `transform`.
+
+    Raises:
+        DatasetError: the dataset has uncommitted changes.
+        KeyError: an unknown tensor or group, or a decode_method for a tensor not read.
+        ValueError: an unknown decode method, or "pil" for a non-image tensor.
+        ImportError: torch is not installed.
+
+    Example:
+        >>> data = sw.TorchDataset(ds, tensors=["images", "labels"])  # doctest: +SKIP
+        >>> loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True)  # doctest: +SKIP
+    """
+
+    def __new__(cls, ds: Any, tensors: Any = None, transform: Any = None,
+                decode_method: dict | None = None, return_index: bool = False,
+                transform_kwargs: dict | None = None) -> Any:
         return super().__new__(_map_class())
 
     def __init__(self, ds: Any, tensors: Any = None, transform: Any = None,
@@ -295,9 +318,39 @@ class TorchIterableDataset:
     worker delivered).
 
     `rank`/`world_size` default to torch.distributed's when it is initialized. `seed`
-    defaults to a random one (0 under torch.distributed, so that every rank agrees)."""
+    defaults to a random one (0 under torch.distributed, so that every rank agrees).
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+    Args:
+        ds: the Dataset (committed: no pending changes), or a padded view.
+        tensors: tensor or group names to read (default: every tensor).
+        transform: a function of the sample dict, or a dict {tensor: function of its
+            value}; called with `**transform_kwargs`.
+        decode_method: {tensor: "numpy" | "tobytes" | "pil"} (default "numpy").
+        return_index: add the row number to each sample as "index".
+        transform_kwargs: keyword arguments for `transform`.
+        shuffle: shuffle the chunk order and through a buffer, per (seed, epoch).
+        buffer_size: the shuffle buffer in MB (0: chunk order only).
+        seed: the shuffle's seed.
+        rank: this process's rank (with `world_size`).
+        world_size: the number of ranks.
+
+    Raises:
+        DatasetError: the dataset has uncommitted changes.
+        KeyError: an unknown tensor or group, or a decode_method for a tensor not read.
+        ValueError: an unknown decode method, rank outside [0, world_size), or a
+            negative buffer_size.
+        ImportError: torch is not installed.
+
+    Example:
+        >>> data = sw.TorchIterableDataset(ds, shuffle=True, seed=0)  # doctest: +SKIP
+        >>> loader = sw.TorchLoader(data, batch_size=32, num_workers=2)  # doctest: +SKIP
+    """
+
+    def __new__(cls, ds: Any, tensors: Any = None, transform: Any = None,
+                decode_method: dict | None = None, return_index: bool = False,
+                transform_kwargs: dict | None = None, *, shuffle: bool = False,
+                buffer_size: float = DEFAULT_BUFFER_MB, seed: int | None = None,
+                rank: int | None = None, world_size: int | None = None) -> Any:
         return super().__new__(_iterable_class())
 
     def __init__(self, ds: Any, tensors: Any = None, transform: Any = None,
@@ -331,14 +384,28 @@ class TorchIterableDataset:
 
     def set_epoch(self, epoch: int) -> None:
         """Shuffle for this epoch (call it before each epoch, as with DistributedSampler;
-        TorchLoader does it for you)."""
+        TorchLoader does it for you).
+
+        Args:
+            epoch: the epoch number (with the seed, it fixes the order).
+
+        Example:
+            >>> data.set_epoch(3)                             # doctest: +SKIP
+        """
         self.epoch = int(epoch)
         self._yielded = {}
 
     def state_dict(self) -> dict:
         """Where this epoch stands: rows delivered per consumer (rank x loader worker),
         as counted in this process (iterating here, num_workers=0). A TorchLoader's
-        state_dict counts for its workers."""
+        state_dict counts for its workers.
+
+        Returns:
+            A JSON-able dict: epoch, seed, rank, world_size, shuffle, rows, consumed.
+
+        Example:
+            >>> state = data.state_dict()                     # doctest: +SKIP
+        """
         consumed = dict(self._resume)
         for consumer, count in self._yielded.items():
             consumed[consumer] = count
@@ -352,7 +419,17 @@ class TorchIterableDataset:
     def load_state_dict(self, state: dict) -> None:
         """Resume: the next pass yields exactly the rows of `state`'s epoch not yet
         delivered. The dataset (version, tensors), seed, ranks and number of loader workers
-        must be those the state was saved with."""
+        must be those the state was saved with.
+
+        Args:
+            state: what `state_dict()` returned.
+
+        Raises:
+            ValueError: the state is of a dataset of another length, or of another rank.
+
+        Example:
+            >>> data.load_state_dict(state)                   # doctest: +SKIP
+        """
         if int(state["rows"]) != self.rows.length:
             raise ValueError(f"the state is of a dataset of {state['rows']} rows, this one has "
                              f"{self.rows.length}")
@@ -506,7 +583,28 @@ def TorchLoader(dataset: Any, batch_size: int = 1, **kwargs: Any) -> Any:  # noq
     in an epoch: `state_dict()` / `load_state_dict()` (resume mid-epoch, exactly), and an
     epoch that advances by itself after each full pass (`set_epoch` to choose). Takes
     DataLoader's arguments (not `persistent_workers`, whose copies of the dataset would
-    never see the next epoch)."""
+    never see the next epoch).
+
+    Args:
+        dataset: a `TorchIterableDataset`.
+        batch_size: rows per batch.
+        **kwargs: `torch.utils.data.DataLoader`'s other arguments (num_workers,
+            collate_fn, pin_memory, drop_last, ...).
+
+    Returns:
+        The loader: a DataLoader with `state_dict()`, `load_state_dict(state)` (the
+        state must come from a loader with the same num_workers) and `set_epoch(e)`.
+
+    Raises:
+        TypeError: `dataset` is not a TorchIterableDataset.
+        ValueError: persistent_workers=True, or batch_size < 1.
+        ImportError: torch is not installed.
+
+    Example:
+        >>> loader = sw.TorchLoader(sw.TorchIterableDataset(ds), batch_size=32,
+        ...                         num_workers=2)            # doctest: +SKIP
+        >>> state = loader.state_dict(); loader.load_state_dict(state)  # doctest: +SKIP
+    """
     return _loader_class()(dataset, batch_size=batch_size, **kwargs)
 
 
@@ -539,6 +637,7 @@ def _loader_class() -> type:
             self._next_epoch = dataset.epoch
 
         def set_epoch(self, epoch: int) -> None:
+            """The epoch the next pass runs (it advances by itself after each pass)."""
             self._next_epoch = int(epoch)
 
         def state_dict(self) -> dict:
@@ -548,6 +647,7 @@ def _loader_class() -> type:
             return state
 
         def load_state_dict(self, state: dict) -> None:
+            """Resume from `state_dict()`: the next pass yields the rows not yet delivered."""
             if int(state.get("num_workers", self.num_workers)) != self.num_workers:
                 raise ValueError(f"the state was saved with num_workers="
                                  f"{state['num_workers']}, this loader has {self.num_workers}")

@@ -157,10 +157,36 @@ def from_zarr(
     `ds["Control/Experiment 1"]`, `ds.Control["Experiment 1"]`); the chosen groups that
     hold no array come along as empty groups. A 1-D numeric array's rows are scalars
     (samples of shape (1,)); a 0-D array is one such row; ds.to_zarr gives both their
-    shape back.
+    shape back. Tensors and data appear in one commit.
 
-    >>> ds = sw.from_zarr("video.zarr", "./video_ds")
-    >>> ds.frames.dask().mean().compute()
+    Args:
+        store: a path or URL of a Zarr group or array, or a zarr Group/Array object
+            (read with threads in this process).
+        path: where the new dataset goes (a directory or URL).
+        arrays: what to import (None: every array).
+        overwrite: replace a dataset already at `path`.
+        chunk_target_bytes: the chunk files' target size.
+        pool: an `sw.Pool` to run on (URL stores only; default: the shared warm pool).
+        num_workers: its workers (0: import in this process).
+        block_bytes: about how many bytes each task reads and writes.
+        progress: show a progress bar.
+        storage_options: fsspec options for a URL store.
+        **tensor_options: more `create_tensor` arguments (e.g. chunk_compression="lz4").
+
+    Returns:
+        The new Dataset. If anything fails, nothing is published and the dataset at
+        `path` is removed again.
+
+    Raises:
+        FileNotFoundError: no Zarr group or array at `store`.
+        KeyError: a name in `arrays` that the store does not hold.
+        ValueError: an array that is neither numeric nor 0-D/1-D strings, nothing to
+            import, or a tensor name given for a group.
+        ImportError: zarr is not installed.
+
+    Example:
+        >>> ds = sw.from_zarr("video.zarr", "./video_ds")     # doctest: +SKIP
+        >>> ds.frames.dask().mean().compute()                 # doctest: +SKIP
     """
     zarr = _zarr()
     url = fspath(store)

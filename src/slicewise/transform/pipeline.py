@@ -182,10 +182,31 @@ class Pipeline:
         return f"<pipeline {' -> '.join(self.names)}>"
 
 
-def compute(fn: Callable[..., Any] | None = None, name: str | None = None):
-    """Decorator: `@sw.compute` (or `@sw.compute(name="...")`) turns `fn(item, sample_out,
-    *args, **kwargs)` into a factory; calling it binds the extra arguments and returns a
-    `ComputeFunction` with `.eval(...)`."""
+def compute(fn: Callable[..., Any] | None = None,
+            name: str | None = None) -> Callable[..., Any]:
+    """Decorator: turn `fn(item, sample_out, *args, **kwargs)` into a compute function.
+
+    `@sw.compute` (or `@sw.compute(name="...")`) makes a factory; calling it binds the
+    extra arguments, runs nothing, and returns a `ComputeFunction` with `.eval(...)`.
+
+    Args:
+        fn: the function; None when used as `@sw.compute(name=...)`.
+        name: the stage's name in reports and checkpoints (default: the qualname).
+
+    Returns:
+        The factory (`fn`'s parameters after item and sample_out), or, with `fn=None`,
+        a decorator that makes one.
+
+    Raises:
+        TypeError: what is decorated is not callable.
+
+    Example:
+        >>> @sw.compute
+        ... def scale(x, sample_out, factor):
+        ...     sample_out.append({"values": np.float32(x * factor)})
+        >>> scale(factor=2)
+        <compute function scale>
+    """
 
     def decorate(function: Callable[..., Any]) -> Callable[..., ComputeFunction]:
         if not callable(function):
@@ -224,7 +245,21 @@ def _bound_signature(function: Callable[..., Any]) -> inspect.Signature:
 
 
 def compose(functions: Sequence[ComputeFunction]) -> Pipeline:
-    """`sw.compose([f(), g()])`: one pipeline; g runs once per row that f produced."""
+    """One pipeline of bound compute functions; g runs once per row that f produced.
+
+    Args:
+        functions: bound compute functions (`f()`, not `f`), run in this order.
+
+    Returns:
+        A `Pipeline` with `.eval(data_in, ds_out, ...)`.
+
+    Raises:
+        TransformError: an empty list, a pipeline, or something that is not a bound
+            compute function (a ComposeError).
+
+    Example:
+        >>> sw.compose([load(), resize(size=(250, 250))]).eval(files, ds)  # doctest: +SKIP
+    """
     functions = list(functions)
     if not functions:
         raise ComposeError("compose() needs at least one compute function")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -32,7 +34,31 @@ class WorkerFigures:
 @dataclass
 class EvalReport:
     """What `eval` did. `rows_written` counts rows this call added (not those committed by
-    the checkpoints of an earlier, interrupted run it resumed)."""
+    the checkpoints of an earlier, interrupted run it resumed).
+
+    Returned by `eval` and `sw.ingest_folder`; `print(report)` shows `summary()`.
+
+    Attributes:
+        pipeline: the stages' names.
+        scheduler: the scheduler it ran on.
+        num_workers: its workers.
+        inputs_total: the number of inputs, when known.
+        inputs_processed: inputs this call ran.
+        resumed_from: the input it resumed after (0: started from the first).
+        rows_written: rows this call added.
+        skipped: the inputs ignore_errors=True skipped (index, reason, kind, sample).
+        seconds: wall time.
+        batches: batches run.
+        checkpoints: checkpoint commits made.
+        version: the committed version.
+        workers: per worker: batches, inputs, rows, busy seconds.
+        timeline: what each worker did, batch by batch (a Timeline), or None.
+
+    Example:
+        >>> report = fn().eval(files, ds, num_workers=2)      # doctest: +SKIP
+        >>> report.rows_written, len(report.skipped)          # doctest: +SKIP
+        (1000, 0)
+    """
 
     pipeline: list[str]
     scheduler: str
@@ -52,13 +78,24 @@ class EvalReport:
 
     @property
     def inputs_per_s(self) -> float:
+        """Inputs processed per second of wall time (0.0 if no time passed)."""
         return self.inputs_processed / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def rows_per_s(self) -> float:
+        """Rows written per second of wall time (0.0 if no time passed)."""
         return self.rows_written / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The figures as plain, JSON-able data (without the timeline).
+
+        Returns:
+            A dict of the attributes, with `inputs_per_s`, the skipped inputs and the
+            per-worker figures as dicts and `version` as a string.
+
+        Example:
+            >>> json.dumps(report.as_dict())                  # doctest: +SKIP
+        """
         return {
             "pipeline": self.pipeline,
             "scheduler": self.scheduler,
@@ -80,6 +117,18 @@ class EvalReport:
         }
 
     def summary(self, max_skipped: int = 10) -> str:
+        """A few lines of text: rows, inputs, speed, checkpoints, version, each worker's
+        figures and the skipped inputs.
+
+        Args:
+            max_skipped: list at most this many skipped inputs.
+
+        Returns:
+            The text (also what `str(report)` gives).
+
+        Example:
+            >>> print(report.summary(max_skipped=3))          # doctest: +SKIP
+        """
         lines = [
             f"eval {' -> '.join(self.pipeline)}: {self.rows_written} rows from "
             f"{self.inputs_processed} inputs in {self.seconds:.2f} s "
@@ -119,12 +168,21 @@ class EvalReport:
 
         return eval_report_html(self)
 
-    def save_timeline(self, path: Any) -> Any:
+    def save_timeline(self, path: str | os.PathLike) -> Path:
         """Write the run's timeline (a Gantt of batches per worker, throughput, idle
         gaps, retries and failures) to `path`: .html (self-contained) or .png.
 
+        Args:
+            path: a path ending in .html (or .htm) or .png.
+
+        Returns:
+            The path written, as a `pathlib.Path`.
+
         Raises:
             ValueError: no timeline was recorded, or the path is neither .html nor .png.
+
+        Example:
+            >>> report.save_timeline("eval.html")             # doctest: +SKIP
         """
         if self.timeline is None:
             raise ValueError("this eval recorded no timeline")
