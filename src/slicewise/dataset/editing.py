@@ -22,8 +22,8 @@ import numpy as np
 from slicewise.dataset.merging import chunk_entry
 from slicewise.dataset.tensor import InfoDict
 from slicewise.format.chunk import encode_chunk
-from slicewise.format.errors import DatasetError
-from slicewise.format.htypes import FileSample, SampleEncoder, apply_label_remap
+from slicewise.format.errors import CorruptionError, DatasetError
+from slicewise.format.htypes import FileSample, SampleEncoder, apply_label_remap, with_location
 from slicewise.format.manifest import chunk_key
 from slicewise.format.writer import shape_bounds
 
@@ -65,20 +65,52 @@ def _samples(ds, state, k: int):
              tuple(head.shape(i))) for i in range(head.n)]
 
 
-def _write_chunk(ds, state, samples, labels=None) -> dict:
+def _write_chunk(ds, state, samples, labels=None, dtype: str | None = None) -> dict:
+    """Write (stored bytes, shape) samples as a new chunk file of `state`'s tensor; its
+    manifest entry. `dtype` defaults to the tensor's."""
     meta = state.meta
-    blob = encode_chunk([s for s, _ in samples], [sh for _, sh in samples], meta.dtype or "float64",
+    dtype = dtype or meta.dtype
+    blob = encode_chunk([s for s, _ in samples], [sh for _, sh in samples], dtype or "float64",
                         meta.sample_compression, meta.chunk_compression)
     name = secrets.token_hex(16)
     ds._storage.put(chunk_key(meta.id, name), blob)
     low, high = shape_bounds([sh for _, sh in samples])
     entry = {"key": name, "rows": len(samples), "nbytes": len(blob), "min_shape": low,
              "max_shape": high}
-    if meta.dtype is not None:
-        entry["dtype"] = meta.dtype
+    if dtype is not None:
+        entry["dtype"] = dtype
     if labels:
         entry["labels"] = labels
     return entry
+
+
+def rewrite_chunk(ds, state, k: int, updates: dict, encoder) -> dict:
+    """Chunk k of `state` with the rows in `updates` ({row in the chunk: value}) encoded
+    anew, as a new chunk file; its manifest entry. Class labels the chunk stores with a
+    remap are rewritten as view-global ids, local to `encoder`."""
+    meta = state.meta
+    remap = state.chunk_remap(k)
+    samples = _samples(ds, state, k)
+    for i, (data, shape) in enumerate(samples):
+        if i in updates:
+            data, shape = encoder.encode(updates[i])
+            samples[i] = (data, tuple(shape))
+        elif meta.htype == "class_label":
+            ids = np.frombuffer(_plain(data, meta, shape), dtype=np.uint32)
+            if remap is not None:  # store view-global ids; local to `encoder`
+                try:
+                    ids = apply_label_remap(ids, remap)
+                except CorruptionError as exc:
+                    raise with_location(exc, ds._storage.full_path(state.full_key(k)),
+                                        i) from None
+                samples[i] = (encoder._compress(ids.astype(np.uint32).tobytes()), shape)
+            if ids.size:  # unnamed ids must not share a chunk with local names
+                encoder._check_unnamed_ids(int(ids.max()))
+    labels = None
+    if meta.htype == "class_label" and encoder.local_class_names:
+        labels = {"base": encoder.class_base, "names": encoder.local_class_names}
+    dtype = encoder.dtype_name if meta.dtype is None else meta.dtype
+    return _write_chunk(ds, state, samples, labels, dtype)
 
 
 def pop(ds, index: int | None = None) -> None:
@@ -160,9 +192,12 @@ def rechunk(ds, tensors=None, num_workers: int = 0, scheduler: str = "threaded",
 
 
 def _plain(data: bytes, meta, shape) -> bytes:
-    from slicewise.dataset.dataset import _maybe_decompress
+    """A sample's stored bytes without its byte compression (lz4/zstd)."""
+    from slicewise.format.codecs import BYTE_COMPRESSIONS, decompress_bounded
 
-    return _maybe_decompress(data, meta, shape)
+    if meta.sample_compression in BYTE_COMPRESSIONS:
+        return decompress_bounded(data, meta.sample_compression, 4 * int(np.prod(shape)))
+    return data
 
 
 # ---- ds.info
