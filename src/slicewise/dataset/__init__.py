@@ -34,6 +34,8 @@ Modules:
     filtering.py  filter (batches of rows on the engine) and query (a TQL subset)
     views.py      DatasetView; saved views (views/<id>.json)
     editing.py    delete_tensor, pop, info, rechunk, copy and deepcopy
+    exports.py    what a Dataset hands to other tools: show, _repr_html_, pytorch,
+                  to_arrow/parquet/pandas/hf, to_hdf5, to_zarr, summary
     __init__.py   sw.read, sw.verify and sw.gc (over format/maintenance.py), copy, deepcopy
 
 Writes outside `with ds:` commit at once: one chunk file and one manifest per call (a few
