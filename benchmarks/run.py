@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-AREAS = ["engine", "dataset", "transform", "integrations", "cluster"]
+AREAS = ["engine", "dataset", "transform", "integrations", "cluster", "coldstart", "training"]
 
 
 def machine_description() -> str:

@@ -40,7 +40,13 @@ def get_default_pool(workers: int | None = None, backend: str = "processes",
 
 
 def shutdown_default_pool() -> None:
-    """Terminate the shared pool now (the next `sw.map` starts a new one)."""
+    """Terminate the shared pool now (the next `sw.map` starts a new one).
+
+    Does nothing when no shared pool is running.
+
+    Example:
+        >>> sw.shutdown_default_pool()
+    """
     global _pool, _pool_key
     with _lock:
         if _pool is not None:
@@ -53,15 +59,35 @@ def map(fn: Callable, iterable: Iterable, *, workers: int | None = None,
         chunksize: int | str = "auto", ordered: bool = True, progress: bool | str = False,
         on_error: str = "raise", retries: int = 0, timeout: float | None = None,
         report: bool | str | os.PathLike | None = None) -> Any:
-    """`fn` on every item of `iterable`, in parallel on the shared warm pool; a list of
-    results in input order. `workers`, `backend`, `start_method` choose the pool (kept
-    warm while calls ask for the same); the other options are `Pool.map`'s.
+    """`fn` on every item of `iterable`, in parallel on the shared warm pool.
 
-    Raises what `Pool.map` raises: the function's own exception (on_error="raise"),
-    WorkerLostError, TaskTimeoutError.
+    `workers`, `backend`, `start_method` choose the pool (kept warm while calls ask for
+    the same); the other options are `Pool.map`'s.
 
-    >>> sw.map(lambda x: x * x, range(4))
-    [0, 1, 4, 9]
+    Args:
+        fn: the function, called as `fn(item)`.
+        iterable: the items.
+        workers: the pool's workers (default: `cpu_count()`).
+        backend: "processes", "threads", "serial", "dask" or "ray".
+        start_method: the process backend's start method (default: forkserver on Linux).
+        chunksize: items per batch ("auto": batches of ~25 ms of work).
+        ordered: as `Pool.map`.
+        progress: show a progress bar (True or a description).
+        on_error: "raise", "skip" or "collect", as `Pool.map`.
+        retries: re-runs of a failed item.
+        timeout: seconds per item.
+        report: True or a .html/.png path: the list gets a `.report` timeline.
+
+    Returns:
+        The results in input order, as `Pool.map`.
+
+    Raises:
+        Exception: what `Pool.map` raises: the function's own exception
+            (on_error="raise"), WorkerLostError, TaskTimeoutError.
+
+    Example:
+        >>> sw.map(lambda x: x * x, range(4))
+        [0, 1, 4, 9]
     """
     pool = get_default_pool(workers, backend, start_method)
     return pool.map(fn, iterable, chunksize=chunksize, ordered=ordered, progress=progress,

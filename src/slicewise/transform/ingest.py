@@ -21,16 +21,22 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+# numpy and the transform machinery are imported where they are used: `slicewise ingest`
+# starts its worker pool first, so the workers' start-up runs while this process imports
+# them (see ingest_folder).
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
-from slicewise.transform.pipeline import ComputeFunction
-from slicewise.transform.report import EvalReport
-from slicewise.transform.run import CHECKPOINT_KEY, head_progress
+    from slicewise.transform.report import EvalReport
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 IMAGES, LABELS = "images", "labels"
+CHECKPOINT_EVERY_AT_LEAST = 1000  # files, for the default checkpoint_interval
+# what a worker imports to run store_image into a dataset: preloaded by the forkserver
+INGEST_WORKER_MODULES = ("slicewise.transform.ingest", "slicewise.transform.worker",
+                         "slicewise.format", "slicewise.dataset")
 
 
 def list_image_folder(src: str | os.PathLike) -> tuple[list[str], list[tuple[str, str]]]:
@@ -83,6 +89,7 @@ def resized_pixels(path: str, size: tuple[int, int]) -> np.ndarray:
     same checks as an appended file: a bad file is a SampleError naming it."""
     import io
 
+    import numpy as np
     from PIL import Image
 
     from slicewise.format.errors import SampleError
@@ -128,12 +135,52 @@ def ingest_folder(
     worker (JPEG markers, PNG chunk CRCs; a full decode too with `verify=True`): a bad
     one stops the run with a SampleError naming the file and its input index, or, with
     `ignore_errors=True`, is skipped and listed in the report. Progress is committed every
-    `checkpoint_interval` files (default: about 20 checkpoints over the run), so a run
+    `checkpoint_interval` files (default: every 1/20 of the files, at least 1,000), so a run
     that is interrupted resumes where it stopped when started again; running it again
-    after it finished writes nothing."""
-    import slicewise as sw
+    after it finished writes nothing.
 
+    Args:
+        src: the folder with one subfolder per class (SRC/cat/1.jpg, SRC/dog/2.png, ...).
+        dataset: a path or URL (created if missing), or an open Dataset.
+        workers: parallel workers (default: `sw.cpu_count()`).
+        resize: "WxH" or (W, H): decode and resize every image.
+        scheduler: eval's scheduler ("processed", "threaded", "serial", ...).
+        progressbar: show a progress bar.
+        checkpoint_interval: commit progress every N files.
+        ignore_errors: skip bad files (listed in the report's `skipped`).
+        verify: fully decode every file before storing it.
+
+    Returns:
+        The eval's `EvalReport` (nothing written, `resumed_from` = all files, if this
+        folder was already ingested).
+
+    Raises:
+        FileNotFoundError: `src` does not exist.
+        NotADirectoryError: `src` is a file.
+        ValueError: `src` has no subfolders, a bad `resize`, or the dataset has tensors
+            but not both "images" and "labels".
+        TransformError: a bad image file (its cause, a SampleError, names the file).
+
+    Example:
+        >>> report = sw.ingest_folder("animals/", "./animals_ds", workers=4)  # doctest: +SKIP
+        >>> print(report.rows_written)                        # doctest: +SKIP
+    """
     size = parse_size(resize) if resize is not None else None
+    if workers is None:
+        from slicewise.engine.cpu import cpu_count
+
+        workers = cpu_count()
+    if scheduler == "processed" and isinstance(workers, int) and workers > 0 \
+            and Path(src).is_dir():
+        # A cold start (the `slicewise ingest` command): the workers start now, in the
+        # background, while this process imports the rest, lists the folder and opens
+        # the dataset; the eval then finds them ready (the shared warm pool).
+        _start_workers(workers)
+
+    import slicewise as sw
+    from slicewise.transform.pipeline import ComputeFunction
+    from slicewise.transform.report import EvalReport
+
     class_names, files = list_image_folder(src)
     created = False
     if isinstance(dataset, (str, os.PathLike)):
@@ -143,10 +190,11 @@ def ingest_folder(
     else:
         ds = dataset
     _prepare_tensors(ds, class_names)
-    if workers is None:
-        workers = sw.cpu_count()
     if checkpoint_interval is None:
-        checkpoint_interval = max(100, len(files) // 20)
+        # A checkpoint is a commit (fsyncs, and batches end on its boundaries): one every
+        # 1,000 files at least, so a small folder is not slowed down by commits that save
+        # well under a second of work; a large one gets about 20.
+        checkpoint_interval = max(CHECKPOINT_EVERY_AT_LEAST, len(files) // 20)
     # The name is what a checkpoint records: a run with another size is another ingest.
     name = "ingest" if size is None else f"ingest(resize={size[0]}x{size[1]})"
     kwargs: dict[str, Any] = {"resize": size}
@@ -171,6 +219,20 @@ def ingest_folder(
         if created:
             _remove_if_empty(str(dataset))
         raise
+
+
+def _start_workers(workers: int) -> None:
+    """Start the shared process pool that the eval will use (engine/default_pool.py),
+    its forkserver preloading what an ingest worker imports. Best effort: the eval starts
+    it anyway if this did not."""
+    try:
+        from slicewise.engine import get_default_pool
+        from slicewise.engine.backends.processes import preload_in_forkserver
+
+        preload_in_forkserver(INGEST_WORKER_MODULES)
+        get_default_pool(workers, "processes")
+    except Exception:  # noqa: BLE001 - the eval reports any real problem itself
+        pass
 
 
 def _remove_if_empty(path: str) -> None:
@@ -219,6 +281,7 @@ def _prepare_tensors(ds: Any, class_names: list[str]) -> None:
 def _already_ingested(ds: Any, files: list[tuple[str, str]], pipeline: Any) -> bool:
     """The last commit is this ingest, finished, over exactly these files."""
     from slicewise.transform.inputs import InputDigest, open_source
+    from slicewise.transform.run import head_progress
 
     progress = head_progress(ds)
     if not progress or progress.get("state") != "done":
@@ -233,5 +296,13 @@ def _already_ingested(ds: Any, files: list[tuple[str, str]], pipeline: Any) -> b
     return digest.hexdigest() == progress["input_digest"]
 
 
-__all__ = ["CHECKPOINT_KEY", "ingest_folder", "list_image_folder", "parse_size",
+def __getattr__(name: str) -> Any:
+    if name == "CHECKPOINT_KEY":  # kept importable from here, without the eager import
+        from slicewise.transform.checkpoint import CHECKPOINT_KEY
+
+        return CHECKPOINT_KEY
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ingest_folder", "list_image_folder", "parse_size",
            "resized_pixels", "store_image"]

@@ -138,6 +138,8 @@ def run_eval(
         )
     if check_lengths:
         _check_equal_lengths(target)
+    if backend == "processes":  # workers start in the background while the run is set up
+        _start_pool(workers)
     sink = InPlaceSink(target) if ds_out is None else AppendSink(target)
     source = _open_input(data_in, backend, pad_data_in)  # pinned to the version of now
 
@@ -789,6 +791,25 @@ def _check_readable(dataset: Any, backend: str) -> None:
             f"data_in is the in-memory dataset {dataset.path!r}, which process workers "
             "cannot see; use scheduler='threaded', or store the dataset on disk"
         )
+
+
+# what every eval worker imports (the batch runner, the dataset writer, and sw.read's
+# module, which user functions call): preloaded by a forkserver the eval starts
+EVAL_WORKER_MODULES = ("slicewise.transform.worker", "slicewise.format", "slicewise.dataset")
+
+
+def _start_pool(workers: int) -> None:
+    """The shared process pool, started now (its workers come up in the background). A
+    forkserver started by this call imports what eval workers need once, instead of each
+    worker on its first batch. Best effort: _open_pool raises what starting it raises."""
+    from slicewise.engine import get_default_pool  # as _open_pool
+    from slicewise.engine.backends.processes import preload_in_forkserver
+
+    try:
+        preload_in_forkserver(EVAL_WORKER_MODULES)
+        get_default_pool(workers, "processes")
+    except Exception:  # noqa: BLE001 - reported by _open_pool, inside the eval's handling
+        pass
 
 
 @contextlib.contextmanager

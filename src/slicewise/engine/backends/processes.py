@@ -51,16 +51,30 @@ def default_start_method() -> str:
     return "spawn"
 
 
+_extra_preload: list[str] = []  # preload_in_forkserver's, for a server not started yet
+
+
+def preload_in_forkserver(modules: Any) -> None:
+    """Ask a forkserver that has not started yet to import `modules` too, so every worker
+    forked from it has them. For callers that know what their workers will run (an eval,
+    an ingest) and start the pool early: the server imports them once, in the background,
+    instead of each worker on its first task. No effect once the server runs."""
+    for name in modules:
+        if name not in _extra_preload:
+            _extra_preload.append(name)
+
+
 def _configure_forkserver() -> None:
     """Preload our worker module in the forkserver, and not the user's `__main__`: a
     script without an `if __name__ == "__main__"` guard would otherwise run again inside
-    the server. numpy is not preloaded: the server would import it (~0.1 s) before the
-    first worker could start; workers that need it import it in parallel instead."""
+    the server. numpy is not preloaded by default: the server would import it (~0.1 s)
+    before the first worker could start; workers that need it import it in parallel
+    instead (preload_in_forkserver asks for more, where the caller knows it is needed)."""
     server = getattr(multiprocessing.forkserver, "_forkserver", None)
     if server is None or getattr(server, "_forkserver_pid", None) is not None:
         return  # already running: its preload list no longer matters
     wanted = [m for m in getattr(server, "_preload_modules", []) if m != "__main__"]
-    for name in FORKSERVER_PRELOAD:
+    for name in [*FORKSERVER_PRELOAD, *_extra_preload]:
         if name not in wanted:
             wanted.append(name)
     multiprocessing.forkserver.set_forkserver_preload(wanted)

@@ -1,0 +1,296 @@
+"""Training input benchmarks (issue 12): JPEGs -> decoded, randomly cropped uint8 tensors,
+the way a training loop reads them, slicewise beside its peers.
+
+    run(quick) -> rows: {"benchmark", "tool", "value", "unit", "ratio"?, "target"?, "met"?,
+                         "note"?}
+
+Workload: N JPEGs (400x400, ~40 KB, 3 classes; the transform benchmark's files) ->
+decode (Pillow) -> random 224x224 crop -> uint8 tensor + label, batches of 64, two epochs,
+shuffled, 2 DataLoader workers (torch's defaults otherwise: fork, not persistent):
+
+  slicewise      ds.pytorch(transform=crop, shuffle=True, num_workers=2, batch_size=64)
+                 over the dataset `slicewise ingest` made of the files
+  litdata        StreamingDataset(shuffle=True) over `litdata.optimize`'s output (the
+                 file's bytes + label; decoded with Pillow in a subclass's __getitem__:
+                 litdata's own JPEG decoding needs torchvision, which has no build for
+                 this CPU torch) + StreamingDataLoader
+  HF datasets    load_from_disk(...).with_format("torch") (an Image() feature: decoded by
+                 datasets) + DataLoader(shuffle=True), cropped in collate_fn
+  plain          a map-style Dataset over the file paths, Pillow + crop in __getitem__,
+                 DataLoader(shuffle=True)
+
+Each loader runs in its own fresh process (its workers then hold only what its own
+library imports), the tools alternated round by round, best of the rounds. A thread in
+that process samples the RSS (and, less often, the USS: pages no other process shares) of
+each loader worker; the row reports the largest worker's peak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_coldstart import child_env, class_folder  # noqa: E402
+from bench_transform import CLASSES, DATA_ROOT, make_jpegs  # noqa: E402
+
+WORKERS = 2
+BATCH = 64
+EPOCHS = 2
+TRAIN_ROOT = (DATA_ROOT.parent / "training").resolve()
+
+LOADER = r'''
+import json, os, random, sys, threading, time
+import numpy as np
+import psutil
+import torch
+tool, data, files_json, epochs, batch, workers = sys.argv[1:7]
+epochs, batch, workers = int(epochs), int(batch), int(workers)
+SIDE = 224
+
+
+def crop(array):
+    h, w = array.shape[:2]
+    top, left = random.randint(0, h - SIDE), random.randint(0, w - SIDE)
+    return torch.from_numpy(np.ascontiguousarray(array[top:top + SIDE, left:left + SIDE]))
+
+
+def pil_array(data):
+    from PIL import Image
+    import io
+    with Image.open(io.BytesIO(data)) as opened:
+        return np.asarray(opened.convert("RGB"))
+
+
+if tool == "slicewise":
+    import slicewise as sw
+
+    def transform(sample):
+        return {"images": crop(sample["images"]), "labels": sample["labels"]}
+
+    ds = sw.load(data, read_only=True)
+    loader = ds.pytorch(transform=transform, tensors=["images", "labels"],
+                        num_workers=workers, batch_size=batch, shuffle=True,
+                        return_index=False)
+    key = "images"
+elif tool == "litdata":
+    from litdata import StreamingDataLoader, StreamingDataset
+
+    class Cropped(StreamingDataset):
+        def __getitem__(self, index):
+            item = super().__getitem__(index)
+            return {"image": crop(pil_array(item["image"])), "label": item["label"]}
+
+    dataset = Cropped(data, shuffle=True)
+    loader = StreamingDataLoader(dataset, batch_size=batch, num_workers=workers)
+    key = "image"
+elif tool == "hf":
+    from datasets import load_from_disk
+    from torch.utils.data import DataLoader
+
+    def collate(samples):
+        # datasets' torch format hands images out as CHW
+        return {"image": torch.stack([crop(s["image"].permute(1, 2, 0).numpy())
+                                      for s in samples]),
+                "label": torch.tensor([int(s["label"]) for s in samples])}
+
+    dataset = load_from_disk(data).with_format("torch")
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
+                        collate_fn=collate)
+    key = "image"
+else:
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    files = json.load(open(files_json))
+    classes = sorted({os.path.basename(os.path.dirname(p)) for p in files})
+
+    class Files(Dataset):
+        def __len__(self):
+            return len(files)
+
+        def __getitem__(self, index):
+            path = files[index]
+            with Image.open(path) as opened:
+                array = np.asarray(opened.convert("RGB"))
+            return {"image": crop(array),
+                    "label": classes.index(os.path.basename(os.path.dirname(path)))}
+
+    loader = DataLoader(Files(), batch_size=batch, shuffle=True, num_workers=workers)
+    key = "image"
+
+me = psutil.Process()
+rss, uss = {}, {}
+stop = threading.Event()
+
+
+def sample():
+    ticks = 0
+    while not stop.is_set():
+        for child in me.children(recursive=True):
+            try:
+                rss[child.pid] = max(rss.get(child.pid, 0), child.memory_info().rss)
+                if ticks % 10 == 0:
+                    uss[child.pid] = max(uss.get(child.pid, 0), child.memory_full_info().uss)
+            except psutil.Error:
+                pass
+        ticks += 1
+        stop.wait(0.01)
+
+
+threading.Thread(target=sample, daemon=True).start()
+started = time.perf_counter()
+images = 0
+for epoch in range(epochs):
+    for batch_ in loader:
+        tensor = batch_[key]
+        assert tensor.dtype == torch.uint8 and tuple(tensor.shape[1:]) == (SIDE, SIDE, 3)
+        images += len(tensor)
+seconds = time.perf_counter() - started
+stop.set()
+print(json.dumps({"seconds": seconds, "images": images,
+                  "rss_mb": max(rss.values(), default=0) / 2**20,
+                  "uss_mb": max(uss.values(), default=0) / 2**20,
+                  "parent_rss_mb": me.memory_info().rss / 2**20}))
+'''
+
+HF_BUILD = r'''
+import json, os, sys
+from datasets import ClassLabel, Dataset, Features, Image
+files, root, classes = json.load(open(sys.argv[1]))
+def read(batch):
+    return {"image": [{"bytes": open(p, "rb").read(), "path": None} for p in batch["path"]],
+            "label": [classes.index(os.path.basename(os.path.dirname(p))) for p in batch["path"]]}
+if __name__ == "__main__":
+    ds = Dataset.from_dict({"path": files}).map(
+        read, batched=True, remove_columns=["path"],
+        features=Features({"image": Image(), "label": ClassLabel(names=classes)}))
+    ds.save_to_disk(root)
+'''
+
+LITDATA_BUILD = r'''
+import json, os, sys
+import litdata
+files, root, classes = json.load(open(sys.argv[1]))
+def read(path):
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return {"image": data, "label": classes.index(os.path.basename(os.path.dirname(path)))}
+if __name__ == "__main__":
+    litdata.optimize(fn=read, inputs=files, output_dir=root, num_workers=2,
+                     chunk_bytes="64MB", verbose=False)
+'''
+
+
+def build(count: int, env: dict, scratch: str) -> tuple[dict[str, str], str]:
+    """Each tool's copy of the N files (made once, kept under bench-data/training/), and
+    the file list (JSON) the plain loader reads."""
+    files = make_jpegs(count)
+    folder, listed = class_folder(files, f"jpeg{count}")
+    TRAIN_ROOT.mkdir(parents=True, exist_ok=True)
+    files_json = str(TRAIN_ROOT / f"files{count}.json")
+    Path(files_json).write_text(json.dumps(listed))
+    paths = {"slicewise": str(TRAIN_ROOT / f"sw{count}"), "hf": str(TRAIN_ROOT / f"hf{count}"),
+             "litdata": str(TRAIN_ROOT / f"litdata{count}"), "plain": str(folder)}
+    arguments = os.path.join(scratch, "build.json")
+    for tool, script in (("slicewise", None), ("hf", HF_BUILD), ("litdata", LITDATA_BUILD)):
+        stamp = Path(paths[tool] + ".made")
+        if stamp.exists():
+            continue
+        shutil.rmtree(paths[tool], ignore_errors=True)
+        if tool == "slicewise":
+            command = [sys.executable, "-m", "slicewise.cli", "ingest", str(folder),
+                       paths[tool], "--workers", str(WORKERS), "--no-progress"]
+        else:
+            Path(arguments).write_text(json.dumps([listed, paths[tool], list(CLASSES)]))
+            path = os.path.join(scratch, f"build_{tool}.py")
+            Path(path).write_text(script)
+            command = [sys.executable, path, arguments]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        if done.returncode != 0:
+            raise RuntimeError(f"building the {tool} copy failed:\n{done.stderr[-3000:]}")
+        stamp.write_text("ok")
+    return paths, files_json
+
+
+def run_loader(script: str, tool: str, data: str, files_json: str, env: dict) -> dict:
+    done = subprocess.run([sys.executable, script, tool, data, files_json, str(EPOCHS),
+                           str(BATCH), str(WORKERS)], capture_output=True, text=True,
+                          env=env, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {tool} loader failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _row(benchmark, tool, value, unit, **extra):
+    return {"benchmark": benchmark, "tool": tool, "value": round(value, 4), "unit": unit,
+            **extra}
+
+
+def run(quick: bool) -> list[dict]:
+    count = 1_000 if quick else 5_000
+    rounds = 2 if quick else 3
+    TRAIN_ROOT.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="sw-bench-train-", dir=str(TRAIN_ROOT))
+    env = child_env(scratch)
+    env.pop("TQDM_DISABLE", None)
+    try:
+        paths, files_json = build(count, env, scratch)
+        script = os.path.join(scratch, "loader.py")
+        Path(script).write_text(LOADER)
+        tools = ["slicewise", "litdata", "hf", "plain"]
+        results: dict[str, list[dict]] = {tool: [] for tool in tools}
+        for tool in tools:  # untimed: page cache and .pyc files
+            run_loader(script, tool, paths[tool], files_json, env)
+        for round_ in range(rounds):
+            order = tools[round_ % len(tools):] + tools[: round_ % len(tools)]
+            for tool in order:
+                result = run_loader(script, tool, paths[tool], files_json, env)
+                if result["images"] != EPOCHS * count:
+                    raise AssertionError(f"{tool}: {result['images']} images in {EPOCHS} "
+                                         f"epochs of {count}")
+                results[tool].append(result)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    def rate(tool: str) -> float:
+        return max(r["images"] / r["seconds"] for r in results[tool])
+
+    ours = rate("slicewise")
+    labels = {"slicewise": "slicewise ds.pytorch(shuffle=True)",
+              "litdata": "litdata StreamingDataset + StreamingDataLoader",
+              "hf": 'HF datasets with_format("torch") + DataLoader',
+              "plain": "plain DataLoader, Pillow from the files"}
+    bench = (f"training input: {count} JPEGs -> decode, random 224x224 crop, uint8 tensor; "
+             f"batch {BATCH}, {EPOCHS} epochs, shuffled, {WORKERS} loader workers")
+    rows = []
+    for tool in ("slicewise", "litdata", "hf", "plain"):
+        rates = [r["images"] / r["seconds"] for r in results[tool]]
+        extra: dict = {"ratio": round(ours / rate(tool), 3) if tool != "slicewise" else 1.0,
+                       "note": f"{min(rates):,.0f}-{max(rates):,.0f} images/s over "
+                               f"{len(rates)} rounds"}
+        if tool in ("litdata", "hf"):
+            extra.update(target="slicewise >= 1.2x", met=bool(ours >= 1.2 * rate(tool)))
+        elif tool == "plain":
+            extra.update(target="slicewise >= 0.95x", met=bool(ours >= 0.95 * rate(tool)))
+        rows.append(_row(bench, labels[tool], rate(tool), "images/s", **extra))
+    bench = f"peak RSS per loader worker, {count} JPEGs, {EPOCHS} epochs (largest worker)"
+    for tool in ("slicewise", "litdata", "hf", "plain"):
+        peak = max(r["rss_mb"] for r in results[tool])
+        extra = {"note": f"USS (pages it alone holds) {max(r['uss_mb'] for r in results[tool]):.0f}"
+                         f" MB; the loop's own process {max(r['parent_rss_mb'] for r in results[tool]):.0f} MB RSS"}
+        if tool == "slicewise":
+            extra.update(target="<= 200 MB", met=bool(peak <= 200))
+        rows.append(_row(bench, labels[tool], peak, "MB", **extra))
+    return rows
+
+
+if __name__ == "__main__":
+    for result in run(quick="--quick" in sys.argv):
+        print(json.dumps(result))
