@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "exists": "slicewise.dataset",
     "delete": "slicewise.dataset",
     "read": "slicewise.dataset",
+    "link": "slicewise.dataset.opening",
     "verify": "slicewise.dataset",
     "gc": "slicewise.dataset",
     "deepcopy": "slicewise.dataset",

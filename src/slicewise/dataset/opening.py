@@ -318,3 +318,30 @@ def _deeplake_options(function: str, kwargs: dict, storage_options: dict | None)
             raise TypeError(f"sw.{function}(): creds key {key!r} is not understood; known: "
                             f"{', '.join(known)} (or pass fsspec storage_options=)")
     return options
+
+
+def link(path: str | os.PathLike, creds_key: str | None = None) -> Any:
+    """Deep Lake 3's `deeplake.link`: a sample for a `link[...]` tensor that stores the
+    path or URL, not the file. The file is read when appended (a missing one raises
+    SampleError naming the path and the tensor; nothing is stored) and fetched through
+    fsspec every time the sample is read.
+
+    Args:
+        path: a local path (stored as an absolute path) or an fsspec URL (s3://,
+            gs://, https://, ...).
+        creds_key: Deep Lake 3's name of the credentials to use; recorded with the link.
+            slicewise has no credentials store: a URL of the dataset's own protocol is
+            fetched with the dataset's `storage_options`, any other with fsspec's
+            defaults (environment variables, ~/.aws/credentials, instance roles).
+
+    Returns:
+        A `LinkSample` to append to a `link[image]` (`link[audio]`, `link[video]`, ...)
+        tensor.
+
+    Example:
+        >>> ds.create_tensor("images", htype="link[image]", sample_compression="jpeg")  # doctest: +SKIP
+        >>> ds.images.append(sw.link("s3://bucket/cat.jpg"))                    # doctest: +SKIP
+    """
+    from slicewise.format.htypes_media import LinkSample
+
+    return LinkSample(path, creds_key)

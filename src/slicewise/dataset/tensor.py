@@ -18,6 +18,7 @@ import numpy as np
 
 from slicewise.format.errors import CorruptionError, DatasetError
 from slicewise.format.htypes import apply_label_remap, decode_sample, with_location
+from slicewise.format.htypes_media import LINK_HTYPES, link_bytes, plain_arrays
 from slicewise.format.manifest import TensorState
 
 if TYPE_CHECKING:
@@ -244,7 +245,7 @@ class Tensor:
         head = reader.header(key)
         meta = state.meta
         try:
-            if meta.sample_compression is None and meta.htype not in ("text", "json"):
+            if plain_arrays(meta):
                 # the header check guarantees the span's length fits shape and dtype
                 span = reader.span_bytes(key, local, local + 1)
                 array = np.frombuffer(span, dtype=head.dtype).reshape(head.shape(local)).copy()
@@ -253,7 +254,8 @@ class Tensor:
                     array = apply_label_remap(array, remap)
                 return array
             data = reader.sample_bytes(key, local)
-            value = decode_sample(meta, data, head.shape(local), head.dtype, state.chunk_remap(k))
+            value = decode_sample(meta, data, head.shape(local), head.dtype, state.chunk_remap(k),
+                                  reader.storage)
             if isinstance(value, np.ndarray) and not value.flags.writeable:
                 value = value.copy()  # decoders hand out views of bytes: torch.from_numpy warns
             return value
@@ -284,7 +286,7 @@ class Tensor:
         first = int(np.searchsorted(cum, start, side="right")) - 1
         out: list = []
         blocks: list[np.ndarray] = []
-        raw = meta.sample_compression is None and meta.htype not in ("text", "json")
+        raw = plain_arrays(meta)
         plain_text = meta.sample_compression is None and meta.htype == "text"
         k = first
         while k < len(state.keys) and int(cum[k]) < stop:
@@ -308,7 +310,8 @@ class Tensor:
                 for i in range(a, b):
                     lo, hi = int(head.offsets[i]) - base, int(head.offsets[i + 1]) - base
                     try:
-                        value = decode_sample(meta, span[lo:hi], head.shape(i), head.dtype, remap)
+                        value = decode_sample(meta, span[lo:hi], head.shape(i), head.dtype,
+                                              remap, reader.storage)
                     except CorruptionError as exc:
                         raise with_location(exc, reader.storage.full_path(key), i) from None
                     if isinstance(value, np.ndarray) and not value.flags.writeable:
@@ -335,7 +338,7 @@ class Tensor:
         meta = state.meta
         cum = state.cum_rows
         reader = self.dataset._reader
-        raw = meta.sample_compression is None and meta.htype not in ("text", "json")
+        raw = plain_arrays(meta)
         sample_shape = tuple(out.shape[1:])
         row_bytes = int(np.prod(sample_shape, dtype=np.int64)) * out.dtype.itemsize
         out_bytes = memoryview(out.reshape(-1).view(np.uint8))
@@ -369,7 +372,7 @@ class Tensor:
         of the chunk file: no copy, and writes stay in this process. None otherwise."""
         state = self._state
         meta = state.meta
-        if stop <= start or meta.sample_compression is not None or self.dtype is None:
+        if stop <= start or not plain_arrays(meta) or self.dtype is None:
             return None
         cum = state.cum_rows
         k = int(np.searchsorted(cum, start, side="right")) - 1
@@ -663,8 +666,7 @@ class TensorView:
             and isinstance(rows, range)
             and rows.step == 1
             and rows.stop <= len(self.tensor)
-            and meta.sample_compression is None
-            and htype not in ("text", "json")
+            and plain_arrays(meta)
         ):
             blocks = self.tensor._read_range(rows.start, rows.stop, stack=True)
             if not blocks:
@@ -680,7 +682,7 @@ class TensorView:
             values = [row for b in blocks for row in b]
             return [v.copy() for v in values]
         values = [_as_numpy(v, htype) for v in self._values()]
-        if aslist:
+        if aslist or htype == "polygon":  # polygons: a list per row, as in Deep Lake 3
             return values
         if not values:
             dims = self.tensor._dims()
@@ -719,7 +721,8 @@ class TensorView:
         return data["value"]
 
     def tobytes(self) -> bytes:
-        """The stored bytes of one row (for a passthrough JPEG: the file's bytes)."""
+        """The stored bytes of one row (for a passthrough JPEG: the file's bytes; for a
+        link: the linked file's bytes, fetched)."""
         if self._single is None:
             raise DatasetError("tobytes() needs a single row, e.g. t[3].tobytes()")
         state = self.tensor._state
@@ -729,7 +732,11 @@ class TensorView:
         if k >= len(state.keys):
             self.tensor._past_end(row)  # raises unless a padded view's row
             return b""  # an empty sample has no stored bytes
-        return self.tensor.dataset._reader.sample_bytes(state.full_key(k), row - int(cum[k]))
+        reader = self.tensor.dataset._reader
+        data = reader.sample_bytes(state.full_key(k), row - int(cum[k]))
+        if state.meta.htype in LINK_HTYPES:
+            return link_bytes(data, reader.storage)
+        return data
 
     @property
     def shape(self) -> tuple[int | None, ...]:

@@ -24,6 +24,7 @@ import numpy as np
 from slicewise.format.codecs import (
     CHUNK_COMPRESSION_CODES,
     CHUNK_COMPRESSION_NAMES,
+    MEDIA_COMPRESSIONS,
     SAMPLE_COMPRESSIONS,
     compress_bytes,
     decompress_bounded,
@@ -359,7 +360,7 @@ def parse_header(head: bytes, file_size: int, where: str) -> ChunkHeader:
     dtype, _, sample_comp = descriptor.partition("|")
     if not is_stored_dtype(dtype):
         raise _corrupt(where, f"unsupported dtype {dtype[:40]!r}")
-    if sample_comp and sample_comp not in SAMPLE_COMPRESSIONS:
+    if sample_comp and sample_comp not in SAMPLE_COMPRESSIONS + MEDIA_COMPRESSIONS:
         raise _corrupt(where, f"unknown sample compression {sample_comp[:40]!r}")
     if int(offsets[0]) != 0 or bool(np.any(offsets[1:] < offsets[:-1])):
         raise _corrupt(where, "sample offsets are not increasing from 0")

@@ -19,6 +19,10 @@ from slicewise.format.images import sniff_file_format
 IMAGE_COMPRESSIONS = ("jpeg", "png", "webp")
 BYTE_COMPRESSIONS = ("lz4", "zstd")
 SAMPLE_COMPRESSIONS = (*IMAGE_COMPRESSIONS, *BYTE_COMPRESSIONS)
+# encoded files stored as they are by the audio and video htypes (format/htypes_media.py)
+AUDIO_COMPRESSIONS = ("mp3", "flac", "wav")
+VIDEO_COMPRESSIONS = ("mp4", "mkv", "avi")
+MEDIA_COMPRESSIONS = (*AUDIO_COMPRESSIONS, *VIDEO_COMPRESSIONS)
 CHUNK_COMPRESSIONS = ("lz4", "zstd", "zlib")
 CHUNK_COMPRESSION_CODES = {None: 0, "lz4": 1, "zstd": 2, "zlib": 3}
 CHUNK_COMPRESSION_NAMES = {v: k for k, v in CHUNK_COMPRESSION_CODES.items()}

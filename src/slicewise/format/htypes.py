@@ -38,6 +38,7 @@ from slicewise.format.codecs import (
     sniff_image_format,
 )
 from slicewise.format.errors import CorruptionError, DatasetError, SampleError
+from slicewise.format.htypes_media import MEDIA_HTYPES, LinkError, decode_media, encode_media
 from slicewise.format.images import (
     FILE_FORMATS,
     ImageFileError,
@@ -75,6 +76,8 @@ HTYPES: dict[str, dict] = {
     "keypoints_coco": {"dtype": "int32", "compressions": BYTE_COMPRESSIONS,
                        "kwargs": ("keypoints", "connections")},
     "point_cloud": {"dtype": "float32", "compressions": BYTE_COMPRESSIONS, "kwargs": ()},
+    # link[...], polygon, audio, video: format/htypes_media.py
+    **MEDIA_HTYPES,
 }
 
 _NAME_MAX = 200
@@ -219,11 +222,15 @@ def make_tensor_meta(
         dtype = np.dtype(dtype).name
     else:
         dtype = spec["dtype"]
-    if sample_compression in IMAGE_COMPRESSIONS and dtype not in (None, "uint8"):
-        raise DatasetError(
-            f"tensor {name!r}: {sample_compression} stores uint8 images, dtype is {dtype}"
-        )
-    if sample_compression in IMAGE_COMPRESSIONS:
+    if htype in MEDIA_HTYPES:  # links keep "str" (the stored record) with an image codec
+        from slicewise.format.htypes_media import media_meta_dtype
+
+        dtype = media_meta_dtype(name, htype, dtype, sample_compression)
+    elif sample_compression in IMAGE_COMPRESSIONS:
+        if dtype not in (None, "uint8"):
+            raise DatasetError(
+                f"tensor {name!r}: {sample_compression} stores uint8 images, dtype is {dtype}"
+            )
         dtype = "uint8"
     class_names = None
     kwargs = dict(htype_kwargs)
@@ -419,6 +426,7 @@ class SampleEncoder:
         self.class_index = {n: i for i, n in enumerate(self.class_names)}
         # the first int id this writer stored that has no name (see _check_unnamed_ids)
         self._unnamed_id: int | None = None
+        self.link_storage = None  # the writer's storage: its options fetch links (htypes_media)
 
     @property
     def local_class_names(self) -> list[str]:
@@ -446,6 +454,8 @@ class SampleEncoder:
             return self._compress(text.encode("utf-8")), (1,)
         if meta.htype == "class_label":
             return self._encode_labels(value)
+        if meta.htype in MEDIA_HTYPES:
+            return encode_media(self, value, self.link_storage)
         if isinstance(value, FileSample):
             return self._encode_file(value, arena)
         array = self._as_array(value)
@@ -712,13 +722,19 @@ def decode_sample(
     shape: tuple[int, ...],
     dtype: str,
     remap: tuple[int, np.ndarray] | None = None,
+    link_storage=None,
 ):
     """Stored bytes -> the value `numpy()` returns for one sample.
 
     Stored bytes that do not decode raise CorruptionError without a path; the caller, who
-    knows the chunk file and row, adds them (`with_location`)."""
+    knows the chunk file and row, adds them (`with_location`). A link whose file cannot be
+    fetched (with `link_storage`'s options) raises LinkError, not CorruptionError."""
     try:
+        if meta.htype in MEDIA_HTYPES and meta.htype != "polygon":
+            return decode_media(meta, data, shape, dtype, link_storage)
         return _decode_sample(meta, data, shape, dtype, remap)
+    except LinkError:
+        raise  # the dataset is fine; the linked file is not there
     except DatasetError as exc:
         if isinstance(exc, CorruptionError) or "pip install" not in str(exc):
             raise CorruptionError(str(exc)) from exc
@@ -763,6 +779,8 @@ def _decode_sample(meta, data, shape, dtype, remap):
         return bytes(data).decode("utf-8")
     if meta.htype == "json":
         return json.loads(bytes(data).decode("utf-8"))
+    if meta.htype == "polygon":
+        return decode_media(meta, data, shape, dtype)
     array = np.frombuffer(data, dtype=dtype).reshape(shape)
     if remap is not None:
         array = apply_label_remap(array, remap)

@@ -137,6 +137,8 @@ class DatasetWriter:
             name: _TensorBuffer(name, meta, bases.get(name), self.chunk_target_bytes)
             for name, meta in tensors.items()
         }
+        for buf in self._buffers.values():
+            buf.encoder.link_storage = storage  # links of the dataset's protocol: its options
         # the committed rows fix each tensor's number of dimensions: a sample that differs
         # is refused at its append, not at the commit that would publish it
         for name, ndim in (ndims or {}).items():

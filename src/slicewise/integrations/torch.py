@@ -37,6 +37,7 @@ import numpy as np
 
 from slicewise.format.errors import CorruptionError, DatasetError
 from slicewise.format.htypes import apply_label_remap, decode_sample, with_location
+from slicewise.format.htypes_media import plain_arrays
 from slicewise.integrations._common import require
 
 MB = 2**20
@@ -71,7 +72,7 @@ def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False) 
     meta = state.meta
     reader = ds._reader
     cum = state.cum_rows
-    raw = meta.sample_compression is None and meta.htype not in ("text", "json")
+    raw = plain_arrays(meta)
     out: list = []
     k = int(np.searchsorted(cum, start, side="right")) - 1
     while k < len(state.keys) and int(cum[k]) < stop:
