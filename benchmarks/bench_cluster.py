@@ -66,6 +66,97 @@ def _trivial(x):
     return x + 1
 
 
+def _start_s3_server() -> tuple[object, dict]:
+    """A moto S3 server in its own process (as the research harness ran it), a bucket,
+    and the s3fs storage options that reach it."""
+    import socket
+    import subprocess
+    import sys
+
+    import boto3
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    for _ in range(100):
+        try:
+            client.create_bucket(Bucket="bench")
+            break
+        except Exception:  # not listening yet
+            time.sleep(0.1)
+    options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing",
+               "client_kwargs": {"region_name": "us-east-1"}}
+    return server, options
+
+
+def _raw_put_rate(options: dict, objects: int, size: int = 16 << 20) -> float:
+    """MB/s of `objects` PUTs of `size` bytes from WORKERS threads: the server's ceiling."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=options["endpoint_url"], region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    body = os.urandom(size)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(lambda i: client.put_object(Bucket="bench", Key=f"raw/{i}", Body=body),
+                      range(objects)))
+    return objects * size / 1e6 / (time.perf_counter() - started)
+
+
+def _s3_rows(files: list[str]) -> list[dict]:
+    """The seed's eval into a dataset on the S3 server beside raw 16 MB PUTs, alternated."""
+    import slicewise as sw
+
+    total_mb = sum(os.path.getsize(path) for path in files) / 1e6
+    server, options = _start_s3_server()
+    try:
+        evals, raws = [], []
+        for round_ in range(3):
+            url = f"s3://bench/ds{round_}"
+            ds = sw.empty(url, storage_options=options)
+            with ds:
+                ds.create_tensor("images", htype="image", sample_compression="jpeg")
+                ds.create_tensor("labels", htype="class_label", class_names=list(CLASSES))
+            started = time.perf_counter()
+            _seed_eval_into(ds, files)
+            evals.append(total_mb / (time.perf_counter() - started))
+            raws.append(_raw_put_rate(options, max(2, int(total_mb // 16))))
+    finally:
+        server.terminate()
+        server.wait(10)
+    ours, raw = max(evals), max(raws)
+    bench = f"seed 000 to S3 (moto, own process): {len(files)} JPEGs, {total_mb:.0f} MB"
+    return [
+        _row(bench, "raw 16 MB PUTs (boto3, 2 threads)", raw, "MB/s"),
+        _row(bench, "slicewise eval (processed) -> s3://", ours, "MB/s",
+             ratio=round(ours / raw, 3), target=">= 0.8x raw 16 MB PUTs",
+             met=bool(ours >= 0.8 * raw)),
+    ]
+
+
+def _seed_eval_into(ds, files: list[str]) -> None:
+    import numpy as np
+
+    import slicewise as sw
+
+    @sw.compute
+    def file_to_ds(file_name, sample_out, class_names):
+        label = class_names.index(os.path.basename(os.path.dirname(file_name)))
+        sample_out.append({"labels": np.uint32(label), "images": sw.read(file_name)})
+
+    file_to_ds(class_names=list(CLASSES)).eval(files, ds, num_workers=WORKERS,
+                                               progressbar=False)
+    if len(ds) != len(files):
+        raise AssertionError(f"{len(ds)} rows for {len(files)} files")
+
+
 def _row(benchmark, tool, value, unit, **extra):
     return {"benchmark": benchmark, "tool": tool, "value": round(value, 4), "unit": unit,
             **extra}
@@ -132,6 +223,7 @@ def run(quick: bool) -> list[dict]:
         rows.append(_row(bench, "dask backend (LocalCluster)", remote * 1e3, "ms",
                          ratio=round(remote / local, 2), target="<= 5x processes (time)",
                          met=bool(remote <= 5 * local)))
+        rows.extend(_s3_rows(files))
     finally:
         client.close()
         cluster.close()
