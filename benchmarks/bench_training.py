@@ -23,6 +23,19 @@ Each loader runs in its own fresh process (its workers then hold only what its o
 library imports), the tools alternated round by round, best of the rounds. A thread in
 that process samples the RSS (and, less often, the USS: pages no other process shares) of
 each loader worker; the row reports the largest worker's peak.
+
+Interop rows (`run_interop`; alone: `python benchmarks/bench_training.py --interop`, or
+SW_BENCH_TRAINING=interop for `dev.py bench --only training`), the same N files, in one
+fresh process, the two sides alternated, best of the rounds after an untimed warm-up
+(page cache; slicewise's shared worker pool started):
+
+  to_parquet     ds.to_parquet(folder) of the ingested dataset (images + labels; 2 engine
+                 workers) vs pyarrow: pa.table({image: binary, label: dictionary}) built
+                 from the N files' bytes already in memory -> pq.write_table (one
+                 process); both pyarrow's defaults (snappy); read back and compared
+  from_hf        sw.from_hf(load_from_disk(hf copy), num_workers=2) vs the same
+                 datasets.Dataset's save_to_disk(num_proc=2); every image read back from
+                 slicewise's copy and compared byte for byte with the file, labels too
 """
 
 from __future__ import annotations
@@ -188,6 +201,90 @@ if __name__ == "__main__":
 '''
 
 
+INTEROP = r'''
+import json, os, shutil, sys, time
+import pyarrow as pa
+import pyarrow.parquet as pq
+import slicewise as sw
+from datasets import load_from_disk
+
+def main():
+    sw_path, hf_path, files_json, out_root, rounds, workers = sys.argv[1:7]
+    rounds, workers = int(rounds), int(workers)
+    files = json.load(open(files_json))
+    classes = sorted({os.path.basename(os.path.dirname(p)) for p in files})
+    payloads = [open(p, "rb").read() for p in files]
+    labels = [classes.index(os.path.basename(os.path.dirname(p))) for p in files]
+    ds = sw.load(sw_path, read_only=True)
+    hf = load_from_disk(hf_path)
+    n = len(files)
+    assert len(ds) == n == len(hf), (len(ds), n, len(hf))
+
+
+    def fresh(name):
+        path = os.path.join(out_root, name)
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+
+    def sw_parquet():
+        return ds.to_parquet(fresh("sw_parquet"), tensors=["images", "labels"],
+                             num_workers=workers)
+
+
+    def pa_parquet():
+        table = pa.table({"images": pa.array(payloads, pa.binary()),
+                          "labels": pa.DictionaryArray.from_arrays(
+                              pa.array(labels, pa.int32()), pa.array(classes))})
+        os.makedirs(fresh("pa_parquet"))
+        pq.write_table(table, os.path.join(out_root, "pa_parquet", "part-00000.parquet"))
+
+
+    def sw_from_hf():
+        return sw.from_hf(hf, fresh("sw_from_hf"), num_workers=workers)
+
+
+    def hf_save():
+        hf.save_to_disk(fresh("hf_save"), num_proc=workers)
+
+
+    pairs = {"to_parquet": [("slicewise", sw_parquet), ("pyarrow", pa_parquet)],
+             "from_hf": [("slicewise", sw_from_hf), ("datasets", hf_save)]}
+    times = {(k, t): [] for k, sides in pairs.items() for t, _ in sides}
+    for round_ in range(rounds + 1):  # round 0: untimed warm-up
+        for key, sides in pairs.items():
+            for tool, fn in (sides if round_ % 2 == 0 else sides[::-1]):
+                started = time.perf_counter()
+                fn()
+                if round_:
+                    times[(key, tool)].append(time.perf_counter() - started)
+
+    # read back: Parquet from both writers; slicewise's from_hf copy byte for byte
+    names = [os.path.basename(os.path.dirname(p)) for p in files]
+    checks = {}
+    for name in ("sw_parquet", "pa_parquet"):
+        table = pq.read_table(os.path.join(out_root, name))
+        checks[name] = (table.column("images").to_pylist() == payloads
+                        and [str(x) for x in table.column("labels").to_pylist()] == names)
+    copy = sw.load(os.path.join(out_root, "sw_from_hf"), read_only=True)
+    plain = hf.cast_column("image", __import__("datasets").Image(decode=False))
+    hf_names = hf.features["label"].names
+    checks["sw_from_hf"] = (
+        len(copy) == n
+        and [row["bytes"] for row in plain["image"]] == payloads
+        and all(copy["image"][i].tobytes() == payloads[i] for i in range(n))
+        and [int(x) for x in copy["label"].numpy().reshape(-1)] == list(hf["label"])
+        and list(copy["label"].meta.class_names) == list(hf_names))
+    print(json.dumps({"times": {f"{k}|{t}": v for (k, t), v in times.items()},
+                      "checks": checks,
+                      "bytes": sum(len(p) for p in payloads)}))
+
+
+if __name__ == "__main__":  # datasets' num_proc may start its processes by spawn
+    main()
+'''
+
+
 def build(count: int, env: dict, scratch: str) -> tuple[dict[str, str], str]:
     """Each tool's copy of the N files (made once, kept under bench-data/training/), and
     the file list (JSON) the plain loader reads."""
@@ -233,7 +330,75 @@ def _row(benchmark, tool, value, unit, **extra):
             **extra}
 
 
+def run_interop(quick: bool) -> list[dict]:
+    """to_parquet and from_hf beside pyarrow and datasets (see the module docstring)."""
+    count = 1_000 if quick else 5_000
+    rounds = 2 if quick else 5
+    TRAIN_ROOT.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="sw-bench-interop-", dir=str(TRAIN_ROOT))
+    env = child_env(scratch)
+    try:
+        paths, files_json = build(count, env, scratch)
+        script = os.path.join(scratch, "interop.py")
+        Path(script).write_text(INTEROP)
+        out_root = os.path.join(scratch, "out")
+        os.makedirs(out_root)
+        done = subprocess.run([sys.executable, script, paths["slicewise"], paths["hf"],
+                               files_json, out_root, str(rounds), str(WORKERS)],
+                              capture_output=True, text=True, env=env, timeout=1800)
+        if done.returncode != 0:
+            raise RuntimeError(f"the interop benchmark failed:\n{done.stderr[-3000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    times = {tuple(k.split("|")): v for k, v in result["times"].items()}
+    checks = result["checks"]
+    if not all(checks.values()):
+        raise AssertionError(f"read-back check failed: {checks}")
+    mb = result["bytes"] / 1e6
+    rows = []
+    specs = [
+        ("to_parquet", f"to_parquet: {count} JPEGs ({mb:.0f} MB) + labels -> Parquet "
+                       f"(ratio: pyarrow's time / slicewise's)",
+         [("slicewise", f"slicewise ds.to_parquet(num_workers={WORKERS})"),
+          ("pyarrow", "pyarrow pq.write_table of the bytes in memory")],
+         "slicewise >= 0.8x pyarrow", "both outputs read back: bytes and labels equal"),
+        ("from_hf", f"from_hf: a {count}-image datasets.Dataset (Image + ClassLabel, "
+                    f"{mb:.0f} MB) -> stored (ratio: datasets' time / slicewise's)",
+         [("slicewise", f"slicewise sw.from_hf(num_workers={WORKERS})"),
+          ("datasets", f"datasets save_to_disk(num_proc={WORKERS})")],
+         "slicewise >= 0.8x datasets", f"slicewise's copy read back: {count} images byte "
+                                       "for byte, labels and class names equal"),
+    ]
+    for key, bench, sides, target, check in specs:
+        ours = min(times[(key, "slicewise")])
+        theirs = min(times[(key, sides[1][0])])
+        for tool, label in sides:
+            seconds = times[(key, tool)]
+            extra: dict = {"note": f"{min(seconds):.2f}-{max(seconds):.2f} s over "
+                                   f"{len(seconds)} rounds; {mb / min(seconds):,.0f} MB/s"}
+            if tool == "slicewise":
+                extra.update(ratio=round(theirs / ours, 3), target=target,
+                             met=bool(theirs / ours >= 0.8))
+                extra["note"] += "; " + check
+            else:
+                extra["ratio"] = 1.0
+            rows.append(_row(bench, label, min(seconds), "s", **extra))
+    return rows
+
+
 def run(quick: bool) -> list[dict]:
+    """The loader rows, then the interop rows; SW_BENCH_TRAINING=loaders or =interop
+    (the script's --loaders / --interop) runs one group alone."""
+    if os.environ.get("SW_BENCH_TRAINING") == "interop":
+        return run_interop(quick)
+    rows = run_loaders(quick)
+    if os.environ.get("SW_BENCH_TRAINING") != "loaders":
+        rows += run_interop(quick)
+    return rows
+
+
+def run_loaders(quick: bool) -> list[dict]:
     count = 1_000 if quick else 5_000
     rounds = 2 if quick else 3
     TRAIN_ROOT.mkdir(parents=True, exist_ok=True)
@@ -292,5 +457,9 @@ def run(quick: bool) -> list[dict]:
 
 
 if __name__ == "__main__":
+    if "--interop" in sys.argv:
+        os.environ["SW_BENCH_TRAINING"] = "interop"
+    elif "--loaders" in sys.argv:
+        os.environ["SW_BENCH_TRAINING"] = "loaders"
     for result in run(quick="--quick" in sys.argv):
         print(json.dumps(result))

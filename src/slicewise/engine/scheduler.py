@@ -436,10 +436,16 @@ class Scheduler:
             else:
                 job.requeue(batch, isolated=True)
         elif kind == "lost":  # a cluster's worker died with it (the engine retried it first)
-            if len(batch) == 1:
+            # The engine blames every task that was on a worker when it died, including
+            # ones only queued behind the killer (Dask's KilledWorker counts them alike):
+            # a lone item gets a second run before it is failed as the killer.
+            if len(batch) == 1 and batch.unexplained_deaths >= 1:
                 failure = job.make_failure(batch, 0, "worker_lost", stage="call")
                 failure.exception = RuntimeError(event[2])
                 job.settle(batch, [None], {0: failure})
+            elif len(batch) == 1:
+                batch.unexplained_deaths += 1
+                job.requeue(batch)
             else:
                 job.requeue(batch, isolated=True)
         elif kind == "undecodable":

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from slicewise.format.errors import CorruptionError
+from slicewise.format.htypes import with_location
 from slicewise.integrations._common import (
     commit_receipts,
     new_dataset,
@@ -121,9 +123,7 @@ def _column(ds: Any, name: str, field: Any, kind: str, start: int, stop: int) ->
     pa = _pa()
     view = ds[name][start:stop]
     if kind == "binary":
-        from slicewise.integrations.torch import read_rows
-
-        return pa.array(read_rows(ds, name, start, stop, tobytes=True), type=pa.binary())
+        return _binary_column(ds, name, start, stop)
     if kind == "text":
         return pa.array(view.data()["value"], type=pa.string())
     if kind == "json":
@@ -147,6 +147,40 @@ def _column(ds: Any, name: str, field: Any, kind: str, start: int, stop: int) ->
         array = np.ascontiguousarray(np.asarray(view.numpy(), dtype=dtype))
         return pa.FixedShapeTensorArray.from_numpy_ndarray(array)
     return _nested_lists(view.numpy(aslist=True), dtype, field.type)
+
+
+def _binary_column(ds: Any, name: str, start: int, stop: int) -> Any:
+    """Rows [start, stop) of tensor `name` as their stored bytes, one Arrow binary array
+    per stored chunk built on the chunk's span (its offsets, one copy of the bytes),
+    instead of a Python bytes object per sample."""
+    pa = _pa()
+    tensor = ds[name]
+    if stop > len(tensor) or tensor.meta.chunk_compression is not None:
+        from slicewise.integrations.torch import read_rows  # a padded view's empty rows
+
+        return pa.array(read_rows(ds, name, start, stop, tobytes=True), type=pa.binary())
+    state = tensor._state
+    reader = ds._reader
+    cum = state.cum_rows
+    pieces = []
+    k = int(np.searchsorted(cum, start, side="right")) - 1
+    while k < len(state.keys) and int(cum[k]) < stop:
+        a, b = max(start, int(cum[k])) - int(cum[k]), min(stop, int(cum[k + 1])) - int(cum[k])
+        key = state.full_key(k)
+        try:
+            head = reader.header(key)
+            span = reader.span_bytes(key, a, b)
+        except CorruptionError as exc:
+            raise with_location(exc, reader.storage.full_path(key)) from None
+        # a chunk is far below 2 GiB: int32 offsets, as pa.binary() has
+        offsets = (np.asarray(head.offsets[a : b + 1], dtype=np.int64)
+                   - int(head.offsets[a])).astype(np.int32)
+        pieces.append(pa.Array.from_buffers(pa.binary(), b - a, [
+            None, pa.py_buffer(offsets), pa.py_buffer(bytes(span))]))
+        k += 1
+    if not pieces:
+        return pa.array([], type=pa.binary())
+    return pieces[0] if len(pieces) == 1 else pa.chunked_array(pieces, type=pa.binary())
 
 
 def _nested_lists(samples: list[np.ndarray], dtype: np.dtype, arrow_type: Any) -> Any:

@@ -13,7 +13,8 @@ IterableDataset, and a DataLoader that can save and resume its place in an epoch
       a consumer: its rows through a shuffle buffer (buffer_size MB of samples), the order
         precomputed from (seed, epoch, consumer) alone, so resuming skips rows unread;
         a block is read (one ranged read per chunk and tensor) when its first row is due,
-        its rows held until yielded: memory ~ buffer + one block
+        its rows held (as stored bytes, e.g. JPEG) until yielded: memory ~ buffer + one
+        block; a local chunk file's mapped pages are given back once a block is copied
       a sample: stored bytes -> decoded here, in the DataLoader's worker (JPEG decode,
         class label -> int), writable arrays (torch.from_numpy never warns), transform
     TorchLoader(iterable, ...)  a torch DataLoader that counts what each worker delivered:
@@ -29,6 +30,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import mmap
 import os
 import secrets
 from typing import Any
@@ -62,11 +64,15 @@ class _Encoded:
         self.data, self.shape, self.dtype, self.remap = data, shape, dtype, remap
 
 
-def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False) -> list:
+def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False,
+              release: bool = False) -> list:
     """Rows [start, stop) of tensor `name`: one span read per stored chunk. Uncompressed
     numeric samples come back as writable arrays, compressed ones as `_Encoded` (decoded
     by `finish_value`), with `tobytes` every sample as its stored bytes. Rows past the
-    tensor's end (a padded view) are its empty samples."""
+    tensor's end (a padded view) are its empty samples. Every sample is a copy; with
+    `release` the mapped pages of a local chunk file the span was read from are given
+    back once copied (a streaming pass reads each span once: kept, they would count in
+    the worker's RSS until the whole share had been read)."""
     tensor = ds[name]
     state = tensor._state
     meta = state.meta
@@ -93,12 +99,34 @@ def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False) 
                                else array.copy())
                 else:
                     out.append(_Encoded(bytes(piece), head.shape(i), head.dtype, remap))
+            if release:
+                _release_pages(reader, key, head, a, b)
         except CorruptionError as exc:
             raise with_location(exc, reader.storage.full_path(key)) from None
         k += 1
     while len(out) < stop - start:  # a padded view's rows past the end
         out.append(b"" if tobytes else tensor.empty_sample())
     return out
+
+
+def _release_pages(reader: Any, key: str, head: Any, a: int, b: int) -> None:
+    """Drop this process's mapping of the pages that held samples [a, b) of a local,
+    uncompressed chunk file (MADV_DONTNEED: clean file pages, the page cache keeps them;
+    a later read maps them again). Best effort: anything unexpected leaves them mapped."""
+    if head.chunk_compression is not None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        local = reader.storage.local_path(key)
+        if local is None:
+            return
+        mm = reader._mapped(key, local, head)
+        lo = head.payload_start + int(head.offsets[a])
+        hi = head.payload_start + int(head.offsets[b])
+        first = lo // mmap.PAGESIZE * mmap.PAGESIZE
+        if hi > first:
+            mm.madvise(mmap.MADV_DONTNEED, first, min(hi, len(mm)) - first)
+    except (AttributeError, OSError, ValueError, TypeError):
+        pass
 
 
 def finish_value(meta: Any, value: Any, method: str) -> Any:
@@ -171,9 +199,9 @@ class _Rows:
             metas = self._metas = {name: self.ds[name].meta for name in self.tensors}
         return metas
 
-    def read(self, start: int, stop: int) -> dict[str, list]:
+    def read(self, start: int, stop: int, release: bool = False) -> dict[str, list]:
         return {name: read_rows(self.ds, name, start, stop,
-                                self.decode_method[name] == "tobytes")
+                                self.decode_method[name] == "tobytes", release)
                 for name in self.tensors}
 
     def sample(self, row: int, stored: dict) -> Any:
@@ -513,7 +541,7 @@ class TorchIterableDataset:
             stored = cache.pop(row, None)
             if stored is None:
                 a, b = by_start[int(np.searchsorted(starts, row, side="right")) - 1]
-                columns = rows.read(a, b)
+                columns = rows.read(a, b, release=True)
                 stored = {name: column[row - a] for name, column in columns.items()}
                 for r in range(a, b):
                     if r != row and r not in done:
