@@ -40,24 +40,9 @@ def ensure_venv(extras: str) -> Path:
     print(f"[dev] installing slicewise[{extras}] into .venv", flush=True)
     pip = [str(py), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
-    if "test" in extras.split(","):
-        install_cpu_torch(pip)
     subprocess.run([*pip, "install", "-e", f".[{extras}]"], check=True, cwd=ROOT)
     stamp.write_text(digest)
     return py
-
-
-CPU_TORCH = "torch==2.13.0+cpu"
-CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
-
-
-def install_cpu_torch(pip: list[str]) -> None:
-    """The tests use torch on the CPU: install its CPU build before the extras, whose plain
-    `torch` requirement it then satisfies (pip's default torch pulls GBs of CUDA wheels).
-    From the configured index first (a local mirror may hold it), else PyTorch's own."""
-    if subprocess.run([*pip, "install", CPU_TORCH]).returncode == 0:
-        return
-    subprocess.run([*pip, "install", "torch", "--index-url", CPU_TORCH_INDEX], check=True)
 
 
 def main(argv: list[str]) -> int:

@@ -5,13 +5,8 @@ are staged (not versions) and a re-run resumes them."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -20,7 +15,7 @@ import slicewise as sw
 from slicewise.transform.inplace import staged_progress
 from slicewise.transform.run import CHECKPOINT_KEY
 
-from .conftest import ROOT
+from .conftest import kill_9_once, names, running_child, values
 
 SCHEDULERS = [("serial", 0), ("threaded", 2), ("processed", 2)]
 
@@ -56,14 +51,6 @@ def make_rich_ds(path, count=10):
         for i in range(count):
             ds.append({"x": np.int64(i), "name": f"item{i}", "labels": np.uint32(i % 2)})
     return ds
-
-
-def values(ds, tensor="x"):
-    return [int(v) for v in ds[tensor].numpy().reshape(-1)]
-
-
-def names(ds):
-    return [ds.name[i].data()["value"] for i in range(len(ds.name))]
 
 
 @pytest.mark.timeout(60)
@@ -296,31 +283,6 @@ def slow_double(row, sample_out):  # the child's function, under the same name
     sample_out.x.append(row.x.numpy() * 2)
 
 
-@contextlib.contextmanager
-def _running_child(tmp_path, interval):
-    script = tmp_path / "child.py"
-    script.write_text(CHILD.format(interval=interval))
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    child = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "ds")], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            child.kill()
-
-
-def _kill_9_once(condition, child):
-    while not condition():
-        if child.poll() is not None:
-            raise AssertionError(f"the child ended first: {child.communicate()}")
-        time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=30)
-
-
 @pytest.mark.timeout(120)
 def test_kill_9_during_a_checkpointed_in_place_eval_then_rerun_resumes(tmp_path):
     path = str(tmp_path / "ds")
@@ -332,8 +294,8 @@ def test_kill_9_during_a_checkpointed_in_place_eval_then_rerun_resumes(tmp_path)
         progress = staged_progress(observer)
         return progress is not None and progress["inputs_done"] >= 50
 
-    with _running_child(tmp_path, interval=25) as child:
-        _kill_9_once(staged_far_enough, child)
+    with running_child(tmp_path, CHILD.format(interval=25)) as child:
+        kill_9_once(staged_far_enough, child)
     reopened = sw.load(path)
     assert reopened.version == old  # killed before the end: the old version, whole
     assert values(reopened) == list(range(400))
@@ -362,8 +324,8 @@ def test_kill_9_during_an_in_place_eval_without_checkpoints(tmp_path):
     def workers_wrote():
         return sum(len(files) for _, _, files in os.walk(chunks)) > before
 
-    with _running_child(tmp_path, interval=0) as child:
-        _kill_9_once(workers_wrote, child)
+    with running_child(tmp_path, CHILD.format(interval=0)) as child:
+        kill_9_once(workers_wrote, child)
     reopened = sw.load(path)
     assert reopened.version == old and values(reopened) == list(range(300))
     assert staged_progress(reopened) is None

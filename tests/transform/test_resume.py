@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,26 +12,7 @@ import pytest
 import slicewise as sw
 from slicewise.transform.run import CHECKPOINT_KEY
 
-from .conftest import ROOT
-
-
-@sw.compute
-def record(item, sample_out, fail_from=None):
-    if fail_from is not None and item >= fail_from:
-        raise RuntimeError(f"stopped at {item}")
-    sample_out.append({"x": np.int64(item), "name": f"item{item}"})
-
-
-def new_ds(path):
-    ds = sw.empty(str(path), overwrite=True)
-    ds.create_tensor("x")
-    ds.create_tensor("name", htype="text")
-    ds.commit("tensors")
-    return ds
-
-
-def values(ds):
-    return [int(v) for v in ds.x.numpy().reshape(-1)]
+from .conftest import kill_9_once, new_ds, record, running_child, values, wait_for
 
 
 def progress_of(ds):
@@ -109,38 +87,6 @@ print("finished", flush=True)
 """
 
 
-@contextlib.contextmanager
-def _running_child(tmp_path, count, interval):
-    """A child process running CHILD's eval into tmp_path/ds; it never outlives the block,
-    whatever the test asserts or raises inside it."""
-    script = tmp_path / "child.py"
-    script.write_text(CHILD.format(count=count, interval=interval))
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    child = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "ds")], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            child.kill()
-
-
-def _wait_for(condition, child):
-    while not condition():
-        if child.poll() is not None:
-            raise AssertionError(f"the child ended first: {child.communicate()}")
-        time.sleep(0.05)
-
-
-def _kill_9_once(condition, child):
-    """kill -9 the child as soon as `condition()` holds, and wait until it is gone."""
-    _wait_for(condition, child)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=30)
-
-
 @pytest.mark.timeout(120)
 def test_kill_9_of_the_parent_then_rerun_resumes_from_the_last_checkpoint(tmp_path):
     ds = new_ds(tmp_path / "ds")
@@ -154,8 +100,8 @@ def test_kill_9_of_the_parent_then_rerun_resumes_from_the_last_checkpoint(tmp_pa
         progress = progress_of(observer)
         return progress is not None and progress["inputs_done"] >= 50
 
-    with _running_child(tmp_path, count=400, interval=25) as child:
-        _kill_9_once(checkpointed, child)
+    with running_child(tmp_path, CHILD.format(count=400, interval=25)) as child:
+        kill_9_once(checkpointed, child)
     reopened = sw.load(str(tmp_path / "ds"))
     progress = progress_of(reopened)
     assert progress["state"] == "checkpoint"  # killed before the end
@@ -175,8 +121,8 @@ def test_kill_9_of_the_parent_then_rerun_resumes_from_the_last_checkpoint(tmp_pa
 def test_kill_9_without_checkpoints_leaves_the_previous_version(tmp_path):
     ds = new_ds(tmp_path / "ds")
     version = ds.version
-    with _running_child(tmp_path, count=300, interval=0) as child:
-        _kill_9_once(lambda: (tmp_path / "ds" / "chunks").exists() and any(
+    with running_child(tmp_path, CHILD.format(count=300, interval=0)) as child:
+        kill_9_once(lambda: (tmp_path / "ds" / "chunks").exists() and any(
             len(files) for _, _, files in os.walk(tmp_path / "ds" / "chunks")), child)
     reopened = sw.load(str(tmp_path / "ds"))
     assert reopened.version == version and len(reopened) == 0
@@ -191,8 +137,8 @@ def test_kill_9_without_checkpoints_leaves_the_previous_version(tmp_path):
 def test_ctrl_c_during_an_eval_leaves_the_previous_version(tmp_path):
     ds = new_ds(tmp_path / "ds")
     version = ds.version
-    with _running_child(tmp_path, count=400, interval=0) as child:
-        _wait_for(lambda: child.stdout.readline().startswith("started"), child)
+    with running_child(tmp_path, CHILD.format(count=400, interval=0)) as child:
+        wait_for(lambda: child.stdout.readline().startswith("started"), child)
         time.sleep(0.5)  # inside the eval: workers are writing chunk files
         os.kill(child.pid, signal.SIGINT)
         _, stderr = child.communicate(timeout=30)

@@ -10,11 +10,8 @@ dataset, the one killed and re-run duplicated its checkpointed rows (with a warn
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -25,30 +22,7 @@ import slicewise as sw
 from slicewise.transform.errors import ResumeError
 from slicewise.transform.run import CHECKPOINT_KEY
 
-from .conftest import ROOT
-
-
-@sw.compute
-def record(item, sample_out, fail_from=None):
-    if fail_from is not None and item >= fail_from:
-        raise RuntimeError(f"stopped at {item}")
-    sample_out.append({"x": np.int64(item), "name": f"item{item}"})
-
-
-def new_ds(path):
-    ds = sw.empty(str(path), overwrite=True)
-    ds.create_tensor("x")
-    ds.create_tensor("name", htype="text")
-    ds.commit("tensors")
-    return ds
-
-
-def values(ds):
-    return [int(v) for v in ds.x.numpy().reshape(-1)] if len(ds.x) else []
-
-
-def names(ds):
-    return [ds.name[i].data()["value"] for i in range(len(ds.name))]
+from .conftest import names, new_ds, record, running_children, values
 
 
 def fail_at_30(ds, items, **kwargs):
@@ -206,25 +180,6 @@ def slow(item, sample_out):  # the children's function, under the same name
     sample_out.append({"x": np.int64(item), "name": f"item{item}"})
 
 
-@contextlib.contextmanager
-def _children(tmp_path, firsts):
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    children = [
-        subprocess.Popen([sys.executable, str(script), str(tmp_path / "ds"), str(first)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for first in firsts
-    ]
-    try:
-        yield children
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-            child.communicate(timeout=30)  # reaps it and closes its pipes
-
-
 @pytest.mark.timeout(180)
 def test_concurrent_evals_one_killed_9_and_rerun_write_each_row_once(tmp_path):
     """Two evals with different inputs into one dataset, both checkpointing, in two
@@ -237,7 +192,8 @@ def test_concurrent_evals_one_killed_9_and_rerun_write_each_row_once(tmp_path):
         observer.refresh()
         return sum(1 for v in values(observer) if v < 1000) >= 50
 
-    with _children(tmp_path, [0, 1000]) as (killed, other):
+    ds_path = str(tmp_path / "ds")
+    with running_children(tmp_path, CHILD, [ds_path, "0"], [ds_path, "1000"]) as (killed, other):
         while not killed_has_checkpointed():
             assert killed.poll() is None and other.poll() is None, killed.communicate()
             time.sleep(0.05)

@@ -283,7 +283,7 @@ class DatasetAPI:
         editing.pop(self, index)
 
     @property
-    def info(self) -> editing.DatasetInfo:
+    def info(self) -> InfoDict:
         """The dataset's info: a dict; `ds.info.update(key=value)` writes a new version."""
         return editing.get_info(self)
 

@@ -203,28 +203,11 @@ def _plain(data: bytes, meta, shape) -> bytes:
 # ---- ds.info
 
 
-class DatasetInfo(InfoDict):
-    """`ds.info`: a dict with attribute access; update() writes a new version (or joins the
-    open `with` block). Deep Lake 3's dataset info."""
-
-    def __init__(self, ds, data: dict):
-        super().__init__(data)
-        self._ds = ds
-
-    def _write(self, changes: dict) -> None:
-        set_info(self._ds, changes)
-
-    def __delitem__(self, key) -> None:
-        data = dict(self)
-        del data[key]
-        set_info(self._ds, data, replace=True)
-        super().__delitem__(key)
-
-
-def get_info(ds) -> DatasetInfo:
+def get_info(ds) -> InfoDict:
+    """`ds.info` (Deep Lake 3's dataset info), as pending in an open `with` block."""
     txn = ds._txn
     data = txn.ds_info if txn is not None and txn.ds_info is not None else ds._base.ds_info
-    return DatasetInfo(ds, dict(data))
+    return InfoDict(dict(data), lambda changes, replace: set_info(ds, changes, replace))
 
 
 def set_info(ds, changes: dict, replace: bool = False) -> None:

@@ -132,7 +132,7 @@ class Tensor:
         return self.meta.htype.split(".")[0]
 
     @property
-    def info(self) -> TensorInfo:
+    def info(self) -> InfoDict:
         """The tensor's info: a dict (with class_names for a class label);
         `t.info.update(key=value)` writes a new version."""
         meta = self.meta
@@ -141,7 +141,13 @@ class Tensor:
             data["class_names"] = list(meta.class_names or [])
         if meta.htype_kwargs:
             data.update(meta.htype_kwargs)
-        return TensorInfo(self, data)
+        return InfoDict(data, self._write_info)
+
+    def _write_info(self, changes: dict, replace: bool) -> None:
+        if replace:
+            raise DatasetError(f"tensor {self.name!r}: info keys cannot be deleted; "
+                               "set them to another value")
+        self.dataset._set_info(self.name, changes)
 
     def __len__(self) -> int:
         return self._state.length
@@ -803,9 +809,14 @@ def _as_numpy(value, htype: str):
 
 
 class InfoDict(dict):
-    """An `info` dict (of a tensor, of a dataset): attribute access, and update() (or
-    `info[key] = value`) writes a new version, or joins the open `with` block, through
-    `_write(changes)`."""
+    """An `info` dict (`tensor.info`, `ds.info`): attribute access, and update() (or
+    `info[key] = value`) hands the changes to `write(changes, replace)`, which writes a new
+    version or joins the open `with` block; `del info[key]` writes the rest with
+    replace=True."""
+
+    def __init__(self, data: dict, write: Callable[[dict, bool], None]):
+        super().__init__(data)
+        self._write = write
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -813,28 +824,19 @@ class InfoDict(dict):
         except KeyError:
             raise AttributeError(name) from None
 
-    def _write(self, changes: dict) -> None:
-        raise NotImplementedError
-
     def update(self, *args, **kwargs) -> None:  # type: ignore[override]
         changes = dict(*args, **kwargs)
-        self._write(changes)
+        self._write(changes, False)
         super().update(changes)
 
     def __setitem__(self, key, value) -> None:
         self.update({key: value})
 
-
-class TensorInfo(InfoDict):
-    """`tensor.info`: a dict with attribute access; update() writes a new version (or joins
-    the open `with` block)."""
-
-    def __init__(self, tensor: Tensor, data: dict):
-        super().__init__(data)
-        self._tensor = tensor
-
-    def _write(self, changes: dict) -> None:
-        self._tensor.dataset._set_info(self._tensor.name, changes)
+    def __delitem__(self, key) -> None:
+        rest = dict(self)
+        del rest[key]
+        self._write(rest, True)
+        super().__delitem__(key)
 
 
 def _decode_texts(span: bytes | memoryview, offsets: np.ndarray) -> list[str] | None:
