@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from html_tags import Parsed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,24 +20,6 @@ def slicewise(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TQDM_DISABLE="1")
     return subprocess.run([sys.executable, "-m", "slicewise.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=90)
-
-
-class Tags(HTMLParser):
-    def __init__(self, page: str):
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-        self.texts: list[str] = []
-        self.feed(page)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        if data.strip():
-            self.texts.append(data.strip())
-
-    def classed(self, name: str) -> list[dict]:
-        return [a for _, a in self.tags if name in (a.get("class") or "").split()]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +41,8 @@ def ingested(tmp_path_factory):
 def test_ingest_report_writes_a_timeline(ingested):
     root, done = ingested
     assert "timeline written to" in done.stdout
-    page = Tags((root / "ingest.html").read_text())
-    batches = page.classed("batch")
+    page = Parsed((root / "ingest.html").read_text())
+    batches = page.with_class("batch")
     assert batches and not [t for t, _ in page.tags if t == "script"]
     assert any("eval ingest" in text for text in page.texts)
     assert any("24 inputs" in text for text in page.texts)
@@ -76,8 +59,8 @@ def test_show_rows_as_png_and_random_as_html(ingested):
     done = slicewise("show", str(root / "ds"), "--random", "5", "--seed", "1",
                      "--out", str(root / "g.html"))
     assert done.returncode == 0, done.stderr
-    page = Tags((root / "g.html").read_text())
-    assert len(page.classed("sw-thumb")) == 5
+    page = Parsed((root / "g.html").read_text())
+    assert len(page.with_class("sw-thumb")) == 5
     labels = [t for t in page.texts if t in ("cats", "dogs")]
     assert len(labels) == 5
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
-from html.parser import HTMLParser
 
 import numpy as np
 from PIL import Image
 
 import slicewise as sw
+from html_tags import Parsed  # noqa: F401  (the pictures tests import it from here)
 
 FILL = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
 BOX = (10, 8, 30, 20)  # LTWH pixels
@@ -51,30 +51,6 @@ def make_everything(path, rows: int = 12, **open_options) -> sw.Dataset:
                 "meta": {"index": i, "tag": "x" * (i % 2)},
             })
     return ds
-
-
-class Parsed(HTMLParser):
-    """Tags with their attributes, and the text inside each element with a class."""
-
-    def __init__(self, page: str):
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-        self.texts: list[str] = []
-        self.feed(page)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        if data.strip():
-            self.texts.append(data.strip())
-
-    def find(self, tag: str, **attrs) -> list[dict]:
-        return [a for t, a in self.tags if t == tag
-                and all(a.get(k.rstrip("_")) == v for k, v in attrs.items())]
-
-    def with_class(self, name: str) -> list[tuple[str, dict]]:
-        return [(t, a) for t, a in self.tags if name in (a.get("class") or "").split()]
 
 
 def data_uri_image(uri: str) -> Image.Image:

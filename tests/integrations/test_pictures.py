@@ -4,7 +4,6 @@ checked for what they contain: sizes, thumbnails, labels, overlays, captions."""
 from __future__ import annotations
 
 import os
-import uuid
 
 import numpy as np
 import pytest
@@ -165,25 +164,11 @@ def test_repr_html_of_dataset_tensor_rows_group_and_short_repr(everything):
 
 
 @pytest.mark.timeout(90)
-def test_show_on_s3(tmp_path):
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        options = {"endpoint_url": f"http://{host}:{port}", "key": "testing",
-                   "secret": "testing", "client_kwargs": {"region_name": "us-east-1"}}
-        boto3.client("s3", endpoint_url=options["endpoint_url"], region_name="us-east-1",
-                     aws_access_key_id="testing", aws_secret_access_key="testing",
-                     ).create_bucket(Bucket="sw-pictures")
-        url = f"s3://sw-pictures/{uuid.uuid4().hex}"
-        make_everything(url, rows=5, storage_options=options)
-        ds = sw.load(url, storage_options=options, read_only=True)
-        grid = ds.show(out=tmp_path / "s3.html")
-        page = Parsed((tmp_path / "s3.html").read_text())
-        assert len(page.find("img", **{"data-tensor": "images"})) == 5
-        assert grid.rows == [0, 1, 2, 3, 4]
-    finally:
-        server.stop()
+def test_show_on_s3(tmp_path, s3_options, s3_url):
+    url = s3_url
+    make_everything(url, rows=5, storage_options=s3_options)
+    ds = sw.load(url, storage_options=s3_options, read_only=True)
+    grid = ds.show(out=tmp_path / "s3.html")
+    page = Parsed((tmp_path / "s3.html").read_text())
+    assert len(page.find("img", **{"data-tensor": "images"})) == 5
+    assert grid.rows == [0, 1, 2, 3, 4]

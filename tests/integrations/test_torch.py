@@ -8,7 +8,6 @@ import io
 import json
 import pickle
 import re
-import uuid
 import warnings
 from pathlib import Path
 
@@ -239,34 +238,20 @@ def test_uncommitted_changes_are_refused(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_streaming_from_s3(tmp_path):
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        options = {"endpoint_url": f"http://{host}:{port}", "key": "testing",
-                   "secret": "testing", "client_kwargs": {"region_name": "us-east-1"}}
-        boto3.client("s3", endpoint_url=options["endpoint_url"], region_name="us-east-1",
-                     aws_access_key_id="testing", aws_secret_access_key="testing"
-                     ).create_bucket(Bucket="sw-torch")
-        url = f"s3://sw-torch/{uuid.uuid4().hex}"
-        files = _fill(sw.empty(url, storage_options=options, chunk_target_bytes=4000), n=40)
-        ds = sw.load(url, storage_options=options)
-        for workers in (0, 2):
-            loader = ds.pytorch(batch_size=5, num_workers=workers, shuffle=True,
-                                decode_method={"images": "tobytes"},
-                                collate_fn=lambda batch: batch)
-            seen = {}
-            for batch in loader:
-                for sample in batch:
-                    seen[sample["index"]] = sample["images"]
-            assert sorted(seen) == list(range(40))
-            assert all(seen[i] == files[i] for i in range(40))
-    finally:
-        server.stop()
+def test_streaming_from_s3(s3_options, s3_url):
+    url = s3_url
+    files = _fill(sw.empty(url, storage_options=s3_options, chunk_target_bytes=4000), n=40)
+    ds = sw.load(url, storage_options=s3_options)
+    for workers in (0, 2):
+        loader = ds.pytorch(batch_size=5, num_workers=workers, shuffle=True,
+                            decode_method={"images": "tobytes"},
+                            collate_fn=lambda batch: batch)
+        seen = {}
+        for batch in loader:
+            for sample in batch:
+                seen[sample["index"]] = sample["images"]
+        assert sorted(seen) == list(range(40))
+        assert all(seen[i] == files[i] for i in range(40))
 
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "training.md"
