@@ -12,6 +12,7 @@ In a padded view of a dataset (`Dataset.padded`) a tensor is indexed over the vi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
