@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 import slicewise as sw
 from slicewise.format.chunk import MAGIC, PREFIX, PREFIX_SIZE, encode_chunk
 from slicewise.format.errors import CorruptionError, SampleError
-from slicewise.format.htypes import TensorMeta, decode_sample, with_location
+from slicewise.format.htypes import TensorMeta
 from slicewise.format.manifest import chunk_key, decode_version
 from slicewise.format.reader import ChunkReader
+from slicewise.format.samples import decode_sample, with_location
 from slicewise.format.storage import FsspecStorage, LocalStorage
 
 FUZZ = settings(

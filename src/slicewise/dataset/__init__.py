@@ -25,7 +25,10 @@ Modules:
     api.py        DatasetAPI, Dataset's base class: Deep Lake 3's version control, filter
                   and query, delete_tensor/pop/info/rechunk/copy, delegating to the modules
                   below
-    tensor.py     Tensor (a dataset and a name, valid across commits), TensorView
+    tensor.py     Tensor (a dataset and a name, valid across commits)
+    tensor_view.py TensorView (rows of a tensor by index), normalize_index (the one row-
+                  index rule)
+    info.py       InfoDict (tensor.info, ds.info: changes become writes)
     group.py      Group (a dataset and a path), RowView (ds[i], group[i])
     opening.py    sw.empty, load, dataset, exists, delete; the marker; Deep Lake 3's extra
                   arguments and S3 creds
@@ -70,7 +73,8 @@ from typing import Any
 from slicewise.dataset.dataset import Dataset
 from slicewise.dataset.group import Group, RowView
 from slicewise.dataset.opening import dataset, delete, empty, exists, load
-from slicewise.dataset.tensor import Tensor, TensorView
+from slicewise.dataset.tensor import Tensor
+from slicewise.dataset.tensor_view import TensorView
 from slicewise.dataset.versioning import MergeConflictError
 from slicewise.dataset.views import DatasetView
 from slicewise.format.errors import CommitConflictError, CorruptionError, DatasetError

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from slicewise.dataset import editing, filtering, merging, versioning, views
-from slicewise.dataset.tensor import InfoDict
+from slicewise.dataset.info import InfoDict
 
 
 class DatasetAPI:

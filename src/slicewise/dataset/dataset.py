@@ -25,13 +25,11 @@ from slicewise.dataset import editing
 from slicewise.dataset.api import DatasetAPI
 from slicewise.dataset.exports import DatasetExports
 from slicewise.dataset.group import Group, RowView, all_groups, check_new_name
-from slicewise.dataset.tensor import Tensor, _normalize_index
+from slicewise.dataset.tensor import Tensor
+from slicewise.dataset.tensor_view import normalize_index
 from slicewise.format.commit import Transaction, apply, publish
 from slicewise.format.errors import DatasetError, ReadOnlyError
-from slicewise.format.htypes import (
-    SampleEncoder,
-    make_tensor_meta,
-)
+from slicewise.format.htypes import make_tensor_meta
 from slicewise.format.manifest import (
     FORMAT_VERSION,
     Version,
@@ -40,6 +38,7 @@ from slicewise.format.manifest import (
     read_latest,
 )
 from slicewise.format.reader import ChunkReader
+from slicewise.format.samples import SampleEncoder
 from slicewise.format.storage import Storage, SyncQueue, open_storage
 from slicewise.format.writer import DEFAULT_CHUNK_TARGET_BYTES, DatasetWriter
 
@@ -253,7 +252,7 @@ class Dataset(DatasetAPI, DatasetExports):
             if child is None:
                 raise KeyError(f"dataset {self._url} has no tensor or group {index!r}")
             return child
-        single, rows = _normalize_index(index, len(self))
+        single, rows = normalize_index(index, len(self))
         return RowView(self, single, rows)
 
     def __len__(self) -> int:

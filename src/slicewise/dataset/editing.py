@@ -19,12 +19,13 @@ import secrets
 
 import numpy as np
 
+from slicewise.dataset.info import InfoDict
 from slicewise.dataset.merging import chunk_entry
-from slicewise.dataset.tensor import InfoDict
 from slicewise.format.chunk import encode_chunk
 from slicewise.format.errors import CorruptionError, DatasetError
-from slicewise.format.htypes import FileSample, SampleEncoder, apply_label_remap, with_location
+from slicewise.format.htypes import FileSample
 from slicewise.format.manifest import chunk_key
+from slicewise.format.samples import SampleEncoder, apply_label_remap, with_location
 from slicewise.format.writer import shape_bounds
 
 

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from slicewise.dataset.tensor import Tensor, TensorView, _normalize_index
+from slicewise.dataset.tensor import Tensor
+from slicewise.dataset.tensor_view import TensorView, normalize_index
 from slicewise.format.errors import DatasetError
 from slicewise.format.manifest import Version, ancestors, validate_name
 
@@ -155,7 +156,7 @@ class Group:
             if child is None:
                 raise KeyError(f"group {self.group_index!r} has no tensor or group {index!r}")
             return child
-        single, rows = _normalize_index(index, len(self))
+        single, rows = normalize_index(index, len(self))
         return RowView(self._dataset, single, rows, self.group_index)
 
     def __contains__(self, name: str) -> bool:
@@ -358,7 +359,7 @@ class RowView:
             return child
         if self._single is not None:
             raise IndexError("a single row cannot be indexed further; pick a tensor")
-        single, rows = _normalize_index(key, len(self._rows))
+        single, rows = normalize_index(key, len(self._rows))
         base = self._rows
         if single is not None:
             return RowView(self._dataset, int(base[single]), None, self._group)

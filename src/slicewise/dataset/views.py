@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from slicewise.dataset.group import RowView
-from slicewise.dataset.tensor import Tensor, TensorView, _normalize_index
+from slicewise.dataset.tensor import Tensor
+from slicewise.dataset.tensor_view import TensorView, normalize_index
 from slicewise.format.errors import CorruptionError, DatasetError
 
 VIEWS_PREFIX = "views/"
@@ -108,7 +109,7 @@ class DatasetView:
     def __getitem__(self, index):
         if isinstance(index, str):
             return RowView(self._dataset, None, self._rows)[index]
-        single, rows = _normalize_index(index, len(self._rows))
+        single, rows = normalize_index(index, len(self._rows))
         if single is not None:
             return RowView(self._dataset, int(self._rows[single]), None)
         return DatasetView(self._dataset, self._rows[np.asarray(rows, dtype=np.int64)])

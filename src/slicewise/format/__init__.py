@@ -1,6 +1,6 @@
 """slicewise.format: the on-disk format (spec: docs/FORMAT.md).
 
-    samples ──SampleEncoder (htypes.py; image files: images.py)──► DatasetWriter (writer.py)
+    samples ──SampleEncoder (samples.py; image files: images.py)──► DatasetWriter (writer.py)
         ──encode_chunk (chunk.py: header with a CRC-32 per checksum block)──►
         SyncQueue.put (syncqueue.py) ──► Storage.put / begin_put("chunks/<tensor id>/<uuid>")
             (storage.py: LocalStorage, os calls, O_DIRECT | storage_fsspec.py: memory://, S3)
@@ -12,7 +12,7 @@
         an in-place eval's checkpoints: staged.py ──► staged/<base id>/<n>.json
     reads:  Version.tensors[t].cum_rows ──► ChunkReader (reader.py: header and the
         manifest's claims checked, cached; mmap; every returned block's CRC checked)
-        ──► decode_sample (htypes.py)
+        ──► decode_sample (samples.py)
     maintenance.py: verify (every file, every checksum) and gc (retention, leftovers,
                     S3 multipart uploads left behind;
                     spares versions readers may hold, commits that land meanwhile, branch
@@ -32,8 +32,8 @@ Modules:
                come from strangers), checksum blocks, check_chunk, CRC-32 (zlib's;
                computed by ISA-L when the optional `isal` package is there).
 - codecs.py    lz4/zstd/zlib and jpeg/png/webp; image format and shape sniffing.
-- htypes.py    htype registry, TensorMeta, SampleEncoder (the one encode path),
-               decode_sample, FileSample (sw.read).
+- htypes.py    htype registry, TensorMeta, tensor names, FileSample (sw.read).
+- samples.py   SampleEncoder (the one encode path) and decode_sample (the one decode path).
 - images.py    image files into image tensors: structural checks (JPEG markers, PNG CRCs),
                what each image htype stores, conversions (Pillow).
 - manifest.py  Version / TensorState (JSON manifests, versions 1-3, every member checked),

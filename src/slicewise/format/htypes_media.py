@@ -1,8 +1,8 @@
 """The htypes that are not one plain array per sample: links, polygons, audio, video.
 
-Hooked into htypes.py (HTYPES, make_tensor_meta, SampleEncoder.encode, decode_sample);
-kept here so that module stays about arrays, text and images. Deep Lake 3's names,
-shapes and dtypes:
+Hooked into htypes.py (HTYPES, make_tensor_meta) and samples.py (SampleEncoder.encode,
+decode_sample); kept here so those modules stay about arrays, text and images. Deep Lake
+3's names, shapes and dtypes:
 
 - `link[image]` (also `link[image.rgb]`, `link[image.gray]`, `link[audio]`,
   `link[video]`): `sw.link(path_or_url)`. The sample stored is a small UTF-8 JSON record,

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from slicewise.format.chunk import check_chunk, claim_problem
 from slicewise.format.errors import CorruptionError, DatasetError
-from slicewise.format.htypes import decode_sample
 from slicewise.format.manifest import (
     MARKER_KEY,
     VERSIONS_PREFIX,
@@ -20,6 +19,7 @@ from slicewise.format.manifest import (
     read_version,
     version_key,
 )
+from slicewise.format.samples import decode_sample
 from slicewise.format.staged import staged_references
 from slicewise.format.storage import Storage
 

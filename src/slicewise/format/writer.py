@@ -48,8 +48,9 @@ import uuid
 from slicewise.format.arena import Arena
 from slicewise.format.chunk import encode_chunk_parts
 from slicewise.format.errors import DatasetError, SampleError
-from slicewise.format.htypes import SampleEncoder, TensorMeta
+from slicewise.format.htypes import TensorMeta
 from slicewise.format.manifest import FORMAT_VERSION, chunk_key
+from slicewise.format.samples import SampleEncoder
 from slicewise.format.storage import Storage, SyncQueue, open_storage, short_files
 
 DEFAULT_CHUNK_TARGET_BYTES = 8 * 1024 * 1024

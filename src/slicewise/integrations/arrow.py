@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from slicewise.format.errors import CorruptionError
-from slicewise.format.htypes import with_location
+from slicewise.format.samples import with_location
 from slicewise.integrations._common import (
     commit_receipts,
     new_dataset,
@@ -428,7 +428,7 @@ def _values(column: Any, kind: str) -> list:
 
 def _images_auto(plan: dict, table: Any) -> None:
     """Binary columns without metadata holding images: image tensors of their format."""
-    from slicewise.format.htypes import sniff_image_format
+    from slicewise.format.codecs import sniff_image_format
 
     for name, item in plan.items():
         if item["kind"] != "binary_auto" or not len(table):

@@ -98,7 +98,7 @@ def _list_dtype(f: Any, feature: Any) -> str | None:
 
 
 def _image_format(data: bytes | None, path: str | None) -> str:
-    from slicewise.format.htypes import sniff_image_format
+    from slicewise.format.codecs import sniff_image_format
 
     if data is None and path:
         with open(path, "rb") as handle:

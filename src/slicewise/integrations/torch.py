@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from slicewise.format.errors import CorruptionError, DatasetError
-from slicewise.format.htypes import apply_label_remap, decode_sample, with_location
 from slicewise.format.htypes_media import plain_arrays
+from slicewise.format.samples import apply_label_remap, decode_sample, with_location
 from slicewise.integrations._common import require
 
 MB = 2**20
