@@ -33,7 +33,10 @@ class VerifyReport:
     chunks: int = 0
     samples: int = 0
     bytes: int = 0
+    branches: int = 0  # besides main
+    views: int = 0  # saved views read
     problems: list[dict] = field(default_factory=list)
+    stale_views: list[str] = field(default_factory=list)  # their version was retired by gc
 
     @property
     def ok(self) -> bool:
@@ -45,7 +48,10 @@ class VerifyReport:
     def __str__(self) -> str:
         head = (
             f"verify {self.url}: {self.versions} versions, {self.chunks} chunks, "
-            f"{self.samples} samples, {self.bytes} bytes: "
+            f"{self.samples} samples, {self.bytes} bytes"
+            + (f", {self.branches} branch(es)" if self.branches else "")
+            + (f", {self.views} saved view(s)" if self.views else "")
+            + ": "
         )
         if self.ok:
             return head + "OK"
@@ -57,8 +63,9 @@ class VerifyReport:
 def verify_storage(storage: Storage, decode: bool = True) -> VerifyReport:
     """Check everything (FORMAT.md §5): the marker, that there are versions and none is
     missing between the oldest and the newest, every manifest (2.4) and the parent links
-    between them, and every chunk any manifest references. A path that holds no dataset
-    is a problem too, never an empty OK."""
+    between them, and every chunk any manifest references; then every branch (its record
+    and its own manifests and chunks, §8.1-8.2) and every saved view (§8.4). A path that
+    holds no dataset is a problem too, never an empty OK."""
     report = VerifyReport(storage.url)
     if not _verify_marker(storage, report):
         return report
@@ -75,32 +82,50 @@ def verify_storage(storage: Storage, decode: bool = True) -> VerifyReport:
             "least version 1, so the versions were removed or never written",
         )
         return report
-    gaps = sorted(set(range(seqs[0], seqs[-1] + 1)) - set(seqs))
+    # each chunk file is read and checked once, whichever branch's manifest names it
+    seen: dict[str, tuple | None] = {}
+    main = _verify_history(storage, storage, seqs, None, report, seen, decode)
+    lengths = {v.id: _max_rows(v) for v in main}
+    for branch, view, own in _branch_histories(storage, report):
+        # a branch's first own version's parent is the version it forked from
+        versions = _verify_history(storage, view, own, branch.fork, report, seen, decode)
+        lengths.update((v.id, _max_rows(v)) for v in versions)
+        report.branches += 1
+    _verify_views(storage, report, lengths)
+    return report
+
+
+def _verify_history(storage, view, seqs, first_parent, report, seen, decode) -> list[Version]:
+    """One linear history (main's `versions/`, or a branch's own folder through `view`):
+    no gap between its oldest and newest seq, every manifest readable, each one's parent
+    the version before it (the first one's `first_parent`, when known), every chunk."""
+    gaps = sorted(set(range(seqs[0], seqs[-1] + 1)) - set(seqs)) if seqs else []
     for seq in gaps:
         report.add(
-            storage.full_path(version_key(seq)),
+            _manifest_path(storage, view, seq),
             f"missing: versions {seqs[0]} to {seqs[-1]} exist, and only gc removes "
             "versions (the oldest first)",
         )
     versions: list[Version] = []
     for seq in seqs:
-        where = storage.full_path(version_key(seq))
         try:
-            versions.append(read_version(storage, seq))
+            versions.append(read_version(view, seq))
         except (DatasetError, OSError) as exc:
-            report.add(where, str(exc))
+            report.add(_manifest_path(storage, view, seq), str(exc))
     by_seq = {v.seq: v for v in versions}
     for version in versions:
         before = by_seq.get(version.seq - 1)
-        if before is not None and version.parent != before.id:
+        expected = before.id if before is not None else (
+            first_parent if version.seq == seqs[0] else None)
+        if expected is not None and version.parent != expected:
+            what = f"version {before.seq}" if before is not None else "its fork"
             report.add(
-                storage.full_path(version_key(version.seq)),
-                f"its parent is {version.parent!r}, but version {before.seq} is {before.id!r}",
+                _manifest_path(storage, view, version.seq),
+                f"its parent is {version.parent!r}, but {what} is {expected!r}",
             )
-    report.versions = len(versions)
-    # each chunk file is read and checked once; what every version says of it is checked
-    # against its header (a manifest's rows, nbytes and shapes are what readers trust)
-    seen: dict[str, tuple | None] = {}
+    report.versions += len(versions)
+    # what every version says of a chunk is checked against its header (a manifest's
+    # rows, nbytes and shapes are what readers trust)
     for version in versions:
         for name, state in version.tensors.items():
             for k, key_name in enumerate(state.keys):
@@ -115,7 +140,85 @@ def verify_storage(storage: Storage, decode: bool = True) -> VerifyReport:
                         _check_claims(*seen[key], state, k, version, where)
                     except CorruptionError as exc:
                         report.add(where, _short_message(exc, where))
-    return report
+    return versions
+
+
+def _manifest_path(storage: Storage, view, seq: int) -> str:
+    mapped = getattr(view, "_map", None)
+    return storage.full_path(mapped(version_key(seq)) if mapped else version_key(seq))
+
+
+def _max_rows(version: Version) -> int:
+    return max((sum(state.rows) for state in version.tensors.values()), default=0)
+
+
+def _branch_histories(storage: Storage, report: VerifyReport):
+    """(branch, a storage view of its own folder, its own seqs) for every branch record
+    that decodes and whose parent exists; the problems of the others go into `report`."""
+    from slicewise.format.branches import (
+        BRANCHES_PREFIX,
+        MAIN_BRANCH,
+        BranchStorage,
+        decode_record,
+        lineage,
+    )
+
+    records = []
+    for key in storage.list(BRANCHES_PREFIX, refresh=True):
+        rest = key[len(BRANCHES_PREFIX):]
+        if "/" in rest or not rest.endswith(".json") or rest.startswith(".tmp-"):
+            continue
+        try:
+            records.append(decode_record(storage.get(key), storage.full_path(key), rest[:-5]))
+        except FileNotFoundError:
+            continue  # deleted meanwhile
+        except (DatasetError, OSError) as exc:
+            report.add(storage.full_path(key), str(exc))
+    for branch in sorted(records, key=lambda b: (b.time, b.name)):
+        where = storage.full_path(f"{BRANCHES_PREFIX}{branch.name}.json")
+        try:
+            lineage(storage, branch, [MAIN_BRANCH, *records])
+        except CorruptionError as exc:
+            report.add(where, str(exc))
+            continue
+        view = BranchStorage(storage, branch, [(branch.versions_prefix, branch.fork_seq)])
+        try:
+            own = list_version_seqs(view)
+        except (DatasetError, OSError) as exc:
+            report.add(storage.full_path(branch.versions_prefix), f"cannot be listed: {exc}")
+            continue
+        yield branch, view, own
+
+
+def _verify_views(storage: Storage, report: VerifyReport, lengths: dict[str, int]) -> None:
+    """Every saved view (FORMAT.md 8.4) decodes and names rows of a version that exists.
+    A view whose version gc retired is no problem (documented: load_view then fails
+    naming it); it is listed in `report.stale_views`."""
+    import json
+
+    for key in storage.list("views/", refresh=True):
+        if not key.endswith(".json") or "/.tmp-" in key:
+            continue
+        where = storage.full_path(key)
+        try:
+            doc = json.loads(storage.get(key))
+        except FileNotFoundError:
+            continue
+        except (ValueError, OSError, DatasetError) as exc:
+            report.add(where, f"saved view does not decode: {exc}")
+            continue
+        report.views += 1
+        rows = doc.get("rows") if isinstance(doc, dict) else None
+        if not isinstance(rows, list) or not all(type(r) is int and r >= 0 for r in rows):
+            report.add(where, "saved view has no valid rows (a list of row numbers)")
+            continue
+        version = doc.get("version")
+        if version not in lengths:
+            report.stale_views.append(key)
+            continue
+        if rows and max(rows) >= lengths[version]:
+            report.add(where, f"saved view names row {max(rows)}, past the "
+                              f"{lengths[version]} rows of version {version}")
 
 
 def _short_message(exc: CorruptionError, where: str) -> str:
