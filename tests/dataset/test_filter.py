@@ -125,3 +125,20 @@ def test_kill_during_filter_save_result(animals, tmp_path):
     partial = deeplake.load(result)  # the result dataset: created, its rows never published
     assert len(partial) == 0
     assert deeplake.verify(result).ok
+
+
+def test_a_slice_of_rows_is_a_view_as_in_deeplake(animals, tmp_path):
+    """Deep Lake 3 writes `ds[a:b].save_view()`, `ds[a:b].filter(...)`: a slice of rows is
+    a view of the dataset, and the rows keep their numbers in it."""
+    n = len(animals)
+    view_id = animals[2:n].save_view(message="from row 2", id="tail")
+    loaded = deeplake.load(animals.path, read_only=True).load_view(view_id)
+    assert loaded.index == list(range(2, n))
+    assert loaded.size.numpy().ravel().tolist() == list(range(2, n))
+    odd = animals[1:n].filter(lambda s: int(s.size.numpy().ravel()[0]) % 2 == 1)
+    assert odd.index == list(range(1, n, 2))
+    assert animals[[0, 3]].query("size == 3").index == [3]
+    copied = animals[[4, 1]].copy(str(tmp_path / "two"))
+    assert copied.name.data()["value"] == ["animal 4", "animal 1"]
+    with pytest.raises(TypeError, match="one row"):
+        animals[0].save_view()

@@ -383,6 +383,37 @@ class RowView:
     def numpy(self, aslist: bool = False) -> dict:
         return {name: view.numpy(aslist=aslist) for name, view in self.tensors.items()}
 
+    # Deep Lake 3: `ds[10:20]` is a view of the dataset: it can be filtered, queried,
+    # saved, copied and exported like the view `ds.filter` returns (views.py)
+    def as_view(self):
+        """These rows as a DatasetView of the committed version (`ds[10:20].as_view()`);
+        `filter`, `query`, `save_view`, `copy` and `to_hdf5` below go through it."""
+        from slicewise.dataset.filtering import _read_handle
+        from slicewise.dataset.views import DatasetView
+
+        if self._single is not None or self._group:
+            what = "one row" if self._single is not None else f"group {self._group!r}"
+            raise TypeError(f"{what} is not a dataset view: index the dataset's rows, "
+                            "e.g. ds[10:20]")
+        return DatasetView(_read_handle(self._dataset), self._rows)
+
+    def filter(self, function, *args, **kwargs):
+        """Deep Lake 3's `ds[a:b].filter(...)`: as `Dataset.filter`, over these rows."""
+        return self.as_view().filter(function, *args, **kwargs)
+
+    def query(self, text: str):
+        return self.as_view().query(text)
+
+    def save_view(self, *args, **kwargs) -> str:
+        """Deep Lake 3's `ds[a:b].save_view(...)` (see DatasetView.save_view)."""
+        return self.as_view().save_view(*args, **kwargs)
+
+    def copy(self, *args, **kwargs):
+        return self.as_view().copy(*args, **kwargs)
+
+    def to_hdf5(self, *args, **kwargs):
+        return self.as_view().to_hdf5(*args, **kwargs)
+
     def __repr__(self) -> str:
         group = f", group={self._group!r}" if self._group else ""
         return f"RowView({self._dataset.path!r}, {self._index()}{group})"
