@@ -333,3 +333,34 @@ def test_kill_9_during_an_in_place_eval_without_checkpoints(tmp_path):
                                 progressbar=False)
     assert report.resumed_from == 0
     assert values(reopened) == [2 * i for i in range(300)]
+
+
+@pytest.mark.timeout(60)
+def test_a_damaged_staged_checkpoint_is_never_resumed_from(tmp_path):
+    """A bit flipped in a staged file (it names chunks and row counts) could make a re-run
+    resume from the wrong rows: its checksum catches it, verify names it, and the re-run
+    warns and starts over from the base, exactly."""
+    path = str(tmp_path / "ds")
+    ds = make_rich_ds(path, count=50)
+    with pytest.raises(sw.TransformError):
+        double_all(fail_at=30).eval(ds, checkpoint_interval=10, progressbar=False)
+    assert staged_progress(ds)["inputs_done"] == 30
+    [staged] = [os.path.join(folder, f) for folder, _, files in
+                os.walk(os.path.join(path, "staged")) for f in files]
+    data = bytearray(open(staged, "rb").read())
+    at = data.index(b'"inputs_done":30') + len(b'"inputs_done":')
+    data[at] = ord("4")  # 30 -> 40: still JSON, still plausible
+    open(staged, "wb").write(bytes(data))
+
+    report = sw.verify(path)
+    assert [p["file"] for p in report.problems] == [staged]
+    assert "checksum" in report.problems[0]["error"]
+    with pytest.warns(RuntimeWarning, match="not resuming"):
+        assert staged_progress(ds) is None
+    with pytest.warns(RuntimeWarning, match="not resuming"):
+        rerun = double_all().eval(ds, checkpoint_interval=10, progressbar=False)
+    assert rerun.resumed_from == 0
+    assert rerun.inputs_processed == 50
+    assert values(ds) == [2 * i for i in range(50)]
+    assert names(ds) == [f"ITEM{i}" for i in range(50)]
+    assert sw.verify(path).ok

@@ -20,7 +20,7 @@ from slicewise.format.manifest import (
     version_key,
 )
 from slicewise.format.samples import decode_sample
-from slicewise.format.staged import staged_references
+from slicewise.format.staged import staged_references, verify_staged
 from slicewise.format.storage import Storage
 
 
@@ -64,7 +64,8 @@ def verify_storage(storage: Storage, decode: bool = True) -> VerifyReport:
     """Check everything (FORMAT.md §5): the marker, that there are versions and none is
     missing between the oldest and the newest, every manifest (2.4) and the parent links
     between them, and every chunk any manifest references; then every branch (its record
-    and its own manifests and chunks, §8.1-8.2) and every saved view (§8.4). A path that
+    and its own manifests and chunks, §8.1-8.2), every saved view (§8.4) and every staged
+    checkpoint's checksum (§3.2). A path that
     holds no dataset is a problem too, never an empty OK."""
     report = VerifyReport(storage.url)
     if not _verify_marker(storage, report):
@@ -92,6 +93,8 @@ def verify_storage(storage: Storage, decode: bool = True) -> VerifyReport:
         lengths.update((v.id, _max_rows(v)) for v in versions)
         report.branches += 1
     _verify_views(storage, report, lengths)
+    for where, problem in verify_staged(storage):  # an in-place eval's checkpoints (3.2)
+        report.add(where, problem)
     return report
 
 

@@ -335,7 +335,7 @@ def encode_manifest(doc: dict) -> bytes:
     return head + b',"checksum":"crc32:%08x"}' % zlib.crc32(head)
 
 
-def _check_checksum(data: bytes) -> bool:
+def check_checksum(data: bytes) -> bool:
     """True when `data` ends with a checksum member and the checksum holds (a version-2
     manifest); False when it has none (version 1, or a damaged tail: the format version
     then decides). A checksum that does not hold raises ValueError."""
@@ -399,7 +399,7 @@ def decode_version(data: bytes, where: str) -> Version:
     become file paths."""
     try:
         data = bytes(data)
-        checksummed = _check_checksum(data)
+        checksummed = check_checksum(data)
         doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")

@@ -7,9 +7,13 @@ dataset must never be what readers see. So a checkpoint is staged beside the ver
 
     staged/<base id>/<n>.json     n = 1, 2, ... (12 digits), written with put-if-absent;
                                   the highest n that reads whole is the checkpoint
-      {"format": "slicewise-staged", "format_version": 1, "base": <base id>, "n": n,
+      {"format": "slicewise-staged", "format_version": 2, "base": <base id>, "n": n,
        "time": t, "progress": {...the eval's checkpoint meta...},
-       "receipts": [writer receipts, in input order]}
+       "receipts": [writer receipts, in input order], "checksum": "crc32:<8 hex>"}
+
+The checksum is a manifest's (FORMAT.md 2.4): a staged file with a flipped bit is never
+resumed from (it could name the wrong chunks or rows); the eval warns and starts over
+from its base, which duplicates nothing (its rows were never a version).
 
 A staged checkpoint names its chunk files only after they are durable (`prepare_chunks`),
 so it is as safe to resume from as a version. It counts only while its base is the
@@ -24,10 +28,11 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from dataclasses import dataclass
 
-from slicewise.format.errors import DatasetError
-from slicewise.format.manifest import chunk_key
+from slicewise.format.errors import CorruptionError, DatasetError
+from slicewise.format.manifest import check_checksum, chunk_key, encode_manifest
 from slicewise.format.storage import Storage
 
 STAGED_PREFIX = "staged"
@@ -73,19 +78,52 @@ def read_staged(storage: Storage, base_id: str) -> StagedCheckpoint | None:
 
 def _read(storage: Storage, key: str, base_id: str, n: int) -> StagedCheckpoint | None:
     try:
-        doc = json.loads(storage.get(key))
-    except (FileNotFoundError, ValueError, UnicodeDecodeError):
-        return None  # removed meanwhile, or not whole: an older one may be
-    if (
-        not isinstance(doc, dict)
-        or doc.get("format") != STAGED_FORMAT
-        or doc.get("format_version") != 1
-        or doc.get("base") != base_id
-        or not isinstance(doc.get("progress"), dict)
-        or not isinstance(doc.get("receipts"), list)
-    ):
+        data = storage.get(key)
+    except FileNotFoundError:
+        return None  # removed meanwhile: an older one may be there
+    try:
+        return decode_staged(data, storage.full_path(key), base_id, n)
+    except CorruptionError as exc:
+        warnings.warn(f"{exc}; not resuming from it", RuntimeWarning, stacklevel=3)
         return None
+
+
+def decode_staged(data: bytes, where: str, base_id: str, n: int) -> StagedCheckpoint:
+    """A staged file's bytes, checked (format, checksum, base, members): CorruptionError
+    naming `where` otherwise."""
+    try:
+        data = bytes(data)
+        checksummed = check_checksum(data)
+        doc = json.loads(data.decode("utf-8"))
+        if not isinstance(doc, dict) or doc.get("format") != STAGED_FORMAT:
+            raise ValueError(f"not a {STAGED_FORMAT} file")
+        version = doc.get("format_version")
+        if version not in (1, 2) or type(version) is not int:
+            raise ValueError(f"format_version {str(version)[:40]} (this slicewise reads 1, 2)")
+        if version == 2 and not checksummed:
+            raise ValueError("a version-2 staged file must end with its checksum member")
+        if doc.get("base") != base_id or doc.get("n") != n:
+            raise ValueError(f"it says base {doc.get('base')!r}, n {doc.get('n')!r}; its "
+                             f"name says {base_id!r}, {n}")
+        if not isinstance(doc.get("progress"), dict) or not isinstance(doc.get("receipts"),
+                                                                      list):
+            raise ValueError("'progress' must be an object and 'receipts' a list")
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise CorruptionError(f"staged checkpoint {where} is damaged: {exc}", where) from None
     return StagedCheckpoint(base_id, n, doc["progress"], doc["receipts"])
+
+
+def verify_staged(storage: Storage) -> list[tuple[str, str]]:
+    """For verify: (path, problem) for every staged file that does not decode whole."""
+    problems = []
+    for key, base_id, n in _staged_files(storage):
+        try:
+            decode_staged(storage.get(key), storage.full_path(key), base_id, n)
+        except FileNotFoundError:
+            continue
+        except CorruptionError as exc:
+            problems.append((storage.full_path(key), str(exc)))
+    return problems
 
 
 def write_staged(storage: Storage, base_id: str, progress: dict, receipts: list[dict]) -> int:
@@ -95,18 +133,16 @@ def write_staged(storage: Storage, base_id: str, progress: dict, receipts: list[
     n = max((f[2] for f in files), default=0) + 1
     doc = {
         "format": STAGED_FORMAT,
-        "format_version": 1,
+        "format_version": 2,
         "base": base_id,
         "n": n,
         "time": time.time(),
         "progress": progress,
         "receipts": [_durable(receipt) for receipt in receipts],
     }
-    data = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-    while not storage.set_if_not_exists(staged_key(base_id, n), data):
+    while not storage.set_if_not_exists(staged_key(base_id, n), encode_manifest(doc)):
         n += 1  # another eval staged on the same base meanwhile: the newest one wins
         doc["n"] = n
-        data = json.dumps(doc, separators=(",", ":")).encode("utf-8")
     for key, _, older in files:
         if older < n:
             _delete(storage, key)
