@@ -218,7 +218,12 @@ def set_info(ds, changes: dict, replace: bool = False) -> None:
     except TypeError as exc:
         raise DatasetError(f"dataset info must be JSON-able: {exc}") from exc
     txn = ds._pending()
-    info = {} if replace else dict(txn.ds_info if txn.ds_info is not None else ds._base.ds_info)
+    current = dict(txn.ds_info if txn.ds_info is not None else ds._base.ds_info)
+    # recorded as an edit, not as the whole dict: a commit that lands first and sets other
+    # keys keeps them when this one is replayed on top of it (commit.apply)
+    removed = [key for key in current if key not in changes] if replace else []
+    txn.ds_info_edits.append((dict(changes), removed))
+    info = {} if replace else current
     info.update(changes)
     txn.ds_info = info
     ds._touch()

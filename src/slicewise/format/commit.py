@@ -54,8 +54,11 @@ class Transaction:
     cleared: set[str] = field(default_factory=set)
     # tensors removed in the new version (delete_tensor, a merge); FORMAT.md 2.5
     deleted: set[str] = field(default_factory=set)
-    # the dataset's new info (ds.info.update), or None when unchanged
+    # the dataset's info as this transaction sees it (ds.info.update), or None when
+    # unchanged; what is published is `ds_info_edits` replayed on the version the commit
+    # lands on, so a commit that landed meanwhile keeps the keys it set (a rebase)
     ds_info: dict | None = None
+    ds_info_edits: list[tuple[dict, list]] = field(default_factory=list)  # (set, removed)
 
     def is_empty(self) -> bool:
         return not (
@@ -221,8 +224,19 @@ def apply(base: Version, txn: Transaction, message: str = "", meta: dict | None 
         changes=txn.changes(),
         tensors=tensors,
         groups=groups,
-        ds_info=dict(base.ds_info if txn.ds_info is None else txn.ds_info),
+        ds_info=_edited_info(base.ds_info, txn.ds_info_edits),
     )
+
+
+def _edited_info(info: dict, edits: list[tuple[dict, list]]) -> dict:
+    """The dataset info `info` with a transaction's edits replayed, in order: keys this
+    transaction did not touch keep the value of the version it lands on."""
+    out = dict(info)
+    for assigned, removed in edits:
+        for key in removed:
+            out.pop(key, None)
+        out.update(assigned)
+    return out
 
 
 def _clear(state: TensorState) -> None:
