@@ -19,10 +19,19 @@ shuffled, 2 DataLoader workers (torch's defaults otherwise: fork, not persistent
   plain          a map-style Dataset over the file paths, Pillow + crop in __getitem__,
                  DataLoader(shuffle=True)
 
+slicewise decodes the JPEGs with libjpeg-turbo through simplejpeg (its `[torch]` extra;
+Pillow's pixels, see integrations/torch.py), the others with Pillow as shown.
+
 Each loader runs in its own fresh process (its workers then hold only what its own
 library imports), the tools alternated round by round, best of the rounds. A thread in
 that process samples the RSS (and, less often, the USS: pages no other process shares) of
-each loader worker; the row reports the largest worker's peak.
+each loader worker; the row reports the largest worker's peak. Mixing: for every full
+batch, the largest class's share of it (the files are sorted by class; a uniform shuffle
+gives the `uniform_mix` reference, ~0.39 for 3 classes and batches of 64).
+
+Flat memory (not with --quick): slicewise alone, one epoch, over 50,000 samples (the
+5,000 files x10, hard-linked and ingested once), its largest worker's peak RSS beside the
+5,000-sample row's.
 
 Interop rows (`run_interop`; alone: `python benchmarks/bench_training.py --interop`, or
 SW_BENCH_TRAINING=interop for `dev.py bench --only training`), the same N files, in one
@@ -92,7 +101,7 @@ if tool == "slicewise":
     loader = ds.pytorch(transform=transform, tensors=["images", "labels"],
                         num_workers=workers, batch_size=batch, shuffle=True,
                         return_index=False)
-    key = "images"
+    key, label = "images", "labels"
 elif tool == "litdata":
     from litdata import StreamingDataLoader, StreamingDataset
 
@@ -103,7 +112,7 @@ elif tool == "litdata":
 
     dataset = Cropped(data, shuffle=True)
     loader = StreamingDataLoader(dataset, batch_size=batch, num_workers=workers)
-    key = "image"
+    key, label = "image", "label"
 elif tool == "hf":
     from datasets import load_from_disk
     from torch.utils.data import DataLoader
@@ -117,7 +126,7 @@ elif tool == "hf":
     dataset = load_from_disk(data).with_format("torch")
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
                         collate_fn=collate)
-    key = "image"
+    key, label = "image", "label"
 else:
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
@@ -136,7 +145,7 @@ else:
                     "label": classes.index(os.path.basename(os.path.dirname(path)))}
 
     loader = DataLoader(Files(), batch_size=batch, shuffle=True, num_workers=workers)
-    key = "image"
+    key, label = "image", "label"
 
 me = psutil.Process()
 rss, uss = {}, {}
@@ -160,14 +169,17 @@ def sample():
 threading.Thread(target=sample, daemon=True).start()
 started = time.perf_counter()
 images = 0
+shares = []  # per full batch: the largest class's share (how well the shuffle mixes)
 for epoch in range(epochs):
     for batch_ in loader:
         tensor = batch_[key]
         assert tensor.dtype == torch.uint8 and tuple(tensor.shape[1:]) == (SIDE, SIDE, 3)
         images += len(tensor)
+        if len(tensor) == batch:
+            shares.append(int(torch.bincount(batch_[label].reshape(-1)).max()) / batch)
 seconds = time.perf_counter() - started
 stop.set()
-print(json.dumps({"seconds": seconds, "images": images,
+print(json.dumps({"seconds": seconds, "images": images, "mix": sum(shares) / len(shares),
                   "rss_mb": max(rss.values(), default=0) / 2**20,
                   "uss_mb": max(uss.values(), default=0) / 2**20,
                   "parent_rss_mb": me.memory_info().rss / 2**20}))
@@ -316,8 +328,56 @@ def build(count: int, env: dict, scratch: str) -> tuple[dict[str, str], str]:
     return paths, files_json
 
 
-def run_loader(script: str, tool: str, data: str, files_json: str, env: dict) -> dict:
-    done = subprocess.run([sys.executable, script, tool, data, files_json, str(EPOCHS),
+def build_replicated(listed: list[str], copies: int, env: dict) -> str:
+    """slicewise's copy of `copies` x the files (hard links under TRAIN_ROOT, each file's
+    copies side by side, so the classes stay sorted as `ingest` lists them), made once:
+    the flat-memory row's 50,000 samples without making 45,000 more JPEGs."""
+    count = copies * len(listed)
+    path = str(TRAIN_ROOT / f"sw{count}")
+    stamp = Path(path + ".made")
+    if stamp.exists():
+        return path
+    folder = TRAIN_ROOT / f"jpeg{count}"
+    for source in listed:
+        for k in range(copies):
+            target = folder / Path(source).parent.name / f"{Path(source).stem}_{k}.jpg"
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+    shutil.rmtree(path, ignore_errors=True)
+    done = subprocess.run([sys.executable, "-m", "slicewise.cli", "ingest", str(folder), path,
+                           "--workers", str(WORKERS), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"building the {count}-sample slicewise copy failed:\n"
+                           f"{done.stderr[-3000:]}")
+    stamp.write_text("ok")
+    return path
+
+
+def uniform_mix(files_json: str, rounds: int = 200) -> float:
+    """The mean largest-class share of a full batch under a uniform shuffle of the files'
+    labels (what a perfect shuffle would give: the reference for the `mix` measure)."""
+    import numpy as np
+
+    files = json.loads(Path(files_json).read_text())
+    names = sorted({Path(p).parent.name for p in files})
+    labels = np.array([names.index(Path(p).parent.name) for p in files])
+    rng = np.random.default_rng(0)
+    shares = []
+    for _ in range(rounds):
+        order = labels[rng.permutation(len(labels))]
+        for start in range(0, len(order) - BATCH + 1, BATCH):
+            shares.append(np.bincount(order[start : start + BATCH]).max() / BATCH)
+    return float(np.mean(shares))
+
+
+def run_loader(script: str, tool: str, data: str, files_json: str, env: dict,
+               epochs: int = EPOCHS) -> dict:
+    done = subprocess.run([sys.executable, script, tool, data, files_json, str(epochs),
                            str(BATCH), str(WORKERS)], capture_output=True, text=True,
                           env=env, timeout=900)
     if done.returncode != 0:
@@ -421,8 +481,17 @@ def run_loaders(quick: bool) -> list[dict]:
                     raise AssertionError(f"{tool}: {result['images']} images in {EPOCHS} "
                                          f"epochs of {count}")
                 results[tool].append(result)
+        big = None
+        if not quick:  # flat memory: 10x the samples, slicewise alone, one epoch
+            listed = json.loads(Path(files_json).read_text())
+            big_path = build_replicated(listed, 10, env)
+            big = run_loader(script, "slicewise", big_path, files_json, env, epochs=1)
+            if big["images"] != 10 * count:
+                raise AssertionError(f"slicewise: {big['images']} images in one epoch of "
+                                     f"{10 * count}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    uniform = uniform_mix(files_json)
 
     def rate(tool: str) -> float:
         return max(r["images"] / r["seconds"] for r in results[tool])
@@ -437,9 +506,12 @@ def run_loaders(quick: bool) -> list[dict]:
     rows = []
     for tool in ("slicewise", "litdata", "hf", "plain"):
         rates = [r["images"] / r["seconds"] for r in results[tool]]
+        mix = sum(r["mix"] for r in results[tool]) / len(results[tool])
         extra: dict = {"ratio": round(ours / rate(tool), 3) if tool != "slicewise" else 1.0,
                        "note": f"{min(rates):,.0f}-{max(rates):,.0f} images/s over "
-                               f"{len(rates)} rounds"}
+                               f"{len(rates)} rounds; mixing: a full batch's largest class "
+                               f"is {mix:.2f} of it on average (a uniform shuffle: "
+                               f"{uniform:.2f})"}
         if tool in ("litdata", "hf"):
             extra.update(target="slicewise >= 1.2x", met=bool(ours >= 1.2 * rate(tool)))
         elif tool == "plain":
@@ -453,6 +525,17 @@ def run_loaders(quick: bool) -> list[dict]:
         if tool == "slicewise":
             extra.update(target="<= 200 MB", met=bool(peak <= 200))
         rows.append(_row(bench, labels[tool], peak, "MB", **extra))
+    if big is not None:
+        small = max(r["rss_mb"] for r in results["slicewise"])
+        peak = big["rss_mb"]
+        rows.append(_row(
+            f"peak RSS per loader worker, {10 * count} JPEGs (the {count} x10), 1 epoch "
+            f"(largest worker): flat from {count}", labels["slicewise"], peak, "MB",
+            target=f"<= 200 MB and within 5% of the {count}-sample row",
+            met=bool(peak <= 200 and peak <= 1.05 * small),
+            note=f"{count} samples: {small:.0f} MB; USS {big['uss_mb']:.0f} MB; "
+                 f"{big['images'] / big['seconds']:,.0f} images/s; mixing "
+                 f"{big['mix']:.2f}"))
     return rows
 
 

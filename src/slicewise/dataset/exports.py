@@ -106,7 +106,8 @@ class DatasetExports:
             collate_fn: the DataLoader's collate function.
             pin_memory: the DataLoader's pin_memory.
             shuffle: shuffle chunk order, then rows in a buffer.
-            buffer_size: the shuffle buffer in MB per worker.
+            buffer_size: the shuffle buffer in MB of samples per worker (a window: large
+                samples in local chunk files are read when due, not held in it).
             return_index: add the row number as "index".
             transform_kwargs: keyword arguments for `transform`.
             decode_method: {tensor: "numpy" | "tobytes" | "pil"}.

@@ -10,13 +10,22 @@ IterableDataset, and a DataLoader that can save and resume its place in an epoch
         rank r of R: rows [r*n/R, (r+1)*n/R) of that order; DataLoader worker w of W:
           its share of the rank's rows  -> every row exactly once per epoch, counts
           differ by at most one
-      a consumer: its rows through a shuffle buffer (buffer_size MB of samples), the order
-        precomputed from (seed, epoch, consumer) alone, so resuming skips rows unread;
-        a block is read (one ranged read per chunk and tensor) when its first row is due,
-        its rows held (as stored bytes, e.g. JPEG) until yielded: memory ~ buffer + one
-        block; a local chunk file's mapped pages are given back once a block is copied
-      a sample: stored bytes -> decoded here, in the DataLoader's worker (JPEG decode,
-        class label -> int), writable arrays (torch.from_numpy never warns), transform
+      a consumer: its rows through a shuffle buffer (a window of buffer_size MB of
+        samples), the order precomputed from (seed, epoch, consumer) alone (row numbers
+        only), so resuming skips rows unread. Two ways to read a row's samples:
+        - large samples (DIRECT_MIN_BYTES on average) of local, not chunk-compressed
+          chunk files: read one by one when the row is due (a checked slice of the
+          file's map, whose pages are then given back): no sample bytes held, so a
+          worker's memory is its row numbers (8 bytes a row of its share), not the
+          buffer; reads stay within the window (in random order there: a smaller
+          buffer_size keeps them closer together)
+        - the rest (small samples, object storage, chunk-compressed): a block is read (one
+          ranged read per chunk and tensor) when its first row is due, its rows held (as
+          stored bytes, e.g. JPEG) until yielded: memory ~ the window + one block
+      a sample: stored bytes -> decoded here, in the DataLoader's worker (JPEG: by
+        libjpeg-turbo through simplejpeg straight into an array it owns where that gives
+        Pillow's pixels, else Pillow; class label -> int), writable arrays
+        (torch.from_numpy never warns), transform
     TorchLoader(iterable, ...)  a torch DataLoader that counts what each worker delivered:
         state_dict() mid-epoch -> load_state_dict() -> the next pass yields exactly the
         rows not yet delivered; the epoch advances by itself after each full pass
@@ -33,6 +42,7 @@ import math
 import mmap
 import os
 import secrets
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -44,6 +54,9 @@ from slicewise.integrations._common import require
 
 MB = 2**20
 DEFAULT_BUFFER_MB = 128
+_RELEASE_ALIGN = 1 << 18  # pages given back in aligned runs of this (see _release_pages)
+KEEP_HEADERS = 64  # chunk headers a stream keeps parsed (see _StreamHeaders)
+DIRECT_MIN_BYTES = 4096  # mean stored sample size from which a stream reads samples one by one
 DECODE_METHODS = ("numpy", "tobytes", "pil")
 _IMAGE_COMPRESSIONS = ("jpeg", "png", "webp")
 
@@ -75,10 +88,9 @@ def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False,
     the worker's RSS until the whole share had been read)."""
     tensor = ds[name]
     state = tensor._state
-    meta = state.meta
     reader = ds._reader
     cum = state.cum_rows
-    raw = plain_arrays(meta)
+    raw = plain_arrays(state.meta)
     out: list = []
     k = int(np.searchsorted(cum, start, side="right")) - 1
     while k < len(state.keys) and int(cum[k]) < stop:
@@ -91,14 +103,7 @@ def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False,
             base = int(head.offsets[a])
             for i in range(a, b):
                 piece = span[int(head.offsets[i]) - base : int(head.offsets[i + 1]) - base]
-                if tobytes:
-                    out.append(bytes(piece))
-                elif raw:
-                    array = np.frombuffer(piece, dtype=head.dtype).reshape(head.shape(i))
-                    out.append(apply_label_remap(array, remap) if remap is not None
-                               else array.copy())
-                else:
-                    out.append(_Encoded(bytes(piece), head.shape(i), head.dtype, remap))
+                out.append(_stored(head, i, piece, remap, tobytes, raw))
             if release:
                 _release_pages(reader, key, head, a, b)
         except CorruptionError as exc:
@@ -109,22 +114,60 @@ def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False,
     return out
 
 
+def read_row(ds: Any, name: str, row: int, tobytes: bool = False,
+             release: bool = False) -> Any:
+    """Row `row` of tensor `name`, as `read_rows` gives it: one checked read of that
+    sample alone (a local chunk file: a slice of its map, and with `release` its pages
+    are given back once copied)."""
+    tensor = ds[name]
+    state = tensor._state
+    k = int(np.searchsorted(state.cum_rows, row, side="right")) - 1
+    if k >= len(state.keys):  # a padded view's row past the end
+        return b"" if tobytes else tensor.empty_sample()
+    reader = ds._reader
+    key = state.full_key(k)
+    i = row - int(state.cum_rows[k])
+    try:
+        head = reader.header(key)
+        data = reader.sample_bytes(key, i)
+        if release:
+            _release_pages(reader, key, head, i, i + 1)
+        return _stored(head, i, data, state.chunk_remap(k), tobytes, plain_arrays(state.meta))
+    except CorruptionError as exc:
+        raise with_location(exc, reader.storage.full_path(key)) from None
+
+
+def _stored(head: Any, i: int, piece: Any, remap: Any, tobytes: bool, raw: bool) -> Any:
+    """Sample i of a chunk (its stored bytes `piece`) as the loaders hold it: a copy."""
+    if tobytes:
+        return bytes(piece)
+    if raw:
+        array = np.frombuffer(piece, dtype=head.dtype).reshape(head.shape(i))
+        return apply_label_remap(array, remap) if remap is not None else array.copy()
+    return _Encoded(bytes(piece), head.shape(i), head.dtype, remap)
+
+
 def _release_pages(reader: Any, key: str, head: Any, a: int, b: int) -> None:
     """Drop this process's mapping of the pages that held samples [a, b) of a local,
-    uncompressed chunk file (MADV_DONTNEED: clean file pages, the page cache keeps them;
-    a later read maps them again). Best effort: anything unexpected leaves them mapped."""
-    if head.chunk_compression is not None or not hasattr(mmap, "MADV_DONTNEED"):
+    uncompressed chunk file, and the checksum blocks read with them (MADV_DONTNEED: clean
+    file pages, the page cache keeps them; a later read maps them again). Best effort:
+    anything unexpected leaves them mapped."""
+    if (a >= b or head.chunk_compression is not None
+            or not hasattr(mmap, "MADV_DONTNEED")):
         return
     try:
         local = reader.storage.local_path(key)
         if local is None:
             return
         mm = reader._mapped(key, local, head)
-        lo = head.payload_start + int(head.offsets[a])
-        hi = head.payload_start + int(head.offsets[b])
-        first = lo // mmap.PAGESIZE * mmap.PAGESIZE
-        if hi > first:
-            mm.madvise(mmap.MADV_DONTNEED, first, min(hi, len(mm)) - first)
+        lo, hi = ((int(head.offsets[a]), int(head.offsets[b])) if head.whole_payload_only
+                  else head.covering(a, b))
+        # widened to _RELEASE_ALIGN: a page fault maps the cached pages around it too
+        # (the kernel's fault-around, 64 KiB by default), neighbours read earlier included
+        first = (head.payload_start + int(lo)) // _RELEASE_ALIGN * _RELEASE_ALIGN
+        last = min(len(mm), -(-(head.payload_start + int(hi)) // _RELEASE_ALIGN) * _RELEASE_ALIGN)
+        if last > first:
+            mm.madvise(mmap.MADV_DONTNEED, first, last - first)
     except (AttributeError, OSError, ValueError, TypeError):
         pass
 
@@ -140,6 +183,10 @@ def finish_value(meta: Any, value: Any, method: str) -> Any:
             from PIL import Image
 
             return Image.open(io.BytesIO(value.data))
+        if meta.sample_compression == "jpeg" and meta.is_image:
+            pixels = jpeg_pixels(meta, value.data, value.shape)
+            if pixels is not None:
+                return pixels
         value = decode_sample(meta, value.data, value.shape, value.dtype, value.remap)
     if isinstance(value, np.ndarray):
         if meta.htype == "class_label":
@@ -153,6 +200,78 @@ def finish_value(meta: Any, value: Any, method: str) -> Any:
             return Image.fromarray(value[..., 0] if value.ndim == 3 and value.shape[2] == 1
                                    else value)
     return value
+
+
+# ---- JPEG: libjpeg-turbo straight into an array, Pillow's pixels
+
+_SIMPLEJPEG: Any = None  # the module; False: not installed
+_JPEG_KINDS: dict[tuple, bool] = {}  # (color space, subsampling) -> matched Pillow here
+
+
+def _simplejpeg() -> Any:
+    global _SIMPLEJPEG
+    if _SIMPLEJPEG is None:
+        try:
+            import simplejpeg
+        except ImportError:
+            simplejpeg = False
+        _SIMPLEJPEG = simplejpeg
+    return _SIMPLEJPEG
+
+
+def jpeg_pixels(meta: Any, data: bytes, shape: tuple) -> np.ndarray | None:
+    """A stored JPEG sample of an image tensor decoded by libjpeg-turbo (through
+    `simplejpeg`, part of the `[torch]` extra) straight into a new array it owns, or None
+    where Pillow decodes it instead (then `decode_sample`).
+
+    The same library Pillow decodes JPEG with, without Pillow's Python-level parsing and
+    copies (a 400x400 JPEG: ~0.6 ms instead of ~0.7 ms, and no copy to make it writable).
+    Taken only where Pillow gives the same pixels: a YCbCr JPEG read as RGB (3
+    channels), a grayscale one as L (1 channel), its size the stored shape's, under
+    Pillow's MAX_IMAGE_PIXELS. The first JPEG of each kind (color space, chroma
+    subsampling) a process decodes is decoded by Pillow too and compared: a difference
+    (another libjpeg-turbo build) leaves that kind to Pillow in this process. Anything
+    simplejpeg refuses (a truncated or corrupt file, a libjpeg warning) goes to Pillow,
+    which decides as it always does."""
+    simplejpeg = _simplejpeg()
+    if not simplejpeg:
+        return None
+    htype, dims = meta.htype, len(shape)
+    if htype == "image.rgb" or (htype == "image" and dims == 3 and shape[2] == 3):
+        mode = "RGB"
+    elif htype == "image.gray" or (htype == "image" and (dims == 2 or shape[2] == 1)):
+        mode = "GRAY"
+    else:
+        return None
+    try:
+        height, width, space, subsampling = simplejpeg.decode_jpeg_header(data)
+    except Exception:  # noqa: BLE001 - not a JPEG simplejpeg reads: Pillow decides
+        return None
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if ((space, mode) not in (("YCbCr", "RGB"), ("Gray", "GRAY"))
+            or (height, width) != tuple(shape[:2]) or (limit and height * width > limit)):
+        return None
+    kind = (space, subsampling)
+    if _JPEG_KINDS.get(kind) is False:
+        return None
+    try:
+        pixels = simplejpeg.decode_jpeg(data, mode, strict=True)
+    except Exception:  # noqa: BLE001 - Pillow decodes it or raises its own error
+        return None
+    if dims == 2 and htype != "image.gray":  # stored (H, W): handed out so, as by Pillow
+        pixels = pixels[:, :, 0]
+    if pixels.shape != (tuple(shape) if dims == 3 or htype != "image.gray"
+                        else (height, width, 1)):
+        return None
+    if kind not in _JPEG_KINDS:
+        reference = decode_sample(meta, data, shape, "uint8")
+        _JPEG_KINDS[kind] = bool(reference.shape == pixels.shape
+                                 and np.array_equal(reference, pixels))
+        if not _JPEG_KINDS[kind]:
+            return None
+    return pixels
 
 
 # ---- what both datasets share
@@ -179,6 +298,7 @@ class _Rows:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state.pop("_metas", None)
+        state.pop("_direct", None)
         state["_pid"] = None  # reopened where it is unpickled
         return state
 
@@ -190,6 +310,7 @@ class _Rows:
             self._ds = copy.copy(self._ds)  # pickles as URL + version: a fresh handle
             self._pid = os.getpid()
             self.__dict__.pop("_metas", None)
+            self.__dict__.pop("_direct", None)
         return self._ds
 
     @property
@@ -199,10 +320,27 @@ class _Rows:
             metas = self._metas = {name: self.ds[name].meta for name in self.tensors}
         return metas
 
-    def read(self, start: int, stop: int, release: bool = False) -> dict[str, list]:
+    @property
+    def direct(self) -> list[str]:
+        """The tensors a streaming pass reads one sample at a time, when the sample is due,
+        instead of holding stored bytes in its shuffle buffer: those in local chunk files,
+        not chunk-compressed, of samples of DIRECT_MIN_BYTES or more on average (reading
+        small samples one by one would cost more than holding them)."""
+        direct = self.__dict__.get("_direct")
+        if direct is None:
+            direct = self._direct = [name for name in self.tensors
+                                     if _reads_direct(self.ds, name)]
+        return direct
+
+    def read(self, start: int, stop: int, release: bool = False,
+             names: list[str] | None = None) -> dict[str, list]:
         return {name: read_rows(self.ds, name, start, stop,
                                 self.decode_method[name] == "tobytes", release)
-                for name in self.tensors}
+                for name in (self.tensors if names is None else names)}
+
+    def read_one(self, name: str, row: int) -> Any:
+        return read_row(self.ds, name, row, self.decode_method[name] == "tobytes",
+                        release=True)
 
     def sample(self, row: int, stored: dict) -> Any:
         metas = self.metas
@@ -219,6 +357,16 @@ class _Rows:
                     out[name] = fn(out[name], **self.transform_kwargs)
             return out
         return transform(out, **self.transform_kwargs)
+
+
+def _reads_direct(ds: Any, name: str) -> bool:
+    state = ds[name]._state
+    if state.meta.chunk_compression is not None or not len(state.keys):
+        return False
+    if ds._reader.storage.local_path(state.full_key(0)) is None:
+        return False
+    rows = int(state.cum_rows[-1])
+    return rows > 0 and sum(state.nbytes) / rows >= DIRECT_MIN_BYTES
 
 
 def _tensor_names(ds: Any, tensors: Any) -> list[str]:
@@ -308,8 +456,8 @@ class TorchDataset:
             index += self.rows.length
         if not 0 <= index < self.rows.length:
             raise IndexError(f"index {index} out of range for {self.rows.length} rows")
-        stored = {name: column[0] for name, column in self.rows.read(index, index + 1).items()}
-        return self.rows.sample(index, stored)
+        rows = self.rows
+        return rows.sample(index, {name: rows.read_one(name, index) for name in rows.tensors})
 
 
 _MAP_CLASS: type | None = None
@@ -358,7 +506,9 @@ class TorchIterableDataset:
         return_index: add the row number to each sample as "index".
         transform_kwargs: keyword arguments for `transform`.
         shuffle: shuffle the chunk order and through a buffer, per (seed, epoch).
-        buffer_size: the shuffle buffer in MB (0: chunk order only).
+        buffer_size: the shuffle buffer in MB of stored samples (0: chunk order only).
+            Large samples in local chunk files are not held in it: they are read when
+            due, from within that window; others are held as stored bytes.
         seed: the shuffle's seed.
         rank: this process's rank (with `world_size`).
         world_size: the number of ranks.
@@ -530,26 +680,70 @@ class TorchIterableDataset:
     def _generate(self, worker: int, workers: int, consumer: int, skip: int, tag: bool):
         pieces, order = self._plan(worker, workers)
         skip = min(skip, len(order))
-        starts = np.array([a for a, _ in sorted(pieces)], dtype=np.int64)
-        by_start = sorted(pieces)
-        done = set(order[:skip].tolist()) if skip else set()
-        cache: dict[int, dict] = {}
         rows = self.rows
+        direct = rows.direct
+        held = [name for name in rows.tensors if name not in direct]
+        by_start = sorted(pieces)
+        starts = np.array([a for a, _ in by_start], dtype=np.int64)
+        done = set(order[:skip].tolist()) if skip and held else set()
+        cache: dict[int, dict] = {}  # rows of blocks read, not yet yielded (held tensors)
+        headers = _StreamHeaders(rows.ds, direct, order[skip:]) if direct else None
         self._yielded[consumer] = skip
         for position in range(skip, len(order)):
             row = int(order[position])
-            stored = cache.pop(row, None)
+            stored = cache.pop(row, None) if held else {}
             if stored is None:
                 a, b = by_start[int(np.searchsorted(starts, row, side="right")) - 1]
-                columns = rows.read(a, b, release=True)
+                columns = rows.read(a, b, release=True, names=held)
                 stored = {name: column[row - a] for name, column in columns.items()}
                 for r in range(a, b):
                     if r != row and r not in done:
                         cache[r] = {name: column[r - a] for name, column in columns.items()}
                 del columns
+            if direct:
+                stored = {name: stored[name] if name in stored else rows.read_one(name, row)
+                          for name in rows.tensors}
+                headers.read(row)
             sample = rows.sample(row, stored)
             self._yielded[consumer] = position + 1
             yield (consumer, sample) if tag else sample
+
+
+class _StreamHeaders:
+    """The parsed chunk headers a stream keeps for its tensors read one by one. The reader
+    keeps every header it parses for its life (their per-sample tables: ~120 bytes a
+    sample), so a worker's memory would grow with its share of the dataset; here a
+    chunk's header is let go once the stream has read the last of its rows in that chunk,
+    and at most KEEP_HEADERS are kept (the least recently read goes first: read again, it
+    is parsed and checked again, ~0.1 ms)."""
+
+    def __init__(self, ds: Any, names: list[str], rows: np.ndarray) -> None:
+        self.reader = ds._reader
+        self.states = [ds[name]._state for name in names]
+        self.left = []  # per tensor: rows still to read in each stored chunk
+        for state in self.states:
+            chunk = np.searchsorted(state.cum_rows, rows, side="right") - 1
+            self.left.append(np.bincount(chunk[chunk < len(state.keys)],
+                                         minlength=len(state.keys)))
+        self.recent: OrderedDict[str, None] = OrderedDict()
+
+    def read(self, row: int) -> None:
+        """`row` has been read."""
+        for state, left in zip(self.states, self.left, strict=True):
+            k = int(np.searchsorted(state.cum_rows, row, side="right")) - 1
+            if k >= len(left):  # a padded view's row past the end
+                continue
+            key = state.full_key(k)
+            left[k] -= 1
+            if left[k] <= 0:
+                self.recent.pop(key, None)
+                self.reader._headers.pop(key, None)
+                continue
+            self.recent[key] = None
+            self.recent.move_to_end(key)
+            if len(self.recent) > KEEP_HEADERS:
+                old, _ = self.recent.popitem(last=False)
+                self.reader._headers.pop(old, None)
 
 
 def _buffer_shuffle(rows: np.ndarray, size: int, rng: Any) -> np.ndarray:
