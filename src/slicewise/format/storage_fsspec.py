@@ -13,7 +13,14 @@ On S3 (FORMAT.md §3):
   exactly our bytes, an earlier try of ours landed (its answer was lost) and we won.
 - `exists`, and the check a commit makes that its chunk objects are there
   (`touch_all`), are HEAD requests on the keys, never a listing: nothing on the write or
-  read path trusts a LIST being fresh.
+  read path trusts a LIST being fresh. The HEADs stay although a receipt lists only
+  uploads that completed: `gc(grace_seconds=...)` may have removed a chunk since (S3
+  cannot refresh an object's mtime, so a long eval's first chunks can age past a short
+  grace period), and a manifest must never name a missing object.
+- Writers hand each chunk's PUT to a helper thread (`overlapped_put`, SyncQueue.upload)
+  and encode the next chunk meanwhile. Chunks up to 100 MiB (the default is 16 MiB) go
+  up in one PUT; s3fs sends larger ones as multipart uploads of 50 MiB parts, 10 at a
+  time.
 - `abort_incomplete_uploads` (used by gc) aborts multipart uploads under the dataset's
   prefix that were started before a grace period.
 """
@@ -101,6 +108,9 @@ class FsspecStorage(Storage):
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self.protocol = protocol
         self.atomic_create = protocol in ("memory", "s3", "s3a")
+        # writers PUT chunk objects on a helper thread (SyncQueue.upload) while they encode
+        # the next chunk; memory:// has nothing to wait for
+        self.overlapped_put = protocol != "memory"
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if key else self.root

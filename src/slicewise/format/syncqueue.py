@@ -1,6 +1,13 @@
 """SyncQueue: new files made durable on helper threads while their writer goes on
 (FORMAT.md 3.1), and `short_files`, the check a commit makes of files written that way.
 Storage-independent: it calls `Storage.begin_put`, `put`, `sync_file` and `written_size`.
+
+On object stores (`upload`) the helper threads do the whole PUT: the writer copies the
+chunk's bytes into one buffer and goes on encoding the next chunk while the last one
+uploads. At most UPLOADS_IN_FLIGHT uploads per process hold such a copy (as many as there
+are upload threads: none waits for a thread); the writer waits for one to finish before
+it hands over another, so a writer never holds more than that many chunk copies beside
+the chunk it fills.
 """
 
 from __future__ import annotations
@@ -15,6 +22,23 @@ from slicewise.format.storage import Storage
 # and go once per batch. A forked child starts its own (the parent's threads are not in it).
 _sync_pools: dict[int, tuple[int, object]] = {}
 _sync_pools_lock = threading.Lock()
+
+# Object-store uploads (SyncQueue.upload) in flight per process, and the threads doing
+# them: a chunk uploads while the next is encoded, and a batch's last chunks of two
+# tensors go up side by side.
+UPLOAD_THREADS = 2
+UPLOADS_IN_FLIGHT = UPLOAD_THREADS
+_upload_slots: tuple[int, threading.BoundedSemaphore] | None = None
+
+
+def _upload_slot() -> threading.BoundedSemaphore:
+    """The process's semaphore of uploads in flight (a forked child makes its own)."""
+    global _upload_slots
+    pid = os.getpid()
+    with _sync_pools_lock:
+        if _upload_slots is None or _upload_slots[0] != pid:
+            _upload_slots = (pid, threading.BoundedSemaphore(UPLOADS_IN_FLIGHT))
+        return _upload_slots[1]
 
 
 def _sync_pool(threads: int):
@@ -98,6 +122,28 @@ class SyncQueue:
         if not flush:
             self._unflushed.add(key)
 
+    def upload(self, key: str, parts: list) -> None:
+        """Object stores: PUT the new object `key` on a helper thread (module docstring).
+        `parts` are copied into one buffer first, so they may be reused when this returns;
+        when UPLOADS_IN_FLIGHT uploads are already running, this waits for one to finish. A failed upload (its error names the object, as `Storage.put`'s do) is
+        re-raised by `wait()` and `hand_over()`, which wait for every upload: nothing that
+        lists a key may be handed out before its upload completed."""
+        data = b"".join(parts)
+        slot = _upload_slot()
+        slot.acquire()
+        try:
+            future = _sync_pool(self._threads).submit(self._upload, key, data, slot)
+        except BaseException:
+            slot.release()
+            raise
+        self._pending[key] = future
+
+    def _upload(self, key: str, data: bytes, slot: threading.BoundedSemaphore) -> None:
+        try:
+            self._storage.put(key, data)
+        finally:
+            slot.release()
+
     @property
     def idle(self) -> bool:
         """True when no file was handed over since the last wait()."""
@@ -105,7 +151,8 @@ class SyncQueue:
 
     def wait(self, keys: list[str] | None = None) -> None:
         """Make `keys` (default: every key handed over) durable: submit those not handed
-        over yet, wait for them, and re-raise the first failure."""
+        over yet, wait for them, and re-raise the first failure. Uploads (`upload`) are
+        waited for; a finished upload needs no flush."""
         if keys is None:
             keys = list(self._pending) + [k for k in self._unflushed if k not in self._pending]
         writes = [self._pending.pop(key) for key in keys if key in self._unflushed
@@ -121,10 +168,11 @@ class SyncQueue:
         """The keys not durable yet, left to whoever publishes them (their receipt entries
         say `"synced": false`): files written with flush=False, and files still being
         written by a PendingPut under its lock (`sync_file` waits for that lock before
-        it flushes). Everything else is waited for here: a flush of a file written
-        through the page cache is quick, and this writer must see its failure (another
-        process's later fdatasync may not be told of it). Failures seen so far are
-        re-raised. The queue is empty afterwards."""
+        it flushes). Everything else is waited for here, uploads (`upload`) included: a
+        flush of a file written through the page cache is quick, and this writer must see
+        its failure (another process's later fdatasync may not be told of it); an object
+        is listed only once its PUT completed. Failures seen so far are re-raised. The
+        queue is empty afterwards."""
         pending, self._pending = self._pending, {}
         locked, self._locked = self._locked, set()
         unflushed, self._unflushed = self._unflushed, set()

@@ -9,7 +9,10 @@
         local disks (SyncQueue.put): a large chunk is copied into aligned memory and
         written with O_DIRECT, then fdatasynced, on a helper thread, under a file lock
         (storage.PendingPut), while the next chunk is encoded; a small one is written
-        here (one writev) and fdatasynced there
+        here (one writev) and fdatasynced there. On object stores (SyncQueue.upload):
+        copied into one buffer and PUT on a helper thread while the next chunk is
+        encoded (at most 2 uploads in flight per process); every upload has
+        completed before finish() or flush() returns
     receipt = w.finish()                             # flush the rest, wait for every sync;
                                                      # JSON-able receipt of durable chunks
       (or w.finish(sync=False): the last chunks,       # their entries say "synced": false;
@@ -52,6 +55,7 @@ from slicewise.format.htypes import TensorMeta
 from slicewise.format.manifest import FORMAT_VERSION, chunk_key
 from slicewise.format.samples import SampleEncoder
 from slicewise.format.storage import Storage, SyncQueue, open_storage, short_files
+from slicewise.format.syncqueue import UPLOAD_THREADS
 
 DEFAULT_CHUNK_TARGET_BYTES = 8 * 1024 * 1024
 # Object stores: fewer, larger objects (measured on a moto S3 server: 16 MB objects
@@ -148,7 +152,9 @@ class DatasetWriter:
         self._finished = False
         # local disks: write now, fdatasync on a helper thread (see SyncQueue)
         self._deferred_sync = bool(getattr(storage, "deferred_sync", False))
-        self._syncs = SyncQueue(storage)
+        # object stores: the whole PUT on helper threads, while the next chunk is encoded
+        self._uploads = bool(getattr(storage, "overlapped_put", False))
+        self._syncs = SyncQueue(storage, UPLOAD_THREADS if self._uploads else 1)
 
     # -- construction in another process
 
@@ -258,8 +264,10 @@ class DatasetWriter:
             buf.samples, buf.shapes, dtype, meta.sample_compression, meta.chunk_compression
         )
         key = chunk_key(meta.id, uuid.uuid4().hex)
-        if not self._deferred_sync:
-            self.storage.put(key, parts)  # durable when it returns (object stores, memory)
+        if self._uploads:  # waited for (and its failure raised) before any receipt
+            self._syncs.upload(key, parts)
+        elif not self._deferred_sync:
+            self.storage.put(key, parts)  # durable when it returns (memory://)
         elif final and leave_unsynced:  # the committer flushes it (finish())
             self._syncs.put(key, parts, flush=False, size_hint=buf.arena.capacity)
         elif final and self._syncs.idle:
