@@ -17,7 +17,8 @@ from slicewise.transform import (
 )
 from slicewise.transform.errors import InvalidInputDataError, UnsupportedSchedulerError
 from slicewise.transform.inputs import InputDigest, open_source, unpack
-from slicewise.transform.run import BatchSizer, ReceiptOrder, choose_backend
+from slicewise.transform.prepare import choose_backend
+from slicewise.transform.run import BatchSizer, ReceiptOrder
 from slicewise.transform.worker import Batch, BatchResult
 
 

@@ -84,7 +84,7 @@ def filter_rows(ds, function, num_workers: int = 0, scheduler: str = "threaded",
         view = query_rows(ds, function, rows=rows)
     else:
         from slicewise.engine import Pool
-        from slicewise.transform.run import choose_backend
+        from slicewise.transform.prepare import choose_backend
 
         handle = _read_handle(ds)
         all_rows = np.arange(len(handle), dtype=np.int64) if rows is None else np.asarray(rows)

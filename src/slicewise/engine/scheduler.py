@@ -49,6 +49,7 @@ RUNNING_STATE, CLOSING, TERMINATED = "running", "closing", "terminated"
 PREFETCH_BELOW_SECONDS = 0.005  # queue a second batch when batches are this short
 IDLE_WAIT_SECONDS = 1.0
 MAX_FAILED_STARTS = 3
+NODE_LOSSES_BEFORE_BLAME = 3  # a batch whose node died this often is treated as a killer
 
 _live: weakref.WeakSet[Scheduler] = weakref.WeakSet()
 
@@ -128,6 +129,7 @@ class Scheduler:
         self._step_lock = threading.RLock()
         self._torn_down = False
         self._failed_starts = 0  # workers in a row that died before saying "ready"
+        self._node_losses: dict[tuple, int] = {}  # (job id, start, size) -> node deaths seen
         self.thread: threading.Thread | None = None
         _live.add(self)
         if not self.backend.inline:
@@ -436,18 +438,7 @@ class Scheduler:
             else:
                 job.requeue(batch, isolated=True)
         elif kind == "lost":  # a cluster's worker died with it (the engine retried it first)
-            # The engine blames every task that was on a worker when it died, including
-            # ones only queued behind the killer (Dask's KilledWorker counts them alike):
-            # a lone item gets a second run before it is failed as the killer.
-            if len(batch) == 1 and batch.unexplained_deaths >= 1:
-                failure = job.make_failure(batch, 0, "worker_lost", stage="call")
-                failure.exception = RuntimeError(event[2])
-                job.settle(batch, [None], {0: failure})
-            elif len(batch) == 1:
-                batch.unexplained_deaths += 1
-                job.requeue(batch)
-            else:
-                job.requeue(batch, isolated=True)
+            self._on_lost(job, batch, event)
         elif kind == "undecodable":
             if len(batch) == 1:
                 failure = job.make_failure(
@@ -459,6 +450,51 @@ class Scheduler:
         if self.max_tasks is not None and worker.items_assigned >= self.max_tasks:
             if not worker.inflight:
                 self._retire(worker)
+
+    def _on_lost(self, job: Job, batch: Batch, event: tuple) -> None:
+        """A cluster lost `batch` after its engine's own retries (backends/cluster.py).
+        event[3], the scope, says whose fault it may be:
+
+            "cluster"  the engine cannot run anything any more: the pool is broken with
+                       that reason, and every call fails with it, naming no input
+            "node"     a whole node died under it: run it again, blaming nobody (after
+                       NODE_LOSSES_BEFORE_BLAME such losses of the same batch, as "worker")
+            "worker"   its worker died at each of the engine's tries. The engine counts
+                       every task that was on a dying worker, even ones queued behind the
+                       killer (Dask's KilledWorker), so a batch of several items is split
+                       and re-run one item per batch, and a lone item gets a second run:
+                       only a lone item lost twice is failed as the killer. One outside
+                       kill never gets there: the engine's own retry absorbs it.
+        """
+        scope = event[3] if len(event) > 3 else "worker"
+        if scope == "cluster":
+            # no batch can come back now: none is counted as running (a caller waiting
+            # for its running batches, as a failed eval does, need not wait for them)
+            job.release(batch)
+            for other in self._all_workers():
+                while other.inflight:
+                    lost = other.inflight.popleft()
+                    lost.job.release(lost)
+            self.broken = RuntimeError(
+                f"the {getattr(self.backend, 'engine', self.backend.name)} cluster can no "
+                f"longer run tasks: {event[2]}"
+            )
+            return
+        if scope == "node":
+            key = (job.id, batch.start, len(batch))
+            self._node_losses[key] = self._node_losses.get(key, 0) + 1
+            if self._node_losses[key] < NODE_LOSSES_BEFORE_BLAME:
+                job.requeue(batch)
+                return
+        if len(batch) > 1:
+            job.requeue(batch, isolated=True)
+        elif batch.unexplained_deaths < 1:
+            batch.unexplained_deaths += 1
+            job.requeue(batch)
+        else:
+            failure = job.make_failure(batch, 0, "worker_lost", stage="call")
+            failure.exception = RuntimeError(event[2])
+            job.settle(batch, [None], {0: failure})
 
     def _retire(self, worker: Worker) -> None:
         worker.stop()

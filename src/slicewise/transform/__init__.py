@@ -6,7 +6,7 @@
     file_to_ds(class_names=names).eval(files, ds, num_workers=2)      pipeline.py
       │
       ▼  run.py (parent)
-    target checked, inputs opened (inputs.py), resume point found   checkpoint.py
+    target checked, inputs opened (prepare.py), resume point found   checkpoint.py
       (an unfinished eval of the same inputs in the log, its rows still where it wrote
        them; else ResumeError, or resume=False to start over)
       │ batches of input positions, sized by time, made lazily   BatchSizer (batches.py)
@@ -36,7 +36,8 @@ until `sw.gc`. A storage error (ENOSPC...) is an EvalStorageError, never skipped
 
 Modules:
     pipeline.py    compute, compose: ComputeFunction and Pipeline (eval's signature)
-    run.py         run_eval, the parent side: backend, resume, batches, receipts, commits
+    run.py         run_eval, the parent side: resume, batches, receipts, commits
+    prepare.py     what run_eval settles first: backend, target and input checks, the pool
     inputs.py      what data_in may be: InputSource payloads, unpack, InputDigest
     batches.py     BatchSizer (inputs per batch, by time) and ReceiptOrder (input order)
     worker.py      BatchRunner (a batch in a worker), ProbeRunner, BatchResult

@@ -36,13 +36,10 @@ files for `sw.gc`. The checkpoint meta is described in checkpoint.py.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import pickle
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +58,6 @@ from slicewise.transform.errors import (
     InvalidOutputDatasetError,
     TensorMismatchError,
     TransformError,
-    UnsupportedSchedulerError,
 )
 from slicewise.transform.failures import failure_exception as _failure_exception
 from slicewise.transform.failures import failure_item_repr as _failure_item_repr
@@ -70,8 +66,20 @@ from slicewise.transform.failures import failure_reason as _failure_reason
 from slicewise.transform.failures import is_engine_failure as _is_engine_failure
 from slicewise.transform.failures import storage_error as _storage_error
 from slicewise.transform.inplace import InPlaceSink
-from slicewise.transform.inputs import InputDigest, InputSource, open_source, unpack
+from slicewise.transform.inputs import InputDigest, InputSource, unpack
 from slicewise.transform.pipeline import Pipeline
+from slicewise.transform.prepare import (
+    OUT_OF_PROCESS,
+    check_equal_lengths,
+    choose_backend,
+    open_input,
+    open_pool,
+    resolve_target,
+    row_count,
+    start_pool,
+    tensor_names,
+    version_of,
+)
 from slicewise.transform.report import EvalReport, SkippedInput, WorkerFigures
 from slicewise.transform.worker import (
     Batch,
@@ -80,11 +88,6 @@ from slicewise.transform.worker import (
     ItemFailure,
     ProbeRunner,
 )
-
-SCHEDULERS = {"serial": "serial", "threaded": "threads", "processed": "processes",
-              "dask": "dask", "ray": "ray"}
-# backends whose workers are other processes (maybe other machines): they see storage only
-OUT_OF_PROCESS = ("processes", "dask", "ray")
 
 
 def run_eval(
@@ -123,7 +126,7 @@ def run_eval(
     backend, workers = choose_backend(scheduler, num_workers)
     if not isinstance(checkpoint_interval, int) or checkpoint_interval < 0:
         raise ValueError(f"checkpoint_interval must be an int >= 0, got {checkpoint_interval!r}")
-    target = _resolve_target(data_in, ds_out, read_only_ok)
+    target = resolve_target(data_in, ds_out, read_only_ok)
     if backend in OUT_OF_PROCESS and str(target.path).startswith("memory://"):
         raise InvalidOutputDatasetError(
             f"the output dataset {target.path!r} lives in this process's memory, where "
@@ -131,17 +134,17 @@ def run_eval(
         )
     if not check_lengths:
         skip_ok = True  # Deep Lake 3: no length check means tensors may be left out
-    output_tensors = frozenset(_tensor_names(target))
+    output_tensors = frozenset(tensor_names(target))
     if not output_tensors:
         raise InvalidOutputDatasetError(
             "the output dataset has no tensors; create them (ds.create_tensor) before eval"
         )
     if check_lengths:
-        _check_equal_lengths(target)
+        check_equal_lengths(target)
     if backend == "processes":  # workers start in the background while the run is set up
-        _start_pool(workers)
+        start_pool(workers)
     sink = InPlaceSink(target) if ds_out is None else AppendSink(target)
-    source = _open_input(data_in, backend, pad_data_in)  # pinned to the version of now
+    source = open_input(data_in, backend, pad_data_in)  # pinned to the version of now
 
     report = EvalReport(pipeline.names, scheduler, workers, inputs_total=source.length)
     run = _Run(
@@ -172,20 +175,6 @@ def run_eval(
         raise TransformError(
             f"eval of {' -> '.join(pipeline.names)} failed: {type(error).__name__}: {error}"
         ) from error
-
-
-def choose_backend(scheduler: str, num_workers: int) -> tuple[str, int]:
-    """Deep Lake 3's (scheduler, num_workers) -> the engine backend and its worker count."""
-    if not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-    if scheduler not in SCHEDULERS:
-        raise UnsupportedSchedulerError(
-            f"unknown scheduler {scheduler!r}; use 'serial', 'threaded', 'processed', "
-            "'dask' or 'ray'"
-        )
-    if num_workers == 0 or scheduler == "serial":
-        return "serial", 1
-    return SCHEDULERS[scheduler], num_workers
 
 
 def _spec_for(target: Any, in_place: bool) -> dict:
@@ -222,7 +211,7 @@ class _Run:
         resume, self.record = find_resume_point(self.sink, self.source, self.pipeline,
                                                 self.resume)
         self.first_input = resume.inputs_done if resume else 0
-        self.rows_before = resume.rows_before if resume else _row_count(target)
+        self.rows_before = resume.rows_before if resume else row_count(target)
         self.rows_committed_earlier = resume.rows_written if resume else 0
         report.resumed_from = self.first_input
         self.digest = resume.digest if resume else None
@@ -236,6 +225,7 @@ class _Run:
         self._check_storage: Any = None  # ds_out's storage, to check unsynced chunk files
         self._whole: set[int] = set()  # batch ids of pending results found written whole
         self.retried: dict[int, Batch] = {}  # batch_id -> a lost batch's rerun, killers out
+        self.killers: dict[int, list] = {}  # batch_id -> a lost batch's probed killers
         self.digest_at: dict[int, str] = {}
         self.inflight: dict[int, Batch] = {}  # handed to the engine, result not seen yet
         self.stopping = False  # a failure ends the eval: hand out no more batches
@@ -260,14 +250,14 @@ class _Run:
         lost: list[tuple[Batch, Any]] = []
         order = ReceiptOrder(self.first_input)
         try:
-            with _open_pool(self.backend, self.workers) as pool:
+            with open_pool(self.backend, self.workers) as pool:
                 results = pool.imap_unordered(
                     runner, self._batches(), chunksize=1, on_error="collect", report=True
                 )
                 fatal: list[tuple[int, Batch, Any]] = []
                 try:
                     for outcome in results:
-                        failed = self._take(outcome, order, lost, progress)
+                        failed = self._take(outcome, order, lost, progress, (pool, runner))
                         if failed is not None:
                             fatal.append(failed)
                             self.stopping = True  # no new batches from here on
@@ -333,11 +323,19 @@ class _Run:
             yield batch
 
     # -- results, in whatever order workers finish -------------------------------------
-    def _take(self, outcome: Any, order: ReceiptOrder, lost: list, progress: Any):
+    def _take(self, outcome: Any, order: ReceiptOrder, lost: list, progress: Any,
+              engine: tuple[Any, BatchRunner] | None = None):
         """Account for one finished batch. Returns (first input index it may concern,
         batch, failure) when the eval must stop: the caller waits for the batches before
         it (one of them may hold an earlier failure, and the error must name the first
-        failing input, as a serial run would) and then raises."""
+        failing input, as a serial run would) and then raises. With `engine` (the pool
+        and the runner), a batch whose worker died is probed at once (_rerun_lost_batch):
+        a death that no input of it causes again was an outside event, and the batch's
+        second run is taken instead."""
+        if _is_engine_failure(outcome) and engine is not None and not self.ignore_errors:
+            rerun = self._rerun_lost_batch(engine, outcome)
+            if rerun is not None:
+                return self._take(rerun, order, lost, progress)
         if _is_engine_failure(outcome):
             batch = self.inflight.pop(outcome.index)
             if _failure_kind(outcome) == "exception":  # not the user's function: ours failed
@@ -452,7 +450,7 @@ class _Run:
         else:
             message = f"eval {names}{where}: {rows_so_far} rows from {position} inputs"
             version = self.sink.finish(receipts, message, meta)
-        self.report.version = version if version is not None else _version_of(self.target)
+        self.report.version = version if version is not None else version_of(self.target)
         if not self.sink.in_place:
             self.record.chunks = meta[CHECKPOINT_KEY]["chunks"]
         self.pending_results.clear()
@@ -613,7 +611,7 @@ class _Run:
 
     def _left_at(self) -> str:
         """Where a failure leaves the dataset, for the error's message."""
-        version = _version_of(self.target)
+        version = version_of(self.target)
         position = getattr(self, "checkpoint_position", 0)
         if position and not self.sink.in_place:
             return (f"the dataset stays at version {version}, its checkpoint after "
@@ -623,10 +621,32 @@ class _Run:
                     f"checkpoint holds {position} inputs; run the same eval again to resume)")
         return f"the dataset stays at version {version}, as before the eval"
 
+    def _rerun_lost_batch(self, engine: tuple[Any, BatchRunner], outcome: Any) -> Any:
+        """A batch whose worker died (on a cluster, after the engine's own retries, and
+        the scheduler's second run of it): which of its inputs kills a worker on its own?
+        If one does, None (the eval fails naming the first). If none does, the deaths
+        were not the inputs' doing (a worker killed from outside, its machine lost): the
+        batch runs once more, and that run's outcome is returned. No input is ever failed
+        as a killer unless it killed a worker again alone."""
+        if _failure_kind(outcome) != "worker_lost":
+            return None
+        pool, runner = engine
+        batch = self.inflight[outcome.index]
+        killers = self.killers[batch.batch_id] = self._find_killers(pool, batch)
+        if killers:
+            return None
+        rerun = list(pool.imap(runner, [batch], chunksize=1, on_error="collect"))[0]
+        if _is_engine_failure(rerun):
+            return None  # lost again, and still no input to blame: the eval fails, naming none
+        return rerun
+
     def _raise_for_lost_batch(self, pool: Any, batch: Batch, engine_failure: Any) -> None:
         # Which input killed the worker? Re-run the batch's inputs one by one (writing
-        # nothing) through the engine, which isolates the exact item.
-        killers = self._find_killers(pool, batch)
+        # nothing) through the engine, which isolates the exact item (already done when
+        # the batch came back: _rerun_lost_batch).
+        killers = self.killers.pop(batch.batch_id, None)
+        if killers is None:
+            killers = self._find_killers(pool, batch)
         failure = killers[0][1] if killers else engine_failure
         index = killers[0][0] if killers else None
         sample = self._item_of(batch, index) if index is not None else None
@@ -689,140 +709,6 @@ class _Run:
         progress.update(batch.count)
         order.add(batch, result)
         self._commit_ready(order)
-
-
-# -- the dataset and the engine, as this module uses them --------------------------------
-def _resolve_target(data_in: Any, ds_out: Any, read_only_ok: bool) -> Any:
-    from slicewise.dataset import Dataset
-
-    if ds_out is None:
-        if not isinstance(data_in, Dataset):
-            raise InvalidOutputDatasetError(
-                "ds_out is None (in place) but data_in is not a slicewise Dataset; pass the "
-                "output dataset as the second argument of eval"
-            )
-        target = data_in
-    else:
-        if not isinstance(ds_out, Dataset):
-            raise InvalidOutputDatasetError(
-                f"ds_out must be a slicewise Dataset (sw.empty / sw.load), got "
-                f"{type(ds_out).__name__}"
-            )
-        target = ds_out
-    if getattr(target, "pad_tensors", False):
-        raise InvalidOutputDatasetError(
-            f"the output dataset {getattr(target, 'path', '')!r} is a padded read view "
-            "(padded() / pad_tensors=True), which cannot be written; pass the dataset "
-            "itself (sw.load(path)) as ds_out, and pad_data_in=True to pad the input"
-        )
-    if getattr(target, "read_only", False) and not read_only_ok:
-        raise InvalidOutputDatasetError(
-            f"the output dataset {getattr(target, 'path', '')!r} is open read-only; load it "
-            "with read_only=False"
-        )
-    return target
-
-
-def _tensor_names(ds: Any) -> list[str]:
-    return list(ds.tensors)
-
-
-def _row_count(ds: Any) -> int:
-    return max((len(ds[name]) for name in _tensor_names(ds)), default=0)
-
-
-def _check_equal_lengths(ds: Any) -> None:
-    lengths = {name: len(ds[name]) for name in _tensor_names(ds)}
-    if len(set(lengths.values())) > 1:
-        raise InvalidOutputDatasetError(
-            f"the output dataset's tensors have different lengths {lengths}; eval appends "
-            "whole rows (pass check_lengths=False to allow it)"
-        )
-
-
-def _version_of(ds: Any) -> Any:
-    version = getattr(ds, "version", None)
-    return getattr(version, "id", version)
-
-
-def _open_input(data_in: Any, backend: str, pad_data_in: bool) -> InputSource:
-    if pad_data_in:
-        data_in = _padded_input(data_in, backend)
-    source = open_source(data_in)
-    if source.kind == "indexed":
-        source.data = _read_handle(data_in, backend)
-    return source
-
-
-def _padded_input(data_in: Any, backend: str) -> Any:
-    """Deep Lake 3's pad_data_in: a Dataset input is as long as its longest tensor, and a
-    shorter tensor's rows past its end read as empty samples (Dataset.padded). Other
-    inputs have no tensors to pad."""
-    from slicewise.dataset import Dataset
-
-    if isinstance(data_in, Dataset):
-        _check_readable(data_in, backend)
-        return data_in if data_in.pad_tensors else data_in.padded()
-    warnings.warn(
-        f"pad_data_in=True has no effect: it pads the shorter tensors of a Dataset input, "
-        f"and data_in is a {type(data_in).__name__}",
-        stacklevel=5,
-    )
-    return data_in
-
-
-def _read_handle(data_in: Any, backend: str) -> Any:
-    """A read-only handle on the committed version of a Dataset (or Tensor) input, which
-    workers index: the eval's own commits (in place, checkpoints) do not move it, and it
-    pickles as (url, version, padding) for process workers."""
-    _check_readable(getattr(data_in, "dataset", data_in), backend)
-    return pickle.loads(pickle.dumps(data_in))
-
-
-def _check_readable(dataset: Any, backend: str) -> None:
-    """Workers read a Dataset input's committed version, from its storage."""
-    if getattr(dataset, "has_pending", False):
-        raise InvalidInputDataError(
-            f"data_in ({dataset.path!r}) has uncommitted changes, which workers cannot "
-            "see; commit them first (ds.commit())"
-        )
-    if backend in OUT_OF_PROCESS and str(dataset.path).startswith("memory://"):
-        raise InvalidInputDataError(
-            f"data_in is the in-memory dataset {dataset.path!r}, which process workers "
-            "cannot see; use scheduler='threaded', or store the dataset on disk"
-        )
-
-
-# what every eval worker imports (the batch runner, the dataset writer, and sw.read's
-# module, which user functions call): preloaded by a forkserver the eval starts
-EVAL_WORKER_MODULES = ("slicewise.transform.worker", "slicewise.format", "slicewise.dataset")
-
-
-def _start_pool(workers: int) -> None:
-    """The shared process pool, started now (its workers come up in the background). A
-    forkserver started by this call imports what eval workers need once, instead of each
-    worker on its first batch. Best effort: _open_pool raises what starting it raises."""
-    from slicewise.engine import get_default_pool  # as _open_pool
-    from slicewise.engine.backends.processes import preload_in_forkserver
-
-    try:
-        preload_in_forkserver(EVAL_WORKER_MODULES)
-        get_default_pool(workers, "processes")
-    except Exception:  # noqa: BLE001 - reported by _open_pool, inside the eval's handling
-        pass
-
-
-@contextlib.contextmanager
-def _open_pool(backend: str, workers: int) -> Iterator[Any]:
-    """Processes: the engine's warm shared pool (an eval on a warm pool pays no worker
-    start-up), left running afterwards. Threads and serial: a pool of this eval's own."""
-    from slicewise.engine import Pool, get_default_pool
-
-    if backend == "processes":
-        yield get_default_pool(workers, "processes")
-        return
-    with Pool(workers, backend=backend) as pool:
-        yield pool
 
 
 STRAGGLER_WAIT_SECONDS = 30.0  # at most this long for running batches after a failure

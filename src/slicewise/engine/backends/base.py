@@ -13,8 +13,9 @@ batch at a time (it may hold a second one queued):
                          ("done", seq, seconds, values, packed_failures)
                          ("bad", seq, stage, packed_failure)      batch could not be unpickled
                          ("undecodable", seq, exception)          results could not be unpickled
-                         ("lost", seq, description)               a remote worker died running
-                                                                  the batch (cluster backends)
+                         ("lost", seq, description, scope)        a remote worker died running
+                                                                  the batch (cluster backends;
+                                                                  scope: cluster.py)
     progress()         (seq, phase, position, started_ns) of what it is running now
     has_exited()       True once the worker is gone; `exitcode` then says how
     kill() / stop()    end it now / after its current batch

@@ -8,7 +8,13 @@
     receive(): "done" events  ◄── future done callback (cluster's thread) ◄── + packed failures
       in send order               posts the outcome, wakes the scheduler
     a lost remote worker      ◄── KilledWorker / WorkerCrashedError     (the engine re-ran the
-      -> ("lost", ...) event                                               task first)
+      -> ("lost", seq, why, scope)    / NodeDiedError ...                  task first)
+
+A "lost" event's scope says whose fault it may be (the scheduler's rules, scheduler.py):
+"worker" (the task was running at every one of the engine's tries that killed a worker: the
+task may be the killer), "node" (a whole node died under it: an outside event, retried
+without blame), "cluster" (the engine cannot run anything any more, e.g. a local Ray whose
+raylet died: the job fails with that, naming no input).
 
 Each slot is one unit of the cluster's parallelism (a Dask worker thread, a Ray CPU); the
 pool has as many slots as the cluster has, unless told otherwise. A slot holds at most
@@ -39,6 +45,7 @@ import cloudpickle
 
 from slicewise.engine.backends.base import Backend, Worker
 from slicewise.engine.backends.processes import pickle_function
+from slicewise.engine.batching import SizerMemory
 from slicewise.engine.worker import IDLE, RUNNING, pack_failure
 
 _pool_tokens = itertools.count(1)
@@ -105,9 +112,13 @@ class RemoteSlot(Worker):
         if ok:
             values, failures, seconds = value
             return ("done", seq, seconds, values, failures)
-        lost = self.backend.worker_loss(value)
+        node = self.backend.node_loss(value)
+        lost = node if node is not None else self.backend.worker_loss(value)
         if lost is not None:
-            return ("lost", seq, lost)
+            gone = self.backend.cluster_gone(value)
+            if gone is not None:  # nothing can run any more: no item is to blame
+                return ("lost", seq, f"{lost}; {gone}", "cluster")
+            return ("lost", seq, lost, "worker" if node is None else "node")
         stage = "pickling_result" if isinstance(value, (TypeError, AttributeError)) and (
             "pickl" in str(value).lower() or "serializ" in str(value).lower()
         ) else "call"
@@ -147,6 +158,7 @@ class ClusterBackend(Backend):
         if self.start_method is not None:
             raise ValueError(f"start_method does not apply to the {self.name!r} backend")
         self.pool_token = f"{time.time_ns()}-{next(_pool_tokens)}"
+        self.sizers = SizerMemory()
         self.init_bytes = None
         if self.initializer is not None:
             self.init_bytes = cloudpickle.dumps((self.initializer, self.initargs), protocol=5)
@@ -160,6 +172,8 @@ class ClusterBackend(Backend):
             )
         fn_bytes = pickle_function(job.fn)
         job.payload = (hashlib.blake2b(fn_bytes, digest_size=16).digest(), fn_bytes)
+        # a function this pool ran before starts from what it measured (batching.py)
+        self.sizers.seed(job.payload[0], job.sizer)
 
     def start_worker(self, slot: int) -> RemoteSlot:
         return RemoteSlot(slot, self)
@@ -177,4 +191,17 @@ class ClusterBackend(Backend):
 
     @abstractmethod
     def worker_loss(self, error: BaseException) -> str | None:
-        """A description if `error` says the remote worker died running the task."""
+        """A description if `error` says the remote worker died running the task (after
+        the engine's own retries): the task may be what kills workers."""
+
+    def node_loss(self, error: BaseException) -> str | None:
+        """A description if `error` says the task's whole node (machine) died: not a
+        task's doing by itself (the scheduler blames it only after repeated node deaths).
+        None by default: the engine reports no such thing apart from worker deaths."""
+        return None
+
+    def cluster_gone(self, error: BaseException) -> str | None:
+        """Asked after a loss: a description when the cluster can no longer run any task
+        from this process (no live node, or this process's own node died). The job then
+        fails with it, naming no input. None by default (the cluster heals itself)."""
+        return None

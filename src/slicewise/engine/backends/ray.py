@@ -5,10 +5,28 @@
 As Ray does for its own API, the pool initialises Ray on first use when nobody has
 (`ray.init()`: a local Ray with every CPU); connect to a cluster first with
 `ray.init(address=...)`. The pool has one slot per CPU Ray reports, unless `workers=`
-says otherwise. Each batch is one task (`num_cpus=1`). A task whose worker process dies
-is retried by Ray (`max_retries`, 1 here) and then fails with a worker-crash error:
-slicewise runs that batch's items one by one, and the item that keeps killing workers
-fails with `sw.WorkerLostError` naming it. See backends/cluster.py for the rest.
+says otherwise. Each batch is one task (`num_cpus=1`).
+
+How a death is told apart from an item's fault (the scheduler's rules, scheduler.py):
+
+    the task's worker process dies   Ray re-runs the task (`max_retries`, 1 here); a
+      (WorkerCrashedError, OOM)        second death fails it with a worker-crash error:
+                                       "lost" (scope "worker"): slicewise runs the batch's
+                                       items one by one, gives a lone item that dies so
+                                       again one more run, and only then fails it with
+                                       `sw.WorkerLostError` naming it (it was running at
+                                       4 worker deaths). One outside kill never gets that
+                                       far: Ray's own retry absorbs it.
+    the task's node dies             "lost" (scope "node"): the batch runs again, nobody
+      (NodeDiedError)                  blamed (an outside event), unless that keeps
+                                       happening to the same batch
+    no node is alive, or this        "lost" (scope "cluster"): Ray cannot run anything for
+      process's raylet died            this process any more; the job fails with that
+      (LocalRayletDiedError)           reason, naming no input. A local Ray whose raylet
+                                       was killed is gone for good: `ray.shutdown()` and
+                                       `ray.init()` again.
+
+See backends/cluster.py for the rest.
 """
 
 from __future__ import annotations
@@ -70,13 +88,34 @@ class RayBackend(ClusterBackend):
             pass
 
     def worker_loss(self, error: BaseException) -> str | None:
-        exceptions = _ray().exceptions
-        lost = tuple(
-            getattr(exceptions, name)
-            for name in ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError",
-                         "OutOfMemoryError")
-            if hasattr(exceptions, name)
-        )
-        if isinstance(error, lost):
+        if isinstance(error, _exception_types("WorkerCrashedError", "OutOfMemoryError")):
             return f"the Ray worker died running it: {type(error).__name__}: {error}"
         return None
+
+    def node_loss(self, error: BaseException) -> str | None:
+        if isinstance(error, _exception_types("NodeDiedError", "LocalRayletDiedError")):
+            return f"the Ray node died under it: {type(error).__name__}: {error}"
+        return None
+
+    def cluster_gone(self, error: BaseException) -> str | None:
+        if isinstance(error, _exception_types("LocalRayletDiedError")):
+            return (
+                "this process's Ray node (its raylet) is gone, so Ray cannot run tasks "
+                "for it any more (ray.shutdown(), then ray.init() again)"
+            )
+        try:
+            nodes = _ray().nodes()
+        except Exception as exc:  # noqa: BLE001 - the control store itself is unreachable
+            return f"Ray's control store (GCS) cannot be reached: {type(exc).__name__}: {exc}"
+        if any(node.get("Alive") for node in nodes):
+            return None
+        reasons = sorted(
+            {str(node.get("DeathReasonMessage") or "no reason given") for node in nodes}
+        )
+        return f"no Ray node is alive any more ({'; '.join(reasons) or 'no nodes'})"
+
+
+def _exception_types(*names: str) -> tuple[type, ...]:
+    """Ray's exception classes of these names (those this Ray version has)."""
+    exceptions = _ray().exceptions
+    return tuple(getattr(exceptions, name) for name in names if hasattr(exceptions, name))
