@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
 import slicewise as sw  # noqa: E402
+import slicewise.format.images as sw_images  # noqa: E402
 import slicewise.integrations.torch as sw_torch  # noqa: E402
 from slicewise.integrations.torch import TorchIterableDataset, TorchLoader  # noqa: E402
 
@@ -67,7 +68,7 @@ SIZES = [(37, 53), (16, 16), (1, 1), (129, 255), (400, 400)]
 @pytest.fixture
 def fresh_kinds(monkeypatch):
     """Each test starts with no kind checked yet in this process."""
-    monkeypatch.setattr(sw_torch, "_JPEG_KINDS", {})
+    monkeypatch.setattr(sw_images, "_JPEG_KINDS", {})
 
 
 @pytest.mark.timeout(120)
@@ -88,10 +89,12 @@ def test_libjpeg_turbo_gives_pillows_pixels(tmp_path, fresh_kinds, label, option
         want = _pillow(data, "RGB")
         for name in ("images", "rgb"):
             meta = ds[name].meta
-            fast = sw_torch.jpeg_pixels(meta, data, want.shape)
+            fast = sw_images.jpeg_pixels(data, meta.htype, want.shape)
             assert fast is not None, f"{label}: the fast path declined {SIZES[i]}"
             assert fast.dtype == np.uint8 and fast.flags.writeable and fast.flags.owndata
             np.testing.assert_array_equal(fast, want)
+            # every read takes the same path (format/images.py), not only the loaders
+            np.testing.assert_array_equal(ds[name][i].numpy(), want)
     # and through the loaders, which hand out what jpeg_pixels gives
     for i, sample in enumerate(sw.TorchDataset(ds)):
         np.testing.assert_array_equal(sample["images"], _pillow(files[i], "RGB"))
@@ -123,7 +126,7 @@ def test_grayscale_jpegs_give_pillows_pixels(tmp_path, fresh_kinds):
             got = sw.TorchDataset(ds, tensors=[name])[i][name]
             assert got.shape == ds[name][i].numpy().shape == want.shape
             np.testing.assert_array_equal(got, want)
-            assert sw_torch.jpeg_pixels(ds[name].meta, data, want.shape) is not None
+            assert sw_images.jpeg_pixels(data, ds[name].meta.htype, want.shape) is not None
 
 
 @pytest.mark.timeout(60)
@@ -143,16 +146,16 @@ def test_what_the_fast_path_declines_is_pillows(tmp_path, fresh_kinds):
             ds.rgb.append(sample)
     ds = sw.load(str(tmp_path / "ds"))
     meta = ds.rgb.meta
-    assert sw_torch.jpeg_pixels(meta, cmyk, (24, 40, 3)) is None
-    assert sw_torch.jpeg_pixels(meta, gray_file, (24, 40, 3)) is None
+    assert sw_images.jpeg_pixels(cmyk, meta.htype, (24, 40, 3)) is None
+    assert sw_images.jpeg_pixels(gray_file, meta.htype, (24, 40, 3)) is None
     data = sw.TorchDataset(ds)
     np.testing.assert_array_equal(data[0]["rgb"], _pillow(cmyk, "RGB"))
     np.testing.assert_array_equal(data[1]["rgb"], _pillow(gray_file, "RGB"))
     # a truncated file, or a size other than the stored one: Pillow decides
     good = _encode(color)
-    assert sw_torch.jpeg_pixels(meta, good[: len(good) // 2], (24, 40, 3)) is None
-    assert sw_torch.jpeg_pixels(meta, good, (24, 41, 3)) is None
-    assert sw_torch.jpeg_pixels(meta, b"not a jpeg", (24, 40, 3)) is None
+    assert sw_images.jpeg_pixels(good[: len(good) // 2], meta.htype, (24, 40, 3)) is None
+    assert sw_images.jpeg_pixels(good, meta.htype, (24, 41, 3)) is None
+    assert sw_images.jpeg_pixels(b"not a jpeg", meta.htype, (24, 40, 3)) is None
 
 
 @pytest.mark.timeout(60)
@@ -173,7 +176,7 @@ def test_another_builds_pixels_turn_the_fast_path_off(tmp_path, fresh_kinds, mon
             pixels[0, 0, 0] ^= 1
             return pixels
 
-    monkeypatch.setattr(sw_torch, "_SIMPLEJPEG", OtherBuild)
+    monkeypatch.setattr(sw_images, "_SIMPLEJPEG", OtherBuild)
     files = [_encode(_picture(20, 30, seed), subsampling=2) for seed in range(3)]
     ds = sw.empty(str(tmp_path / "ds"))
     with ds:
@@ -186,12 +189,12 @@ def test_another_builds_pixels_turn_the_fast_path_off(tmp_path, fresh_kinds, mon
     for i, sample in enumerate(sw.TorchDataset(ds)):
         np.testing.assert_array_equal(sample["images"], _pillow(files[i], "RGB"))
     assert OtherBuild.calls == 1  # checked once, then Pillow for that kind
-    assert sw_torch._JPEG_KINDS == {("YCbCr", "420"): False}
+    assert sw_images._JPEG_KINDS == {("YCbCr", "420"): False}
 
 
 @pytest.mark.timeout(60)
 def test_without_simplejpeg_pillow_decodes(tmp_path, fresh_kinds, monkeypatch):
-    monkeypatch.setattr(sw_torch, "_SIMPLEJPEG", False)  # as where it is not installed
+    monkeypatch.setattr(sw_images, "_SIMPLEJPEG", False)  # as where it is not installed
     data = _encode(_picture(30, 20, 4))
     ds = sw.empty(str(tmp_path / "ds"))
     with ds:

@@ -35,7 +35,8 @@ Modules:
 - htypes.py    htype registry, TensorMeta, tensor names, FileSample (sw.read).
 - samples.py   SampleEncoder (the one encode path) and decode_sample (the one decode path).
 - images.py    image files into image tensors: structural checks (JPEG markers, PNG CRCs),
-               what each image htype stores, conversions (Pillow).
+               what each image htype stores, conversions (Pillow); stored JPEGs decoded
+               by libjpeg-turbo (simplejpeg, optional) where that gives Pillow's pixels.
 - manifest.py  Version / TensorState (JSON manifests, versions 1-3, every member checked),
                reading versions, the marker, tensor and group name rules.
 - commit.py    Transaction, apply, publish (the commit protocol).

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -288,7 +289,16 @@ def verify_decode(data: bytes | memoryview) -> None:
 def decode_pixels(data: bytes | memoryview, htype: str, shape: tuple[int, ...]) -> np.ndarray:
     """A stored image sample of an image htype, as the htype gives it: (H, W, 3) for
     image.rgb, (H, W, 1) for image.gray, the stored channels for image (samples written
-    before grayscale became (H, W, 1) keep their stored (H, W))."""
+    before grayscale became (H, W, 1) keep their stored (H, W)). A JPEG goes through
+    `jpeg_pixels` first (the same pixels, faster, where simplejpeg is installed)."""
+    if bytes(data[:2]) == b"\xff\xd8":
+        pixels = jpeg_pixels(data, htype, shape)
+        if pixels is not None:
+            return pixels
+    return _pillow_pixels(data, htype, shape)
+
+
+def _pillow_pixels(data: bytes | memoryview, htype: str, shape: tuple[int, ...]) -> np.ndarray:
     from PIL import Image
 
     image = Image.open(io.BytesIO(data))
@@ -327,3 +337,76 @@ def array_pixels(array: np.ndarray, htype: str) -> np.ndarray:
     source = array[:, :, 0] if channels == 1 else array
     image = Image.fromarray(np.ascontiguousarray(source))  # L, LA, RGB or RGBA
     return htype_pixels(image, htype, "RGB" if want == 3 else "L")
+
+
+# ---- JPEG: libjpeg-turbo straight into an array, Pillow's pixels
+
+_SIMPLEJPEG: Any = None  # the module; False: not installed
+_JPEG_KINDS: dict[tuple, bool] = {}  # (color space, subsampling) -> matched Pillow here
+
+
+def _simplejpeg() -> Any:
+    global _SIMPLEJPEG
+    if _SIMPLEJPEG is None:
+        try:
+            import simplejpeg
+        except ImportError:
+            simplejpeg = False
+        _SIMPLEJPEG = simplejpeg
+    return _SIMPLEJPEG
+
+
+def jpeg_pixels(data: bytes | memoryview, htype: str, shape: tuple) -> np.ndarray | None:
+    """A stored JPEG sample of an image tensor decoded by libjpeg-turbo (through
+    `simplejpeg`, in the `[fast]` and `[torch]` extras) straight into a new array it owns,
+    or None where Pillow decodes it instead (`decode_pixels`).
+
+    The same library Pillow decodes JPEG with, without Pillow's Python-level parsing and
+    copies (a 400x400 JPEG: ~0.6 ms instead of ~0.7 ms, and the array is writable without
+    a copy). Taken only where Pillow gives the same pixels: a YCbCr JPEG read as RGB (3
+    channels), a grayscale one as L (1 channel), its size the stored shape's, under
+    Pillow's MAX_IMAGE_PIXELS. The first JPEG of each kind (color space, chroma
+    subsampling) a process decodes is decoded by Pillow too and compared: a difference
+    (another libjpeg-turbo build) leaves that kind to Pillow in this process. Anything
+    simplejpeg refuses (a truncated or corrupt file, a libjpeg warning) goes to Pillow,
+    which decides as it always does."""
+    simplejpeg = _simplejpeg()
+    if not simplejpeg:
+        return None
+    dims = len(shape)
+    if htype == "image.rgb" or (htype == "image" and dims == 3 and shape[2] == 3):
+        mode = "RGB"
+    elif htype == "image.gray" or (htype == "image" and (dims == 2 or shape[2] == 1)):
+        mode = "GRAY"
+    else:
+        return None
+    data = bytes(data) if not isinstance(data, bytes) else data
+    try:
+        height, width, space, subsampling = simplejpeg.decode_jpeg_header(data)
+    except Exception:  # noqa: BLE001 - not a JPEG simplejpeg reads: Pillow decides
+        return None
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    if ((space, mode) not in (("YCbCr", "RGB"), ("Gray", "GRAY"))
+            or (height, width) != tuple(shape[:2]) or (limit and height * width > limit)):
+        return None
+    kind = (space, subsampling)
+    if _JPEG_KINDS.get(kind) is False:
+        return None
+    try:
+        pixels = simplejpeg.decode_jpeg(data, mode, strict=True)
+    except Exception:  # noqa: BLE001 - Pillow decodes it or raises its own error
+        return None
+    if dims == 2 and htype != "image.gray":  # stored (H, W): handed out so, as by Pillow
+        pixels = pixels[:, :, 0]
+    if pixels.shape != (tuple(shape) if dims == 3 or htype != "image.gray"
+                        else (height, width, 1)):
+        return None
+    if kind not in _JPEG_KINDS:
+        reference = _pillow_pixels(data, htype, shape)
+        _JPEG_KINDS[kind] = bool(reference.shape == pixels.shape
+                                 and np.array_equal(reference, pixels))
+        if not _JPEG_KINDS[kind]:
+            return None
+    return pixels

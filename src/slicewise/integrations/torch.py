@@ -22,9 +22,9 @@ IterableDataset, and a DataLoader that can save and resume its place in an epoch
         - the rest (small samples, object storage, chunk-compressed): a block is read (one
           ranged read per chunk and tensor) when its first row is due, its rows held (as
           stored bytes, e.g. JPEG) until yielded: memory ~ the window + one block
-      a sample: stored bytes -> decoded here, in the DataLoader's worker (JPEG: by
-        libjpeg-turbo through simplejpeg straight into an array it owns where that gives
-        Pillow's pixels, else Pillow; class label -> int), writable arrays
+      a sample: stored bytes -> decoded here, in the DataLoader's worker, by the one
+        decode path (decode_sample; JPEG: format/images.py's libjpeg-turbo fast path;
+        class label -> int), writable arrays
         (torch.from_numpy never warns), transform
     TorchLoader(iterable, ...)  a torch DataLoader that counts what each worker delivered:
         state_dict() mid-epoch -> load_state_dict() -> the next pass yields exactly the
@@ -183,10 +183,6 @@ def finish_value(meta: Any, value: Any, method: str) -> Any:
             from PIL import Image
 
             return Image.open(io.BytesIO(value.data))
-        if meta.sample_compression == "jpeg" and meta.is_image:
-            pixels = jpeg_pixels(meta, value.data, value.shape)
-            if pixels is not None:
-                return pixels
         value = decode_sample(meta, value.data, value.shape, value.dtype, value.remap)
     if isinstance(value, np.ndarray):
         if meta.htype == "class_label":
@@ -200,78 +196,6 @@ def finish_value(meta: Any, value: Any, method: str) -> Any:
             return Image.fromarray(value[..., 0] if value.ndim == 3 and value.shape[2] == 1
                                    else value)
     return value
-
-
-# ---- JPEG: libjpeg-turbo straight into an array, Pillow's pixels
-
-_SIMPLEJPEG: Any = None  # the module; False: not installed
-_JPEG_KINDS: dict[tuple, bool] = {}  # (color space, subsampling) -> matched Pillow here
-
-
-def _simplejpeg() -> Any:
-    global _SIMPLEJPEG
-    if _SIMPLEJPEG is None:
-        try:
-            import simplejpeg
-        except ImportError:
-            simplejpeg = False
-        _SIMPLEJPEG = simplejpeg
-    return _SIMPLEJPEG
-
-
-def jpeg_pixels(meta: Any, data: bytes, shape: tuple) -> np.ndarray | None:
-    """A stored JPEG sample of an image tensor decoded by libjpeg-turbo (through
-    `simplejpeg`, part of the `[torch]` extra) straight into a new array it owns, or None
-    where Pillow decodes it instead (then `decode_sample`).
-
-    The same library Pillow decodes JPEG with, without Pillow's Python-level parsing and
-    copies (a 400x400 JPEG: ~0.6 ms instead of ~0.7 ms, and no copy to make it writable).
-    Taken only where Pillow gives the same pixels: a YCbCr JPEG read as RGB (3
-    channels), a grayscale one as L (1 channel), its size the stored shape's, under
-    Pillow's MAX_IMAGE_PIXELS. The first JPEG of each kind (color space, chroma
-    subsampling) a process decodes is decoded by Pillow too and compared: a difference
-    (another libjpeg-turbo build) leaves that kind to Pillow in this process. Anything
-    simplejpeg refuses (a truncated or corrupt file, a libjpeg warning) goes to Pillow,
-    which decides as it always does."""
-    simplejpeg = _simplejpeg()
-    if not simplejpeg:
-        return None
-    htype, dims = meta.htype, len(shape)
-    if htype == "image.rgb" or (htype == "image" and dims == 3 and shape[2] == 3):
-        mode = "RGB"
-    elif htype == "image.gray" or (htype == "image" and (dims == 2 or shape[2] == 1)):
-        mode = "GRAY"
-    else:
-        return None
-    try:
-        height, width, space, subsampling = simplejpeg.decode_jpeg_header(data)
-    except Exception:  # noqa: BLE001 - not a JPEG simplejpeg reads: Pillow decides
-        return None
-    from PIL import Image
-
-    limit = Image.MAX_IMAGE_PIXELS
-    if ((space, mode) not in (("YCbCr", "RGB"), ("Gray", "GRAY"))
-            or (height, width) != tuple(shape[:2]) or (limit and height * width > limit)):
-        return None
-    kind = (space, subsampling)
-    if _JPEG_KINDS.get(kind) is False:
-        return None
-    try:
-        pixels = simplejpeg.decode_jpeg(data, mode, strict=True)
-    except Exception:  # noqa: BLE001 - Pillow decodes it or raises its own error
-        return None
-    if dims == 2 and htype != "image.gray":  # stored (H, W): handed out so, as by Pillow
-        pixels = pixels[:, :, 0]
-    if pixels.shape != (tuple(shape) if dims == 3 or htype != "image.gray"
-                        else (height, width, 1)):
-        return None
-    if kind not in _JPEG_KINDS:
-        reference = decode_sample(meta, data, shape, "uint8")
-        _JPEG_KINDS[kind] = bool(reference.shape == pixels.shape
-                                 and np.array_equal(reference, pixels))
-        if not _JPEG_KINDS[kind]:
-            return None
-    return pixels
 
 
 # ---- what both datasets share
