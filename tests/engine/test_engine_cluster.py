@@ -82,9 +82,11 @@ def test_an_item_that_kills_its_worker_is_named_and_the_pool_survives(cluster_po
     assert cluster_pool.map(h.square, range(4)) == [0, 1, 4, 9]
 
 
-def test_per_item_timeouts_are_refused_clearly(cluster_pool):
-    with pytest.raises(ValueError, match="timeout"):
-        cluster_pool.map(h.square, range(3), timeout=5)
+def test_per_item_timeouts_as_on_the_processes_backend(cluster_pool):
+    # more in test_cluster_timeout.py
+    with pytest.raises(sw.TaskTimeoutError) as info:
+        cluster_pool.map(h.hang_on, range(6), timeout=0.5)
+    assert info.value.index == 3 and "timeout of 0.5 s" in str(info.value)
 
 
 def test_the_initializer_runs_on_the_cluster(dask_client):

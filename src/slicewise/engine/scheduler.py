@@ -391,6 +391,8 @@ class Scheduler:
         timeout; started_ns is 0 until the worker is running that batch."""
         if not worker.inflight or worker.inflight[0].job.timeout is None:
             return None
+        if getattr(worker, "times_items", False):
+            return None  # a cluster task enforces the timeout itself (worker.run_timed_remote)
         head = worker.inflight[0]
         seq, phase, offset, started = worker.progress()
         if seq == head.seq and phase == RUNNING:

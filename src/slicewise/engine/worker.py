@@ -210,10 +210,12 @@ _remote_lock = threading.Lock()
 
 
 def run_remote_batch(pool_token: str, init_bytes: bytes | None, token: bytes,
-                     fn_bytes: bytes, mode: int, items: list, stride: int) -> tuple:
+                     fn_bytes: bytes, mode: int, items: list, stride: int,
+                     timeout: float | None = None) -> tuple:
     """One batch as a task on a cluster worker (backends/cluster.py): the same batch loop
     as a process worker's, so failures come back packed the same way. A function that
-    will not unpickle here fails every item of the batch at stage unpickling_function."""
+    will not unpickle here fails every item of the batch at stage unpickling_function.
+    With a per-item `timeout`, the task times its items itself (`run_timed_remote`)."""
     with _remote_lock:
         if init_bytes is not None and pool_token not in _remote_initialized:
             initializer, initargs = pickle.loads(init_bytes)
@@ -229,8 +231,115 @@ def run_remote_batch(pool_token: str, init_bytes: bytes | None, token: bytes,
             _remote_functions[token] = fn
             if len(_remote_functions) > FUNCTION_CACHE_SIZE:
                 _remote_functions.popitem(last=False)
+    if timeout is not None:
+        return run_timed_remote(fn, mode, items, timeout)
     slot = [0, IDLE, 0, 0]
     return run_batch(fn, mode, items, slot, False, stride)
+
+
+class ItemTimedOut(BaseException):
+    """Raised asynchronously inside an item's thread that passed its timeout on a cluster
+    worker (`run_timed_remote`), asking it to stop. A BaseException, so a function's own
+    `except Exception` does not swallow it."""
+
+
+TIMED_POLL_SECONDS = 0.05  # how often a timed cluster task looks at its item's clock
+
+
+class _TimedRun:
+    """One helper thread of `run_timed_remote`, running items from `start` on."""
+
+    def __init__(self, start: int) -> None:
+        self.current = start  # the item it is running (or about to)
+        self.started_ns = time.monotonic_ns()
+        self.abandoned = False
+        self.finished = False
+        self.thread: threading.Thread | None = None
+
+
+def run_timed_remote(fn: Any, mode: int, items: list, timeout: float) -> tuple:
+    """A cluster task's batch with a per-item timeout, reported as the processes backend
+    reports it: the item past its timeout fails with a "timeout" failure at its position
+    (the parent makes it a TimeoutError with the item's index; on_error decides the rest)
+    and the other items run as usual.
+
+    A task cannot kill its own worker process without losing its answer (Dask keeps a
+    task's result on the worker that ran it, and re-runs a task whose worker died), so
+    items run in a helper thread that this task thread watches. An item past its timeout:
+    its thread is abandoned (whatever it returns later is dropped) and asked to stop with
+    an asynchronous `ItemTimedOut`, which Python code gets at once and a C call (a sleep,
+    a C extension's loop) when it returns; the rest of the batch goes on in a new thread.
+    A thread that never returns keeps running in the worker process, as with the threads
+    backend: the cost of an item that ignores its timeout is a thread, never the job."""
+    import ctypes
+
+    call = _caller(fn, mode)
+    count = len(items)
+    values: list = [None] * count
+    failures: list[tuple] = []
+    lock = threading.Lock()
+    limit_ns = timeout * 1e9
+    spent = [0.0]
+
+    def run(state: _TimedRun) -> None:
+        try:
+            run_items(state)
+        except ItemTimedOut:
+            return  # abandoned: the watcher has reported its item
+
+    def run_items(state: _TimedRun) -> None:
+        pos = state.current
+        while pos < count:
+            with lock:
+                if state.abandoned:
+                    return
+                state.current = pos
+                state.started_ns = time.monotonic_ns()
+            began = time.perf_counter()
+            failure = None
+            try:
+                value = call(items[pos])
+            except ItemTimedOut:
+                raise
+            except BaseException as exc:  # SystemExit from user code is a failed item too
+                value, failure = None, pack_failure(pos, "call", exc)
+            with lock:
+                if state.abandoned:
+                    return
+                values[pos] = value
+                if failure is not None:
+                    failures.append(failure)
+                spent[0] += time.perf_counter() - began
+            pos += 1
+        with lock:
+            state.finished = True
+
+    start = 0
+    while start < count:
+        state = _TimedRun(start)
+        state.thread = threading.Thread(target=run, args=(state,), daemon=True,
+                                        name="slicewise-timed-items")
+        state.thread.start()
+        while True:
+            state.thread.join(TIMED_POLL_SECONDS)
+            with lock:
+                if state.finished:
+                    start = count
+                    break
+                if time.monotonic_ns() - state.started_ns <= limit_ns:
+                    continue
+                state.abandoned = True
+                pos = state.current
+                failures.append((pos, "timeout", None, "", "TimeoutError", ""))
+                # under the lock: the thread cannot have seen `abandoned` and ended yet,
+                # so its id is still its own
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(state.thread.ident), ctypes.py_object(ItemTimedOut)
+                )
+            start = pos + 1
+            break
+    failures.sort(key=lambda failure: failure[0])
+    return values, failures, spent[0]
 
 
 # ---------------------------------------------------------------- the process worker

@@ -22,9 +22,29 @@ two batches (the scheduler's prefetch), and answers in the order they were sent 
 scheduler's FIFO invariant), whatever order the cluster finishes them in.
 
 Everything above the slot is the shared scheduler: batching by time, input order,
-on_error, the function's own exception, retries, progress. The differences (a per-item
-`timeout` cannot stop a task running in a cluster worker's thread; `max_tasks_per_worker`
-belongs to the cluster's own worker lifecycle) are refused up front with a clear error.
+on_error, the function's own exception, retries, progress. A per-item `timeout` travels
+with the batch and the task enforces it (worker.run_timed_remote: the item past it fails
+with a "timeout" failure at its position, as on the processes backend; its thread is
+abandoned and asked to stop). `max_tasks_per_worker` retires a slot, not a cluster
+worker process: the processes' lifecycle is the cluster's.
+
+A cluster with no workers never hangs a call. An engine waits for workers forever: a Dask
+cluster whose workers all died or were retired (and none came back) just keeps the tasks
+queued. A backend that can count its cluster's usable threads (`watches_workers`, Dask)
+gets a watchdog thread, which runs only while the pool has tasks out and asks the cluster
+once per WATCH_INTERVAL (not at all while tasks keep coming back):
+
+    a busy spell of the pool, workers seen in it    no usable thread for `no_workers_timeout`
+                                                      (a few seconds of a nanny's restart
+                                                      pass unnoticed) -> "cluster gone"
+    a busy spell that began with no usable worker   the grace is `first_workers_timeout`
+      (a cluster starting, an adaptive one scaling    (longer: new machines take minutes)
+      up from zero)
+
+"Cluster gone" (`down`): a slot's oldest unanswered batch comes back as a "lost" event of
+scope "cluster" (`receive`), so the scheduler breaks the pool with the reason (naming the
+cluster, no input) and every call fails; an eval commits nothing. The counts come from the backend
+(dask.py: its config keys and defaults).
 
 Everything a remote task gets travels by value: the function cloudpickled once per call
 (`job.payload`), the items, the initializer. Results come back through the cluster's own
@@ -49,10 +69,27 @@ from slicewise.engine.batching import SizerMemory
 from slicewise.engine.worker import IDLE, RUNNING, pack_failure
 
 _pool_tokens = itertools.count(1)
+WATCH_INTERVAL = 1.0  # seconds between two looks at a busy cluster's workers (watchdog)
+
+
+def no_workers_text(seconds: float, seen: bool, problem: str | None) -> str:
+    """What the watchdog found, for the error (after "it" or the cluster's name)."""
+    why = f" ({problem})" if problem else ""
+    if seen:
+        return (
+            f"has had no worker able to run a task for {seconds:g} s{why} while this "
+            "pool had work queued"
+        )
+    return (
+        f"has had no worker able to run a task in the {seconds:g} s since this pool's "
+        f"work was queued{why}"
+    )
 
 
 class RemoteSlot(Worker):
     """One slot of a cluster pool: batches go out as remote tasks (see the module doc)."""
+
+    times_items = True  # a per-item timeout is enforced in the task (the scheduler skips it)
 
     def __init__(self, slot: int, backend: ClusterBackend) -> None:
         super().__init__(slot)
@@ -70,13 +107,16 @@ class RemoteSlot(Worker):
     def send(self, batch) -> None:
         job = batch.job
         token, fn_bytes = job.payload
-        task = self.backend.submit(token, fn_bytes, job.mode, batch.items, batch.stride)
+        task = self.backend.submit(
+            token, fn_bytes, job.mode, batch.items, batch.stride, job.timeout
+        )
         seq = batch.seq
         with self._lock:
             self._order.append(seq)
             self._tasks[seq] = task
             self._started[seq] = time.monotonic_ns()
             self._sizers[seq] = job.sizer
+        self.backend.task_sent()
         self.backend.when_done(task, lambda outcome, seq=seq: self._finished(seq, outcome))
 
     def _finished(self, seq: int, outcome: tuple) -> None:
@@ -86,6 +126,7 @@ class RemoteSlot(Worker):
                 return  # killed meanwhile
             self._outcomes[seq] = outcome
             self._answered[seq] = time.monotonic_ns()
+        self.backend.task_answered()
         self.backend.wake()
 
     def receive(self) -> list[tuple]:
@@ -105,6 +146,19 @@ class RemoteSlot(Worker):
                     # what the task cost beyond its work: the batch sizer amortizes it
                     sizer.observe_overhead((answered - started) / 1e9 - outcome[1][2])
                 events.append(self._event(seq, outcome))
+            down = self.backend.down
+            gone = None
+            if down is not None and self._order:
+                # the cluster cannot run it (the watchdog said so): its batch comes back
+                # as lost, scope "cluster"; the scheduler then breaks the pool
+                seq = self._order.popleft()
+                gone = self._tasks.pop(seq, None)
+                for table in (self._started, self._answered, self._sizers, self._outcomes):
+                    table.pop(seq, None)
+                events.append(("lost", seq, down, "cluster"))
+        if gone is not None:
+            self.backend.task_answered()
+            self.backend.cancel(gone)
         return events
 
     def _event(self, seq: int, outcome: tuple) -> tuple:
@@ -137,9 +191,11 @@ class RemoteSlot(Worker):
     def kill(self) -> None:
         with self._lock:
             tasks = list(self._tasks.values())
+            unanswered = sum(1 for seq in self._tasks if seq not in self._outcomes)
             self._tasks.clear()
             self._sizers.clear()
             self._stopped = True
+        self.backend.task_answered(unanswered)
         for task in tasks:
             self.backend.cancel(task)
 
@@ -151,10 +207,20 @@ class ClusterBackend(Backend):
     """A Backend whose workers are slots of a cluster engine (Dask, Ray)."""
 
     engine = ""
+    watches_workers = False  # usable_threads() answers: a watchdog guards busy spells
+    no_workers_timeout = 30.0  # see the module doc; a backend sets its own
+    first_workers_timeout = 300.0
 
     def __init__(self, workers: int, **options: Any) -> None:
         self.client_option = options.pop("client", None)
         super().__init__(workers, **options)
+        self.down: str | None = None  # set once the cluster can run nothing (watchdog)
+        self._busy_lock = threading.Lock()
+        self._outstanding = 0  # tasks sent and not answered (nor dropped)
+        self._last_answer = time.monotonic()
+        self._seen = False  # a worker ran or was counted in this busy spell
+        self._watch_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
         if self.start_method is not None:
             raise ValueError(f"start_method does not apply to the {self.name!r} backend")
         self.pool_token = f"{time.time_ns()}-{next(_pool_tokens)}"
@@ -164,12 +230,6 @@ class ClusterBackend(Backend):
             self.init_bytes = cloudpickle.dumps((self.initializer, self.initargs), protocol=5)
 
     def prepare(self, job) -> None:
-        if job.timeout is not None:
-            raise ValueError(
-                f"timeout= cannot stop an item running on {self.engine}: a task in a "
-                "cluster worker cannot be interrupted. Use the 'processes' or 'threads' "
-                "backend for per-item timeouts, or the engine's own task timeouts"
-            )
         fn_bytes = pickle_function(job.fn)
         job.payload = (hashlib.blake2b(fn_bytes, digest_size=16).digest(), fn_bytes)
         # a function this pool ran before starts from what it measured (batching.py)
@@ -178,9 +238,88 @@ class ClusterBackend(Backend):
     def start_worker(self, slot: int) -> RemoteSlot:
         return RemoteSlot(slot, self)
 
+    # ------------------------------------------------------------ the watchdog
+
+    def task_sent(self) -> None:
+        with self._busy_lock:
+            if self._outstanding == 0:  # a busy spell starts now
+                self._last_answer = time.monotonic()
+                self._seen = False
+            self._outstanding += 1
+            start = self.watches_workers and self._watchdog is None
+            if start:
+                self._watchdog = threading.Thread(
+                    target=self._watch, name=f"slicewise-{self.name}-watchdog", daemon=True
+                )
+        if start:
+            self._watchdog.start()
+
+    def task_answered(self, count: int = 1) -> None:
+        """`count` tasks came back (or were dropped): a worker of the cluster ran them."""
+        if count <= 0:
+            return
+        with self._busy_lock:
+            self._outstanding = max(0, self._outstanding - count)
+            self._last_answer = time.monotonic()
+            self._seen = True
+
+    def usable_threads(self) -> int:
+        """How many threads of the cluster can run a task now (watches_workers only);
+        raises when the cluster does not answer."""
+        raise NotImplementedError
+
+    def describe_no_workers(self, seconds: float, seen: bool, problem: str | None) -> str:
+        """The reason the job fails with when the cluster had no usable worker."""
+        return f"it {no_workers_text(seconds, seen, problem)}"
+
+    def _watch(self) -> None:
+        """The watchdog thread (module doc): sets `down` and wakes the scheduler when a
+        busy pool's cluster has had no usable thread for too long."""
+        none_since: float | None = None
+        problem: str | None = None
+        while not self._watch_stop.wait(WATCH_INTERVAL):
+            with self._busy_lock:
+                busy = self._outstanding > 0
+                last_answer = self._last_answer
+                seen = self._seen
+            now = time.monotonic()
+            if not busy:
+                none_since = None
+                continue
+            if seen and now - last_answer < WATCH_INTERVAL:
+                none_since = None  # tasks keep coming back: no need to ask
+                continue
+            try:
+                threads = self.usable_threads()
+                problem = None
+            except Exception as exc:  # noqa: BLE001 - an unreachable cluster has no workers
+                threads = 0
+                problem = f"it did not answer: {type(exc).__name__}: {exc}"
+            if threads > 0:
+                with self._busy_lock:
+                    self._seen = True
+                none_since = None
+                continue
+            if none_since is None:
+                none_since = now
+            limit = self.no_workers_timeout if seen else self.first_workers_timeout
+            if now - none_since >= limit:
+                self.down = self.describe_no_workers(limit, seen, problem)
+                self.wake()
+                return
+
+    def close(self) -> None:
+        self._watch_stop.set()
+
+    # ------------------------------------------------------------ the engine
+
     @abstractmethod
-    def submit(self, token: bytes, fn_bytes: bytes, mode: int, items: list, stride: int) -> Any:
-        """Start one batch as a remote task; return the engine's future for it."""
+    def submit(
+        self, token: bytes, fn_bytes: bytes, mode: int, items: list, stride: int,
+        timeout: float | None = None,
+    ) -> Any:
+        """Start one batch as a remote task; return the engine's future for it. With a
+        per-item `timeout` the task times its items itself (worker.run_timed_remote)."""
 
     @abstractmethod
     def when_done(self, task: Any, callback) -> None:

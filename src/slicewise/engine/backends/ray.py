@@ -62,9 +62,13 @@ class RayBackend(ClusterBackend):
             self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(run_remote_batch)
 
-    def submit(self, token: bytes, fn_bytes: bytes, mode: int, items: list, stride: int) -> Any:
-        return self._task.remote(self.pool_token, self.init_bytes, token, fn_bytes, mode,
-                                 items, stride)
+    def submit(
+        self, token: bytes, fn_bytes: bytes, mode: int, items: list, stride: int,
+        timeout: float | None = None,
+    ) -> Any:
+        return self._task.remote(
+            self.pool_token, self.init_bytes, token, fn_bytes, mode, items, stride, timeout
+        )
 
     def when_done(self, task: Any, callback) -> None:
         ray = _ray()

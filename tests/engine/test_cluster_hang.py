@@ -1,0 +1,168 @@
+"""A Dask cluster left with no worker fails the call instead of hanging it (cluster.py's
+watchdog, dask.py): real LocalClusters (worker processes with nannies), broken on
+purpose by scaling them to zero, killing a worker process, or starting with none.
+
+- workers seen, then none for `slicewise.no-workers-timeout`: the call fails with an
+  error naming the scheduler's address and no input; an eval commits nothing;
+- a worker SIGKILLed and restarted by its nanny (a few seconds with no worker at all on
+  a one-worker cluster) is not a failure under the default wait: the call completes;
+- a busy spell that starts with no worker waits `slicewise.first-workers-timeout`, not
+  the shorter wait: workers that arrive then (a cluster scaling up from zero) run it;
+- a scheduler configured with Dask's own `distributed.scheduler.no-workers-timeout`
+  fails the queued tasks with NoWorkerError: the same cluster error, no input blamed.
+
+Only processes these tests started are signalled (their own LocalCluster's worker).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import slicewise as sw
+
+distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+
+def nap(x):
+    time.sleep(0.1)
+    return x * 2
+
+
+@pytest.fixture
+def cluster():
+    """A LocalCluster of our own (2 worker processes with nannies, one thread each)."""
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as local,
+        distributed.Client(local, set_as_default=False) as client,
+    ):
+        yield local, client
+
+
+def _no_input_named(error: BaseException) -> None:
+    assert not isinstance(error, sw.WorkerLostError)
+    assert getattr(error, "index", None) is None
+
+
+def test_workers_retired_mid_call_fail_it_naming_the_scheduler(cluster):
+    local, client = cluster
+    with dask.config.set({"slicewise.no-workers-timeout": 3}):
+        pool = sw.Pool(backend="dask", client=client)
+    with pool:
+        results = pool.imap(nap, range(400))
+        assert next(results) == 0  # the workers run it
+        local.scale(0)  # every worker retired; nothing brings one back
+        with pytest.raises(RuntimeError) as caught:
+            list(results)
+    message = str(caught.value)
+    assert "the Dask cluster can no longer run tasks" in message
+    assert local.scheduler_address in message
+    assert "has had no worker able to run a task for 3 s" in message
+    _no_input_named(caught.value)
+
+
+def test_a_worker_killed_and_restarted_by_its_nanny_is_no_failure():
+    # one worker: while its nanny restarts it, the cluster has no worker at all
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as local,
+        distributed.Client(local, set_as_default=False) as client,
+    ):
+        with sw.Pool(backend="dask", client=client) as pool:  # the default wait (30 s)
+            results = pool.imap(nap, range(60))
+            assert next(results) == 0
+            (pid,) = client.run(os.getpid).values()
+            os.kill(pid, signal.SIGKILL)
+            assert list(results) == [2 * x for x in range(1, 60)]
+            (new_pid,) = client.run(os.getpid).values()
+            assert new_pid != pid  # the nanny started a new worker process
+
+
+def test_a_call_on_a_cluster_with_no_worker_yet_waits_the_first_workers_grace():
+    with (
+        distributed.LocalCluster(
+            n_workers=0, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as local,
+        distributed.Client(local, set_as_default=False) as client,
+    ):
+        config = {"slicewise.no-workers-timeout": 1, "slicewise.first-workers-timeout": 60}
+        with dask.config.set(config):
+            pool = sw.Pool(backend="dask", client=client, workers=2)
+        with pool:
+            pending = pool.map_async(nap, range(20))
+            time.sleep(3)  # longer than no-workers-timeout: it does not apply yet
+            assert not pending.ready()
+            local.scale(2)  # workers arrive, as an adaptive cluster's do
+            assert pending.get(timeout=60) == [2 * x for x in range(20)]
+        config = {"slicewise.first-workers-timeout": 2}
+        with dask.config.set(config):
+            pool = sw.Pool(backend="dask", client=client, workers=2)
+        local.scale(0)
+        while client.nthreads():  # bounded by the test's timeout
+            time.sleep(0.1)
+        with (
+            pool,
+            pytest.raises(RuntimeError, match="no worker able to run a task in the 2 s since"),
+        ):
+            pool.map(nap, range(4))
+
+
+@sw.compute
+def double(item, sample_out):
+    time.sleep(0.05)
+    sample_out.append({"x": np.int64(2 * item)})
+
+
+def test_an_eval_whose_cluster_loses_every_worker_commits_nothing(cluster, tmp_path):
+    local, client = cluster
+    ds = sw.empty(str(tmp_path / "ds"))
+    ds.create_tensor("x", dtype="int64")
+    before = ds.version
+    scaled = []
+
+    def scale_to_zero_soon():
+        time.sleep(1.5)
+        local.scale(0)
+        scaled.append(True)
+
+    killer = threading.Thread(target=scale_to_zero_soon)
+    with client.as_current(), dask.config.set({"slicewise.no-workers-timeout": 3}):
+        killer.start()
+        with pytest.raises(Exception) as caught:
+            double().eval(list(range(2000)), ds, num_workers=2, scheduler="dask")
+    killer.join()
+    assert scaled
+    assert "no worker able to run a task" in str(caught.value)
+    assert local.scheduler_address in str(caught.value)
+    again = sw.load(str(tmp_path / "ds"))
+    assert len(again.x) == 0  # nothing committed
+    assert again.version == before
+
+
+def test_dasks_own_no_workers_timeout_is_the_same_cluster_error():
+    with dask.config.set({"distributed.scheduler.no-workers-timeout": "2s"}):
+        local = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+    with local, distributed.Client(local, set_as_default=False) as client:
+        with dask.config.set({"slicewise.no-workers-timeout": 60}):
+            pool = sw.Pool(backend="dask", client=client)
+        with pool:
+            results = pool.imap(nap, range(400))
+            assert next(results) == 0
+            local.scale(0)
+            with pytest.raises(RuntimeError) as caught:
+                list(results)
+    assert "no-workers-timeout passed" in str(caught.value)
+    _no_input_named(caught.value)
