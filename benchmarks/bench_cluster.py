@@ -111,9 +111,10 @@ def _trivial_rows(n: int = 10_000, rounds: int = 3) -> list[dict]:
     return rows
 
 
-def _start_s3_server() -> tuple[object, dict]:
+def _start_s3_server(log=None) -> tuple[object, dict]:
     """A moto S3 server in its own process (as the research harness ran it), a bucket,
-    and the s3fs storage options that reach it."""
+    and the s3fs storage options that reach it. `log`: a file for its access log (one
+    line per request, whichever process sent it: `_requests` counts them)."""
     import socket
     import subprocess
     import sys
@@ -123,8 +124,9 @@ def _start_s3_server() -> tuple[object, dict]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    out = log if log is not None else subprocess.DEVNULL
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               str(port)], stdout=out, stderr=out)
     endpoint = f"http://127.0.0.1:{port}"
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -169,48 +171,81 @@ def _cpu_seconds(process) -> float:
     return total
 
 
-def _s3_rows(files: list[str]) -> list[dict]:
+def _requests(log, since: int) -> tuple[str, int]:
+    """The requests moto's access log holds after offset `since`, counted by method (and
+    whether they touch a chunk object), and the log's new end."""
+    import collections
+    import re
+
+    log.flush()
+    with open(log.name, encoding="utf-8", errors="replace") as f:
+        f.seek(since)
+        text = f.read()
+        end = f.tell()
+    counts = collections.Counter(
+        f"{method}{' chunk' if '/chunks/' in path else ''}"
+        for method, path in re.findall(r'"(GET|PUT|HEAD|POST|DELETE) (\S+)', text)
+    )
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items())), end
+
+
+def _s3_rows(files: list[str], rounds: int = 3) -> list[dict]:
     """The seed's eval into a dataset on the S3 server beside raw 16 MB PUTs, alternated;
-    with the CPU seconds the server and this side (driver, workers) spent on each."""
+    with the CPU seconds the server and this side (driver, workers) spent on each, and
+    the requests each sent (from the server's access log)."""
     import psutil
 
     import slicewise as sw
 
     total_mb = sum(os.path.getsize(path) for path in files) / 1e6
-    server, options = _start_s3_server()
+    log = tempfile.NamedTemporaryFile("w+", prefix="sw-bench-moto-", suffix=".log")
+    server, options = _start_s3_server(log)
     moto, me = psutil.Process(server.pid), psutil.Process()
     try:
-        evals, raws, cpu = [], [], {"eval": [], "raw": []}
-        for round_ in range(3):
+        evals, raws = [], []
+        cpu: dict[str, list] = {"eval": [], "raw": []}
+        sent: dict[str, list] = {"eval": [], "raw": []}
+        for round_ in range(rounds):
             url = f"s3://bench/ds{round_}"
             ds = sw.empty(url, storage_options=options)
             with ds:
                 ds.create_tensor("images", htype="image", sample_compression="jpeg")
                 ds.create_tensor("labels", htype="class_label", class_names=list(CLASSES))
+            _, mark = _requests(log, 0)
             before = (_cpu_seconds(moto), _cpu_seconds(me) - _cpu_seconds(moto))
             started = time.perf_counter()
             _seed_eval_into(ds, files)
             evals.append(total_mb / (time.perf_counter() - started))
             middle = (_cpu_seconds(moto), _cpu_seconds(me) - _cpu_seconds(moto))
+            time.sleep(0.2)  # the server writes its access log after it answers
+            counted, mark = _requests(log, mark)
+            sent["eval"].append(counted)
             raws.append(_raw_put_rate(options, max(2, int(total_mb // 16))))
             after = (_cpu_seconds(moto), _cpu_seconds(me) - _cpu_seconds(moto))
+            time.sleep(0.2)
+            sent["raw"].append(_requests(log, mark)[0])
             cpu["eval"].append((middle[0] - before[0], middle[1] - before[1]))
             cpu["raw"].append((after[0] - middle[0], after[1] - middle[1]))
     finally:
         server.terminate()
         server.wait(10)
+        log.close()
     ours, raw = max(evals), max(raws)
-    spent = {kind: cpu[kind][(evals if kind == "eval" else raws).index(
-        ours if kind == "eval" else raw)] for kind in cpu}
+    best = {"eval": evals.index(ours), "raw": raws.index(raw)}
+    spent = {kind: cpu[kind][best[kind]] for kind in cpu}
+    asked = {kind: sent[kind][best[kind]] for kind in sent}
     bench = f"seed 000 to S3 (moto, own process): {len(files)} JPEGs, {total_mb:.0f} MB"
     return [
         _row(bench, "raw 16 MB PUTs (boto3, 2 threads)", raw, "MB/s",
-             note=f"CPU s: server {spent['raw'][0]:.2f}, client {spent['raw'][1]:.2f}"),
+             note=f"CPU s: server {spent['raw'][0]:.2f}, client {spent['raw'][1]:.2f}; "
+                  f"requests: {asked['raw']}"),
         _row(bench, "slicewise eval (processed) -> s3://", ours, "MB/s",
              ratio=round(ours / raw, 3), target=">= 0.8x raw 16 MB PUTs",
              met=bool(ours >= 0.8 * raw),
              note=f"CPU s: server {spent['eval'][0]:.2f}, driver + workers "
-                  f"{spent['eval'][1]:.2f}"),
+                  f"{spent['eval'][1]:.2f}; requests: {asked['eval']}; "
+                  f"rounds (MB/s): eval {', '.join(f'{v:.0f}' for v in evals)}, raw "
+                  f"{', '.join(f'{v:.0f}' for v in raws)}"),
     ]
 
 

@@ -39,7 +39,8 @@ Modules:
     run.py         run_eval, the parent side: resume, batches, receipts, commits
     prepare.py     what run_eval settles first: backend, target and input checks, the pool
     inputs.py      what data_in may be: InputSource payloads, unpack, InputDigest
-    batches.py     BatchSizer (inputs per batch, by time) and ReceiptOrder (input order)
+    batches.py     BatchSizer (inputs per batch, by time; on object stores whole chunks)
+                   and ReceiptOrder (input order)
     worker.py      BatchRunner (a batch in a worker), ProbeRunner, BatchResult
     sample_out.py  SampleOut: a fresh buffer per input
     checkpoint.py  AppendSink, the checkpoint meta and resume records, find_resume_point,

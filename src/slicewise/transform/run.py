@@ -12,7 +12,9 @@
                                                          skip its inputs (else ResumeError;
                                                          resume=False: start over)
       pool.imap_unordered(BatchRunner, batches)          engine; batches sized by time, made
-                                                         lazily, one per free worker
+                                                         lazily, one per free worker (on
+                                                         object stores, whole chunks too:
+                                                         BatchSizer, from the receipts)
         └─ worker: pipeline per input -> chunk files -> BatchResult (receipt)   worker.py
       ReceiptOrder: results back in input order          only the parent touches metadata
         every checkpoint_interval inputs: sink.checkpoint(receipts, meta=progress)
@@ -177,6 +179,21 @@ def run_eval(
         ) from error
 
 
+def _object_store_chunk_bytes(spec: dict) -> int | None:
+    """The dataset's chunk size when it lives on an object store (s3://, gs://, ...),
+    where every chunk object costs a request (a PUT, and a HEAD at the commit) whatever
+    its size: batches are then sized to fill whole chunks (BatchSizer). None elsewhere
+    (local disks, memory://): batches are sized by time alone."""
+    from slicewise.format.writer import OBJECT_STORE_PROTOCOLS
+
+    url = str(spec.get("url", ""))
+    protocol = url.split("://", 1)[0].lower() if "://" in url else ""
+    if protocol not in OBJECT_STORE_PROTOCOLS:
+        return None
+    target = spec.get("chunk_target_bytes")
+    return int(target) if target else None
+
+
 def _spec_for(target: Any, in_place: bool) -> dict:
     """The workers' writer spec. In place, the written tensors get new contents, which
     may have another number of dimensions than the rows they replace."""
@@ -232,10 +249,6 @@ class _Run:
         self.handed_out = self.first_input  # inputs put into batches so far
         self.spans: dict[int, tuple[int, int]] = {}  # batch_id -> (first input, count)
         self.batch_skips: dict[int, int] = {}  # batch_id -> inputs it skipped
-        self.sizer = BatchSizer(
-            self.workers, self.source.length, self.first_input,
-            self.checkpoint_interval, self.batch_seconds,
-        )
         runner = BatchRunner(
             pipeline=self.pipeline,
             writer_spec=_spec_for(target, self.sink.in_place),
@@ -243,6 +256,11 @@ class _Run:
             output_tensors=self.runner_tensors[0],
             required_tensors=self.runner_tensors[1],
             ignore_errors=self.ignore_errors,
+        )
+        self.sizer = BatchSizer(
+            self.workers, self.source.length, self.first_input,
+            self.checkpoint_interval, self.batch_seconds,
+            chunk_bytes=_object_store_chunk_bytes(runner.writer_spec),
         )
         self.runner_spec = runner.writer_spec
         progress = _progress_bar(self.progressbar, self.source.length, self.first_input,
@@ -361,6 +379,7 @@ class _Run:
         if result.receipt is not None:  # flush its last chunks while workers go on
             self.target.sync_receipt(result.receipt)
         self.sizer.observe(result.items, result.busy_s)
+        self.sizer.observe_receipt(result.items, result.receipt)
         progress.update(batch.count)
         order.add(batch, result)
         self._commit_ready(order)
