@@ -42,7 +42,9 @@ that installs it: `pip install slicewise[dask]`, `[hdf5]`, `[zarr]`, `[torch]`, 
                        reader (format/images.py is another thing: the checks of image
                        files appended to image tensors)
     torch.py           TorchDataset, TorchIterableDataset, TorchLoader, dataset_pytorch
-                       (ds.pytorch); read_rows, which arrow.py and hf.py read through too
+                       (ds.pytorch)
+    rows.py            read_rows / read_row / finish_value: stored rows read, checked and
+                       decoded one way for torch.py, arrow.py and hf.py
     arrow.py           to_arrow / to_parquet / to_pandas (Dataset methods), from_arrow,
                        from_parquet (sw.from_arrow, sw.from_parquet)
     hf.py              from_hf (sw.from_hf), to_hf (Dataset.to_hf)

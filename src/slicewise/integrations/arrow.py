@@ -156,7 +156,7 @@ def _binary_column(ds: Any, name: str, start: int, stop: int) -> Any:
     pa = _pa()
     tensor = ds[name]
     if stop > len(tensor) or tensor.meta.chunk_compression is not None:
-        from slicewise.integrations.torch import read_rows  # a padded view's empty rows
+        from slicewise.integrations.rows import read_rows  # a padded view's empty rows
 
         return pa.array(read_rows(ds, name, start, stop, tobytes=True), type=pa.binary())
     state = tensor._state
@@ -201,9 +201,9 @@ def _nested_lists(samples: list[np.ndarray], dtype: np.dtype, arrow_type: Any) -
 
 
 def _names(ds: Any, tensors: Any) -> list[str]:
-    from slicewise.integrations.torch import _tensor_names
+    from slicewise.integrations.rows import tensor_names
 
-    return _tensor_names(ds, tensors)
+    return tensor_names(ds, tensors)
 
 
 def table_of_rows(ds: Any, schema: Any, start: int, stop: int) -> Any:
@@ -229,7 +229,7 @@ def to_pandas(ds: Any, tensors: Any = None) -> Any:
     columns, class labels as Categorical (by class name), text as str, json as objects,
     other arrays as a column of (writable) numpy arrays, compressed images as bytes."""
     pd = _require("pandas", "ds.to_pandas()")
-    from slicewise.integrations.torch import read_rows
+    from slicewise.integrations.rows import read_rows
 
     names = _names(ds, tensors)
     n = len(ds)

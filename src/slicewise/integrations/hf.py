@@ -249,10 +249,10 @@ def to_hf(ds: Any, tensors: Any = None) -> Any:
     as JSON strings. Publish with `.push_to_hub(...)`."""
     hf = _datasets()
     from slicewise.integrations.arrow import column_kind
-    from slicewise.integrations.torch import _tensor_names, read_rows
+    from slicewise.integrations.rows import read_rows, tensor_names
 
     f = hf.features
-    names = _tensor_names(ds, tensors)
+    names = tensor_names(ds, tensors)
     n = len(ds)
     features, data = {}, {}
     for name in names:

@@ -37,9 +37,7 @@ and version (Dataset.__reduce__), tensor names and options; never samples or cac
 from __future__ import annotations
 
 import copy
-import io
 import math
-import mmap
 import os
 import secrets
 from collections import OrderedDict
@@ -47,155 +45,19 @@ from typing import Any
 
 import numpy as np
 
-from slicewise.format.errors import CorruptionError, DatasetError
-from slicewise.format.htypes_media import plain_arrays
-from slicewise.format.samples import apply_label_remap, decode_sample, with_location
+from slicewise.format.errors import DatasetError
 from slicewise.integrations._common import require
+from slicewise.integrations.rows import finish_value, read_row, read_rows, tensor_names
 
 MB = 2**20
 DEFAULT_BUFFER_MB = 128
-_RELEASE_ALIGN = 1 << 18  # pages given back in aligned runs of this (see _release_pages)
 KEEP_HEADERS = 64  # chunk headers a stream keeps parsed (see _StreamHeaders)
 DIRECT_MIN_BYTES = 4096  # mean stored sample size from which a stream reads samples one by one
 DECODE_METHODS = ("numpy", "tobytes", "pil")
-_IMAGE_COMPRESSIONS = ("jpeg", "png", "webp")
 
 
 def _torch() -> Any:
     return require("torch", "ds.pytorch()")
-
-
-# ---- reading rows of one tensor, undecoded
-
-
-class _Encoded:
-    """A compressed sample's stored bytes, decoded only when it is handed out."""
-
-    __slots__ = ("data", "shape", "dtype", "remap")
-
-    def __init__(self, data: bytes, shape: tuple, dtype: str, remap: Any) -> None:
-        self.data, self.shape, self.dtype, self.remap = data, shape, dtype, remap
-
-
-def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False,
-              release: bool = False) -> list:
-    """Rows [start, stop) of tensor `name`: one span read per stored chunk. Uncompressed
-    numeric samples come back as writable arrays, compressed ones as `_Encoded` (decoded
-    by `finish_value`), with `tobytes` every sample as its stored bytes. Rows past the
-    tensor's end (a padded view) are its empty samples. Every sample is a copy; with
-    `release` the mapped pages of a local chunk file the span was read from are given
-    back once copied (a streaming pass reads each span once: kept, they would count in
-    the worker's RSS until the whole share had been read)."""
-    tensor = ds[name]
-    state = tensor._state
-    reader = ds._reader
-    cum = state.cum_rows
-    raw = plain_arrays(state.meta)
-    out: list = []
-    k = int(np.searchsorted(cum, start, side="right")) - 1
-    while k < len(state.keys) and int(cum[k]) < stop:
-        a, b = max(start, int(cum[k])) - int(cum[k]), min(stop, int(cum[k + 1])) - int(cum[k])
-        key = state.full_key(k)
-        try:
-            head = reader.header(key)
-            remap = state.chunk_remap(k)
-            span = reader.span_bytes(key, a, b)
-            base = int(head.offsets[a])
-            for i in range(a, b):
-                piece = span[int(head.offsets[i]) - base : int(head.offsets[i + 1]) - base]
-                out.append(_stored(head, i, piece, remap, tobytes, raw))
-            if release:
-                _release_pages(reader, key, head, a, b)
-        except CorruptionError as exc:
-            raise with_location(exc, reader.storage.full_path(key)) from None
-        k += 1
-    while len(out) < stop - start:  # a padded view's rows past the end
-        out.append(b"" if tobytes else tensor.empty_sample())
-    return out
-
-
-def read_row(ds: Any, name: str, row: int, tobytes: bool = False,
-             release: bool = False) -> Any:
-    """Row `row` of tensor `name`, as `read_rows` gives it: one checked read of that
-    sample alone (a local chunk file: a slice of its map, and with `release` its pages
-    are given back once copied)."""
-    tensor = ds[name]
-    state = tensor._state
-    k = int(np.searchsorted(state.cum_rows, row, side="right")) - 1
-    if k >= len(state.keys):  # a padded view's row past the end
-        return b"" if tobytes else tensor.empty_sample()
-    reader = ds._reader
-    key = state.full_key(k)
-    i = row - int(state.cum_rows[k])
-    try:
-        head = reader.header(key)
-        data = reader.sample_bytes(key, i)
-        if release:
-            _release_pages(reader, key, head, i, i + 1)
-        return _stored(head, i, data, state.chunk_remap(k), tobytes, plain_arrays(state.meta))
-    except CorruptionError as exc:
-        raise with_location(exc, reader.storage.full_path(key)) from None
-
-
-def _stored(head: Any, i: int, piece: Any, remap: Any, tobytes: bool, raw: bool) -> Any:
-    """Sample i of a chunk (its stored bytes `piece`) as the loaders hold it: a copy."""
-    if tobytes:
-        return bytes(piece)
-    if raw:
-        array = np.frombuffer(piece, dtype=head.dtype).reshape(head.shape(i))
-        return apply_label_remap(array, remap) if remap is not None else array.copy()
-    return _Encoded(bytes(piece), head.shape(i), head.dtype, remap)
-
-
-def _release_pages(reader: Any, key: str, head: Any, a: int, b: int) -> None:
-    """Drop this process's mapping of the pages that held samples [a, b) of a local,
-    uncompressed chunk file, and the checksum blocks read with them (MADV_DONTNEED: clean
-    file pages, the page cache keeps them; a later read maps them again). Best effort:
-    anything unexpected leaves them mapped."""
-    if (a >= b or head.chunk_compression is not None
-            or not hasattr(mmap, "MADV_DONTNEED")):
-        return
-    try:
-        local = reader.storage.local_path(key)
-        if local is None:
-            return
-        mm = reader._mapped(key, local, head)
-        lo, hi = ((int(head.offsets[a]), int(head.offsets[b])) if head.whole_payload_only
-                  else head.covering(a, b))
-        # widened to _RELEASE_ALIGN: a page fault maps the cached pages around it too
-        # (the kernel's fault-around, 64 KiB by default), neighbours read earlier included
-        first = (head.payload_start + int(lo)) // _RELEASE_ALIGN * _RELEASE_ALIGN
-        last = min(len(mm), -(-(head.payload_start + int(hi)) // _RELEASE_ALIGN) * _RELEASE_ALIGN)
-        if last > first:
-            mm.madvise(mmap.MADV_DONTNEED, first, last - first)
-    except (AttributeError, OSError, ValueError, TypeError):
-        pass
-
-
-def finish_value(meta: Any, value: Any, method: str) -> Any:
-    """A stored sample as a loader hands it out: decoded, writable, a single class label
-    as an int (several as an int64 array), text as str, json as its object; with
-    method="pil" an image as a PIL image."""
-    if method == "tobytes":
-        return value
-    if isinstance(value, _Encoded):
-        if method == "pil" and meta.sample_compression in _IMAGE_COMPRESSIONS:
-            from PIL import Image
-
-            return Image.open(io.BytesIO(value.data))
-        value = decode_sample(meta, value.data, value.shape, value.dtype, value.remap)
-    if isinstance(value, np.ndarray):
-        if meta.htype == "class_label":
-            value = value.astype(np.int64)
-            return int(value[0]) if value.size == 1 else value
-        if not value.flags.writeable:
-            value = value.copy()
-        if method == "pil":
-            from PIL import Image
-
-            return Image.fromarray(value[..., 0] if value.ndim == 3 and value.shape[2] == 1
-                                   else value)
-    return value
 
 
 # ---- what both datasets share
@@ -212,7 +74,7 @@ class _Rows:
                                "workers would not see; commit them first (ds.commit())")
         self._ds = ds
         self._pid = os.getpid()
-        self.tensors = _tensor_names(ds, tensors)
+        self.tensors = tensor_names(ds, tensors)
         self.transform = transform
         self.transform_kwargs = dict(transform_kwargs or {})
         self.return_index = bool(return_index)
@@ -291,23 +153,6 @@ def _reads_direct(ds: Any, name: str) -> bool:
         return False
     rows = int(state.cum_rows[-1])
     return rows > 0 and sum(state.nbytes) / rows >= DIRECT_MIN_BYTES
-
-
-def _tensor_names(ds: Any, tensors: Any) -> list[str]:
-    if tensors is None:
-        return list(ds.tensors)
-    if isinstance(tensors, str):
-        tensors = [tensors]
-    names: list[str] = []
-    for name in tensors:
-        if name in ds.tensors:
-            names.append(name)
-        elif name in ds.groups:
-            names.extend(full for full in ds.tensors if full.startswith(name + "/"))
-        else:
-            raise KeyError(f"dataset {ds.path} has no tensor or group {name!r}; tensors: "
-                           f"{list(ds.tensors)}")
-    return list(dict.fromkeys(names))
 
 
 def _decode_methods(ds: Any, names: list[str], decode_method: dict | None) -> dict:
@@ -850,7 +695,7 @@ def dataset_pytorch(ds: Any, transform: Any = None, tensors: Any = None,
         kwargs.pop(name)
     if pad_tensors and not ds.pad_tensors:
         ds = ds.padded()
-    names = _tensor_names(ds, tensors)
+    names = tensor_names(ds, tensors)
     methods = dict(decode_method or {})
     if tobytes is True:
         tobytes = names
