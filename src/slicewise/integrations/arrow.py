@@ -28,8 +28,6 @@ from typing import Any
 
 import numpy as np
 
-from slicewise.format.errors import CorruptionError
-from slicewise.format.samples import with_location
 from slicewise.integrations._common import (
     commit_receipts,
     new_dataset,
@@ -159,25 +157,15 @@ def _binary_column(ds: Any, name: str, start: int, stop: int) -> Any:
         from slicewise.integrations.rows import read_rows  # a padded view's empty rows
 
         return pa.array(read_rows(ds, name, start, stop, tobytes=True), type=pa.binary())
-    state = tensor._state
-    reader = ds._reader
-    cum = state.cum_rows
+    from slicewise.integrations.rows import chunk_spans
+
     pieces = []
-    k = int(np.searchsorted(cum, start, side="right")) - 1
-    while k < len(state.keys) and int(cum[k]) < stop:
-        a, b = max(start, int(cum[k])) - int(cum[k]), min(stop, int(cum[k + 1])) - int(cum[k])
-        key = state.full_key(k)
-        try:
-            head = reader.header(key)
-            span = reader.span_bytes(key, a, b)
-        except CorruptionError as exc:
-            raise with_location(exc, reader.storage.full_path(key)) from None
+    for _key, head, _k, a, b, span in chunk_spans(ds, name, start, stop):
         # a chunk is far below 2 GiB: int32 offsets, as pa.binary() has
         offsets = (np.asarray(head.offsets[a : b + 1], dtype=np.int64)
                    - int(head.offsets[a])).astype(np.int32)
         pieces.append(pa.Array.from_buffers(pa.binary(), b - a, [
             None, pa.py_buffer(offsets), pa.py_buffer(bytes(span))]))
-        k += 1
     if not pieces:
         return pa.array([], type=pa.binary())
     return pieces[0] if len(pieces) == 1 else pa.chunked_array(pieces, type=pa.binary())

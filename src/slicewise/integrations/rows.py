@@ -38,6 +38,27 @@ class _Encoded:
         self.data, self.shape, self.dtype, self.remap = data, shape, dtype, remap
 
 
+def chunk_spans(ds: Any, name: str, start: int, stop: int):
+    """For each stored chunk of tensor `name` holding rows of [start, stop): (key, header,
+    k, a, b, span), `span` the checked bytes of its samples a..b-1 (one ranged read, or a
+    slice of a local file's map). A damaged chunk raises CorruptionError naming its file.
+    Rows past the tensor's end (a padded view) are not there: the caller pads."""
+    state = ds[name]._state
+    reader = ds._reader
+    cum = state.cum_rows
+    k = int(np.searchsorted(cum, start, side="right")) - 1
+    while k < len(state.keys) and int(cum[k]) < stop:
+        a, b = max(start, int(cum[k])) - int(cum[k]), min(stop, int(cum[k + 1])) - int(cum[k])
+        key = state.full_key(k)
+        try:
+            head = reader.header(key)
+            span = reader.span_bytes(key, a, b)
+        except CorruptionError as exc:
+            raise with_location(exc, reader.storage.full_path(key)) from None
+        yield key, head, k, a, b, span
+        k += 1
+
+
 def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False,
               release: bool = False) -> list:
     """Rows [start, stop) of tensor `name`: one span read per stored chunk. Uncompressed
@@ -50,17 +71,11 @@ def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False,
     tensor = ds[name]
     state = tensor._state
     reader = ds._reader
-    cum = state.cum_rows
     raw = plain_arrays(state.meta)
     out: list = []
-    k = int(np.searchsorted(cum, start, side="right")) - 1
-    while k < len(state.keys) and int(cum[k]) < stop:
-        a, b = max(start, int(cum[k])) - int(cum[k]), min(stop, int(cum[k + 1])) - int(cum[k])
-        key = state.full_key(k)
+    for key, head, k, a, b, span in chunk_spans(ds, name, start, stop):
         try:
-            head = reader.header(key)
             remap = state.chunk_remap(k)
-            span = reader.span_bytes(key, a, b)
             base = int(head.offsets[a])
             for i in range(a, b):
                 piece = span[int(head.offsets[i]) - base : int(head.offsets[i + 1]) - base]
@@ -69,7 +84,6 @@ def read_rows(ds: Any, name: str, start: int, stop: int, tobytes: bool = False,
                 _release_pages(reader, key, head, a, b)
         except CorruptionError as exc:
             raise with_location(exc, reader.storage.full_path(key)) from None
-        k += 1
     while len(out) < stop - start:  # a padded view's rows past the end
         out.append(b"" if tobytes else tensor.empty_sample())
     return out
