@@ -104,7 +104,7 @@ def _trivial_rows(n: int = 10_000, rounds: int = 3) -> list[dict]:
                      note="the function ran on the pool before"))
     rows.append(_row(bench, "dask backend, a function's first call", best["dask first call"]
                      * 1e3, "ms", ratio=round(best["dask first call"] / local, 2),
-                     note="first items one per task, to measure"))
+                     note="each slot's first task takes its share with a 50 ms budget"))
     rows.append(_row(bench, "ray backend (local Ray)", best["ray"] * 1e3, "ms",
                      ratio=round(best["ray"] / local, 2),
                      note="the function ran on the pool before"))

@@ -1,7 +1,9 @@
 """Batching on the cluster backends: a function the pool has run before starts from what
 that call measured (batching.SizerMemory), so trivial items go out in batches from the
-first one instead of one per task; the semantics stay: input order, the item that kills
-its worker named, a new function still measured one item at a time. Real clusters: a
+first one instead of one per task; a new function's first tasks take their share of the
+input with a time budget and hand back a prefix, the rest re-sized by what it measured;
+the semantics stay: input order, the first error in input order, the item that kills its
+worker named. Real clusters: a
 Dask `LocalCluster` (2 worker processes, one thread each) and a local Ray (2 CPUs)."""
 
 from __future__ import annotations
@@ -67,15 +69,45 @@ def test_trivial_items_go_out_batched_once_the_function_is_known(engine, request
     with sw.Pool(backend=engine) as pool:
         cold = pool.map(add_one, range(2_000), report=True)
         assert cold == [x + 1 for x in range(2_000)]
-        assert first_batches(cold.report) == [1, 1]  # measured one item at a time first
+        # nothing measured yet: each slot's first task takes its share, with a budget;
+        # trivial items all run within it: one task round trip for the whole call
+        assert first_batches(cold.report) == [1_000, 1_000]
+        assert len(cold.report.records) == 2
         warm = pool.map(add_one, range(2_000), report=True)
         assert warm == [x + 1 for x in range(2_000)]
         assert min(first_batches(warm.report)) > 1
-        assert len(warm.report.records) < len(cold.report.records)
-        # a new function (other captured values: other bytes) is measured again
+        # a new function (other captured values: other bytes) starts budgeted again
         other = pool.map(lambda x: x + 2, range(50), report=True)
         assert other == [x + 2 for x in range(50)]
-        assert first_batches(other.report) == [1, 1]
+        assert first_batches(other.report) == [25, 25]
+
+
+def nap(x):
+    import time
+
+    time.sleep(0.02)
+    if x == 33:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+@pytest.mark.parametrize("engine", ["dask", "ray"])
+def test_a_budgeted_first_task_hands_back_a_prefix_and_the_rest_runs(engine, request):
+    """20 ms items: a first task of 30 stops after its 50 ms budget (a few items); the
+    rest of its share runs in batches sized by what the prefix measured, in order, and
+    the first error in input order is raised as the function's own exception."""
+    request.getfixturevalue("dask_client" if engine == "dask" else "ray_session")
+    with sw.Pool(backend=engine) as pool:
+        report = pool.map(nap, range(60), on_error="collect", report=True)
+        assert [v for i, v in enumerate(report) if i != 33] == [
+            x for x in range(60) if x != 33]
+        assert isinstance(report[33], Failure) and report[33].index == 33
+        records = sorted(report.report.records, key=lambda r: r.t0)
+        assert [r.size for r in records[:2]] == [30, 30]
+        assert len(records) > 2  # the prefixes came back early; the rest went out again
+        with pytest.raises(ValueError, match="bad item 33") as caught:
+            pool.map(lambda x: nap(x), range(60))  # a new function: budgeted again
+        assert caught.value.index == 33
 
 
 def test_a_batched_first_task_that_kills_its_worker_names_the_item(dask_client):

@@ -19,7 +19,13 @@ therefore remember what earlier calls of the same function measured (`SizerMemor
 by the cloudpickled function's token): a call of a function the pool has run before
 starts from that per-item time and the pool's round trip, and its first batches are sized
 by time at once (still bounded by the tail rule above). A function the pool has not run
-yet starts with single items, as everywhere.
+yet would start with single items, as everywhere, costing two sequential round trips
+(measure, then the rest); instead its first batches take their share of the input
+(remaining / workers, at most FIRST_MAX_ITEMS) with a time budget (`first_budget`): the
+task runs them in growing windows and stops after FIRST_BUDGET_SECONDS, handing back a
+prefix; the scheduler runs the rest in batches sized by what the prefix measured. Trivial
+items then take one round trip; a slow function's first task still returns after about
+one item.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ MAX_BATCH = 250_000
 STRIDE_BELOW_SECONDS = 5e-6
 TINY_ITEM_STRIDE = 64
 OVERHEAD_FACTOR = 4  # a batch's work is at least this many times its fixed cost
+FIRST_BUDGET_SECONDS = 0.05  # a budgeted first task on a cluster stops after this
+FIRST_MAX_ITEMS = 8192  # and holds at most this many items
 
 
 class BatchSizer:
@@ -46,6 +54,8 @@ class BatchSizer:
         self.fixed = None if chunksize == "auto" else int(chunksize)
         self.seconds_per_item: float | None = None
         self.overhead = 0.0  # seconds a batch costs beyond its work (cluster round trips)
+        self.budgeted = False  # cluster pools: first batches with a time budget (above)
+        self._budgeted_out = 0  # budgeted first batches handed out so far
 
     def observe_overhead(self, seconds: float) -> None:
         """A batch took `seconds` longer (wall clock, sent to answered) than its work."""
@@ -69,6 +79,13 @@ class BatchSizer:
         else:  # smooth, but follow a change in the work within a few batches
             self.seconds_per_item = 0.5 * self.seconds_per_item + 0.5 * sample
 
+    def first_budget(self, items: int) -> float | None:
+        """The time budget of a batch of `items` sent now: FIRST_BUDGET_SECONDS while
+        nothing is measured (a budgeted first batch), else None (run it whole)."""
+        if self.budgeted and self.fixed is None and self.seconds_per_item is None and items > 1:
+            return FIRST_BUDGET_SECONDS
+        return None
+
     def progress_stride(self) -> int:
         """How often a worker should record which item it is on: every item, unless items
         take so little time (under STRIDE_BELOW_SECONDS) that the record costs more."""
@@ -87,6 +104,11 @@ class BatchSizer:
         if self.fixed is not None:
             return self.fixed
         if self.seconds_per_item is None:
+            if self.budgeted and remaining:
+                # each worker's equal share of the input (the last ones split what is left)
+                shares = max(1, self.workers - self._budgeted_out)
+                self._budgeted_out += 1
+                return max(1, min(math.ceil(remaining / shares), FIRST_MAX_ITEMS))
             return 1
         per_item = max(self.seconds_per_item, 1e-9)
         size = int(max(TARGET_SECONDS, OVERHEAD_FACTOR * self.overhead) / per_item)

@@ -424,7 +424,9 @@ class Scheduler:
             _record_event(job, batch, event)
         if kind == "done":
             _, _seq, seconds, values, packed_failures = event
-            job.sizer.observe(len(batch), seconds)
+            job.sizer.observe(len(values), seconds)
+            if len(values) < len(batch):  # a budgeted first task ran a prefix (cluster)
+                batch = self._split_after_prefix(job, batch, len(values))
             failures = None
             if packed_failures:
                 failures = {p[0]: _failure_from_packed(job, batch, p) for p in packed_failures}
@@ -452,6 +454,20 @@ class Scheduler:
         if self.max_tasks is not None and worker.items_assigned >= self.max_tasks:
             if not worker.inflight:
                 self._retire(worker)
+
+    @staticmethod
+    def _split_after_prefix(job: Job, batch: Batch, ran: int) -> Batch:
+        """A budgeted task (batching.py) ran only `ran` items of `batch`: the rest goes
+        back to run, in batches the sizer sizes once it has seen the prefix (requeued
+        before the prefix settles, so the job never looks finished in between). Returns
+        the prefix, as the batch to settle."""
+        prefix = Batch(job, batch.start, batch.items[:ran], batch.isolated)
+        prefix.seq = batch.seq
+        rest = len(batch) - ran
+        size = job.sizer.next_size(rest + (job.remaining() or 0))
+        for offset in range(ran, len(batch), size):
+            job.requeue(batch, offset, min(offset + size, len(batch)), count_batch=False)
+        return prefix
 
     def _on_lost(self, job: Job, batch: Batch, event: tuple) -> None:
         """A cluster lost `batch` after its engine's own retries (backends/cluster.py).

@@ -211,11 +211,12 @@ _remote_lock = threading.Lock()
 
 def run_remote_batch(pool_token: str, init_bytes: bytes | None, token: bytes,
                      fn_bytes: bytes, mode: int, items: list, stride: int,
-                     timeout: float | None = None) -> tuple:
+                     timeout: float | None = None, budget: float | None = None) -> tuple:
     """One batch as a task on a cluster worker (backends/cluster.py): the same batch loop
     as a process worker's, so failures come back packed the same way. A function that
     will not unpickle here fails every item of the batch at stage unpickling_function.
-    With a per-item `timeout`, the task times its items itself (`run_timed_remote`)."""
+    With a per-item `timeout`, the task times its items itself (`run_timed_remote`); with
+    a `budget` it may stop early (`run_budgeted`)."""
     with _remote_lock:
         if init_bytes is not None and pool_token not in _remote_initialized:
             initializer, initargs = pickle.loads(init_bytes)
@@ -233,8 +234,35 @@ def run_remote_batch(pool_token: str, init_bytes: bytes | None, token: bytes,
                 _remote_functions.popitem(last=False)
     if timeout is not None:
         return run_timed_remote(fn, mode, items, timeout)
+    if budget is not None:
+        return run_budgeted(fn, mode, items, budget)
     slot = [0, IDLE, 0, 0]
     return run_batch(fn, mode, items, slot, False, stride)
+
+
+def run_budgeted(fn: Any, mode: int, items: list, budget: float) -> tuple:
+    """A call's first task on a cluster, holding more items than it may need to run
+    (engine/batching.py): run them in windows of 1, 2, 4, ... items and stop once
+    `budget` seconds have passed. The values (and failures) returned are those of the
+    items run, a prefix of `items` at least one long; the parent runs the rest in batches
+    sized by what this prefix measured. Trivial items thus take one task round trip, and
+    a slow function's first task still comes back after about one item."""
+    values: list = []
+    failures: list[tuple] = []
+    spent = 0.0
+    started = time.perf_counter()
+    pos, window = 0, 1
+    while pos < len(items):
+        part = items[pos : pos + window]
+        got, failed, seconds = run_batch(fn, mode, part, [0, IDLE, 0, 0], False, 1)
+        values.extend(got)
+        failures.extend((offset + pos, *rest) for offset, *rest in failed)
+        spent += seconds
+        pos += len(part)
+        if time.perf_counter() - started >= budget:
+            break
+        window *= 2
+    return values, failures, spent
 
 
 class ItemTimedOut(BaseException):

@@ -107,8 +107,10 @@ class RemoteSlot(Worker):
     def send(self, batch) -> None:
         job = batch.job
         token, fn_bytes = job.payload
+        # a call's first batches, sized before anything was measured, may stop early
+        budget = job.sizer.first_budget(len(batch)) if job.timeout is None else None
         task = self.backend.submit(
-            token, fn_bytes, job.mode, batch.items, batch.stride, job.timeout
+            token, fn_bytes, job.mode, batch.items, batch.stride, job.timeout, budget
         )
         seq = batch.seq
         with self._lock:
@@ -232,8 +234,10 @@ class ClusterBackend(Backend):
     def prepare(self, job) -> None:
         fn_bytes = pickle_function(job.fn)
         job.payload = (hashlib.blake2b(fn_bytes, digest_size=16).digest(), fn_bytes)
-        # a function this pool ran before starts from what it measured (batching.py)
+        # a function this pool ran before starts from what it measured (batching.py);
+        # one it has not starts with budgeted batches instead of single items
         self.sizers.seed(job.payload[0], job.sizer)
+        job.sizer.budgeted = True
 
     def start_worker(self, slot: int) -> RemoteSlot:
         return RemoteSlot(slot, self)
@@ -316,10 +320,11 @@ class ClusterBackend(Backend):
     @abstractmethod
     def submit(
         self, token: bytes, fn_bytes: bytes, mode: int, items: list, stride: int,
-        timeout: float | None = None,
+        timeout: float | None = None, budget: float | None = None,
     ) -> Any:
         """Start one batch as a remote task; return the engine's future for it. With a
-        per-item `timeout` the task times its items itself (worker.run_timed_remote)."""
+        per-item `timeout` the task times its items itself (worker.run_timed_remote);
+        with a `budget` it may run only a prefix of them (worker.run_budgeted)."""
 
     @abstractmethod
     def when_done(self, task: Any, callback) -> None:

@@ -66,10 +66,11 @@ class _Items:
 
 
 def run_boxed_batch(pool_token: str, init_bytes: bytes | None, token: bytes, fn_bytes: bytes,
-                    mode: int, items: _Items, stride: int, timeout: float | None = None) -> tuple:
+                    mode: int, items: _Items, stride: int, timeout: float | None = None,
+                    budget: float | None = None) -> tuple:
     """The remote task: `worker.run_remote_batch` on the boxed items."""
     return run_remote_batch(
-        pool_token, init_bytes, token, fn_bytes, mode, items.items, stride, timeout
+        pool_token, init_bytes, token, fn_bytes, mode, items.items, stride, timeout, budget
     )
 
 
@@ -142,11 +143,11 @@ class DaskBackend(ClusterBackend):
 
     def submit(
         self, token: bytes, fn_bytes: bytes, mode: int, items: list, stride: int,
-        timeout: float | None = None,
+        timeout: float | None = None, budget: float | None = None,
     ) -> Any:
         return self.client.submit(
             run_boxed_batch, self.pool_token, self.init_bytes, token, fn_bytes, mode,
-            _Items(items), stride, timeout, pure=False,
+            _Items(items), stride, timeout, budget, pure=False,
         )
 
     def when_done(self, task: Any, callback) -> None:

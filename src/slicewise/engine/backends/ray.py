@@ -64,10 +64,11 @@ class RayBackend(ClusterBackend):
 
     def submit(
         self, token: bytes, fn_bytes: bytes, mode: int, items: list, stride: int,
-        timeout: float | None = None,
+        timeout: float | None = None, budget: float | None = None,
     ) -> Any:
         return self._task.remote(
-            self.pool_token, self.init_bytes, token, fn_bytes, mode, items, stride, timeout
+            self.pool_token, self.init_bytes, token, fn_bytes, mode, items, stride, timeout,
+            budget,
         )
 
     def when_done(self, task: Any, callback) -> None:
