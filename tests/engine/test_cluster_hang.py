@@ -16,6 +16,7 @@ Only processes these tests started are signalled (their own LocalCluster's worke
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -37,16 +38,23 @@ def nap(x):
     return x * 2
 
 
-@pytest.fixture
-def cluster():
-    """A LocalCluster of our own (2 worker processes with nannies, one thread each)."""
+@contextlib.contextmanager
+def own_cluster(workers: int):
+    """A LocalCluster of our own (`workers` processes with nannies, one thread each) and
+    a client of it: these tests break their clusters."""
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         ) as local,
         distributed.Client(local, set_as_default=False) as client,
     ):
         yield local, client
+
+
+@pytest.fixture
+def cluster():
+    with own_cluster(2) as pair:
+        yield pair
 
 
 def _no_input_named(error: BaseException) -> None:
@@ -73,12 +81,7 @@ def test_workers_retired_mid_call_fail_it_naming_the_scheduler(cluster):
 
 def test_a_worker_killed_and_restarted_by_its_nanny_is_no_failure():
     # one worker: while its nanny restarts it, the cluster has no worker at all
-    with (
-        distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as local,
-        distributed.Client(local, set_as_default=False) as client,
-    ):
+    with own_cluster(1) as (local, client):
         with sw.Pool(backend="dask", client=client) as pool:  # the default wait (30 s)
             results = pool.imap(nap, range(60))
             assert next(results) == 0
@@ -90,12 +93,7 @@ def test_a_worker_killed_and_restarted_by_its_nanny_is_no_failure():
 
 
 def test_a_call_on_a_cluster_with_no_worker_yet_waits_the_first_workers_grace():
-    with (
-        distributed.LocalCluster(
-            n_workers=0, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as local,
-        distributed.Client(local, set_as_default=False) as client,
-    ):
+    with own_cluster(0) as (local, client):
         config = {"slicewise.no-workers-timeout": 1, "slicewise.first-workers-timeout": 60}
         with dask.config.set(config):
             pool = sw.Pool(backend="dask", client=client, workers=2)

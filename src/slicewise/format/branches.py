@@ -148,8 +148,9 @@ def read_branch(storage: Storage, name: str) -> Branch:
     return decode_record(data, storage.full_path(key), name)
 
 
-def list_branches(storage: Storage) -> list[Branch]:
-    """main first, then every branch record, oldest first."""
+def list_branches(storage: Storage, problems: list | None = None) -> list[Branch]:
+    """main first, then every branch record, oldest first. A record that does not decode
+    raises, unless `problems` is given (verify): then (path, message) goes there."""
     out = []
     for key in storage.list(BRANCHES_PREFIX, refresh=True):
         match = _RECORD_KEY.match(key)
@@ -157,9 +158,13 @@ def list_branches(storage: Storage) -> list[Branch]:
             continue
         try:
             data = storage.get(key)
+            out.append(decode_record(data, storage.full_path(key), match.group(1)))
         except FileNotFoundError:  # deleted meanwhile
             continue
-        out.append(decode_record(data, storage.full_path(key), match.group(1)))
+        except (DatasetError, OSError) as exc:
+            if problems is None:
+                raise
+            problems.append((storage.full_path(key), str(exc)))
     out.sort(key=lambda b: (b.time, b.name))
     return [MAIN_BRANCH, *out]
 

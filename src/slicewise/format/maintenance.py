@@ -158,29 +158,16 @@ def _max_rows(version: Version) -> int:
 def _branch_histories(storage: Storage, report: VerifyReport):
     """(branch, a storage view of its own folder, its own seqs) for every branch record
     that decodes and whose parent exists; the problems of the others go into `report`."""
-    from slicewise.format.branches import (
-        BRANCHES_PREFIX,
-        MAIN_BRANCH,
-        BranchStorage,
-        decode_record,
-        lineage,
-    )
+    from slicewise.format.branches import BranchStorage, lineage, list_branches, record_key
 
-    records = []
-    for key in storage.list(BRANCHES_PREFIX, refresh=True):
-        rest = key[len(BRANCHES_PREFIX):]
-        if "/" in rest or not rest.endswith(".json") or rest.startswith(".tmp-"):
-            continue
+    problems: list[tuple[str, str]] = []
+    branches = list_branches(storage, problems)
+    for where, message in problems:
+        report.add(where, message)
+    for branch in branches[1:]:
+        where = storage.full_path(record_key(branch.name))
         try:
-            records.append(decode_record(storage.get(key), storage.full_path(key), rest[:-5]))
-        except FileNotFoundError:
-            continue  # deleted meanwhile
-        except (DatasetError, OSError) as exc:
-            report.add(storage.full_path(key), str(exc))
-    for branch in sorted(records, key=lambda b: (b.time, b.name)):
-        where = storage.full_path(f"{BRANCHES_PREFIX}{branch.name}.json")
-        try:
-            lineage(storage, branch, [MAIN_BRANCH, *records])
+            lineage(storage, branch, branches)
         except CorruptionError as exc:
             report.add(where, str(exc))
             continue

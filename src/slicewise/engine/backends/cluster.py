@@ -267,10 +267,11 @@ class ClusterBackend(Backend):
             self._last_answer = time.monotonic()
             self._seen = True
 
-    def usable_threads(self) -> int:
-        """How many threads of the cluster can run a task now (watches_workers only);
-        raises when the cluster does not answer."""
-        raise NotImplementedError
+    def usable_threads(self) -> int | None:
+        """How many threads of the cluster can run a task now; raises when the cluster
+        does not answer. None: this engine does not tell (the default; a backend that
+        counts them sets `watches_workers` and answers, as Dask's does)."""
+        return None
 
     def describe_no_workers(self, seconds: float, seen: bool, problem: str | None) -> str:
         """The reason the job fails with when the cluster had no usable worker."""
@@ -299,6 +300,8 @@ class ClusterBackend(Backend):
             except Exception as exc:  # noqa: BLE001 - an unreachable cluster has no workers
                 threads = 0
                 problem = f"it did not answer: {type(exc).__name__}: {exc}"
+            if threads is None:
+                return  # the engine does not count its workers: nothing to watch
             if threads > 0:
                 with self._busy_lock:
                     self._seen = True
