@@ -110,14 +110,19 @@ def row(i: int) -> np.ndarray:
 def test_the_writer_goes_on_while_its_chunk_uploads_and_receipts_name_only_uploads(
     s3_options, s3_url
 ):
+    import sys
+
     ds = make_ds(s3_url, s3_options)
     writer = DatasetWriter.from_spec(ds.writer_spec(), "w")
     storage = writer.storage
     storage.fs.connect()
+    interval = sys.getswitchinterval()
     with UploadFaultInjector(storage.fs, hold=True) as injector:
         for i in range(4):  # the first chunk is full: its upload starts, and is held
             writer.append("x", row(i))
         assert injector.held.wait(60)
+        # while an upload is in flight, threads switch often (its sender needs the GIL)
+        assert sys.getswitchinterval() == pytest.approx(syncqueue.UPLOAD_SWITCH_INTERVAL)
         for i in range(4, 8):  # the next chunk is encoded and handed over meanwhile
             writer.append("x", row(i))
         assert injector.done == 0  # no chunk PUT has completed yet
@@ -127,6 +132,7 @@ def test_the_writer_goes_on_while_its_chunk_uploads_and_receipts_name_only_uploa
         receipt = writer.finish(sync=False)
     entries = receipt["tensors"]["x"]["chunks"]
     assert [entry["rows"] for entry in entries] == [4, 4]
+    assert sys.getswitchinterval() == interval  # put back with the last upload
     assert all("synced" not in entry for entry in entries)  # uploads are whole or absent
     tensor_id = ds.x.meta.id
     for entry in entries:  # every chunk the receipt names is there, with its size
