@@ -215,3 +215,58 @@ def test_a_killed_raylet_fails_the_eval_naming_the_node_not_an_input(run_script)
     assert "index None" in out
     assert "cluster can no longer run tasks" in out and "raylet" in out
     assert "rows [0, 1, 2, 3]" in out  # the eval before; nothing of the failed one
+
+
+RAY_NODE_DIES = """
+import threading, time
+import numpy as np
+import slicewise as sw
+import ray
+from ray.cluster_utils import Cluster
+
+
+@sw.compute
+def slow(item, sample_out):
+    time.sleep(0.01)
+    sample_out.append({"x": np.int64(item)})
+
+
+# a Ray cluster of two nodes (a head and a second raylet, one CPU each) on this machine
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
+                                                        "include_dashboard": False})
+second = cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address, log_to_driver=False)
+cluster.wait_for_nodes()
+print("nodes alive", sum(1 for node in ray.nodes() if node["Alive"]))
+ds = sw.empty("ds")
+ds.create_tensor("x", dtype="int64")
+started = time.monotonic()
+
+
+def kill_second_node():
+    cluster.remove_node(second, allow_graceful=False)  # its raylet and workers, SIGKILL
+    print("node removed at", round(time.monotonic() - started, 2), flush=True)
+
+
+threading.Timer(1.0, kill_second_node).start()
+slow().eval(list(range(600)), ds, scheduler="ray", num_workers=2, progressbar=False)
+print("eval done at", round(time.monotonic() - started, 2), flush=True)
+print("rows in order", sw.load("ds").x.numpy().ravel().tolist() == list(range(600)))
+print("verify", sw.verify("ds").ok)
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_ray_node_dying_while_another_lives_is_survived(run_script):
+    """Multi-node Ray (ray.cluster_utils.Cluster: a head and a second node, each its own
+    raylet, on this machine): the second node is killed mid-eval; its tasks run again on
+    the node left, and the eval completes with every row once, in order."""
+    pytest.importorskip("ray")
+    out = run_script(RAY_NODE_DIES, name="ray_node_dies.py", timeout=200)
+    lines = [line for line in out.splitlines() if line.split(" ")[0] in (
+        "nodes", "node", "eval", "rows", "verify")]
+    assert lines[0] == "nodes alive 2"
+    assert lines[1].startswith("node removed at") and lines[2].startswith("eval done at")
+    assert "rows in order True" in lines and "verify True" in lines
