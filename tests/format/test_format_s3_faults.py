@@ -326,3 +326,140 @@ def test_gc_aborts_stale_multipart_uploads_under_the_dataset_only(s3_options, s3
     assert sw.load(s3_url, storage_options=s3_options).x.numpy().ravel().tolist() == [5]
     storage.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=f"{prefix}-neighbour/chunks/x",
                        UploadId=other["UploadId"])
+
+
+class _HeadCounter:
+    """Counts the HEAD requests s3fs's client sends for keys under chunks/ (an event hook
+    that only looks; every request reaches the server)."""
+
+    def __init__(self, fs):
+        self.events = fs.s3.meta.events
+        self.chunk_heads = 0
+
+    def __enter__(self):
+        self.events.register("before-parameter-build.s3.HeadObject", self._on_head)
+        return self
+
+    def __exit__(self, *exc):
+        self.events.unregister("before-parameter-build.s3.HeadObject", self._on_head)
+
+    def _on_head(self, params, **kwargs):
+        if "/chunks/" in params.get("Key", ""):
+            self.chunk_heads += 1
+
+
+def _write_receipt(handle, values):
+    writer = DatasetWriter.from_spec(handle.writer_spec())
+    for value in values:
+        writer.append("x", np.int64(value))
+    return writer.finish()
+
+
+@pytest.mark.timeout(60)
+def test_commit_checks_each_chunk_object_only_after_a_gc_began(s3_options, s3_url):
+    """A commit proves its chunk objects are still there with one GET of the gc record
+    when no gc began since they were written; after a gc began, with a HEAD per chunk,
+    and a chunk that gc took (grace_seconds=0) stops the commit, naming it, with nothing
+    published."""
+    from slicewise.format.commit import read_gc_token
+    from slicewise.format.errors import CorruptionError
+
+    ds = sw.empty(s3_url, storage_options=s3_options)
+    ds.create_tensor("x", dtype="int64")
+    storage = _fs(s3_options, s3_url)
+    assert ds.writer_spec()["gc_token"] == ""  # no gc ever ran
+    with _HeadCounter(storage.fs) as counter:
+        ds.add_receipts([_write_receipt(ds, [1, 2]), _write_receipt(ds, [3])])
+        ds.commit("no gc")
+    assert counter.chunk_heads == 0
+    assert ds.x.numpy().ravel().tolist() == [1, 2, 3]
+
+    # a gc that begins after the writers read the token, and takes nothing (grace)
+    receipt = _write_receipt(ds, [4])
+    assert sw.gc(s3_url, grace_seconds=600, storage_options=s3_options).removed_files == []
+    with _HeadCounter(storage.fs) as counter:
+        ds.add_receipts([receipt])
+        ds.commit("gc began, took nothing")
+    assert counter.chunk_heads == 1
+    assert ds.x.numpy().ravel().tolist() == [1, 2, 3, 4]
+
+    # a gc that takes the chunk before its commit
+    before = ds.commit_id
+    receipt = _write_receipt(ds, [5])
+    token = read_gc_token(storage)
+    report = sw.gc(s3_url, grace_seconds=0, storage_options=s3_options)
+    assert read_gc_token(storage) not in (token, None, "")
+    [taken] = report.removed_files
+    ds.add_receipts([receipt])
+    with pytest.raises(CorruptionError, match="missing") as caught:
+        ds.commit("after gc took a chunk")
+    assert taken in str(caught.value)
+    ds.discard()
+    again = sw.load(s3_url, storage_options=s3_options)
+    assert again.commit_id == before
+    assert again.x.numpy().ravel().tolist() == [1, 2, 3, 4]
+    assert sw.verify(s3_url, storage_options=s3_options).ok
+
+
+@pytest.mark.timeout(60)
+def test_receipts_without_one_gc_token_are_checked_object_by_object(s3_options, s3_url):
+    """A writer made without a spec carries no token, and receipts read under different
+    tokens prove nothing: the commit HEADs every chunk. gc(dry_run=True) begins nothing."""
+    ds = sw.empty(s3_url, storage_options=s3_options)
+    ds.create_tensor("x", dtype="int64")
+    storage = _fs(s3_options, s3_url)
+    plain = DatasetWriter(storage, {"x": ds.x.meta}, ds.chunk_target_bytes)
+    plain.append("x", np.int64(1))
+    with _HeadCounter(storage.fs) as counter:
+        ds.add_receipts([plain.finish(), _write_receipt(ds, [2])])
+        ds.commit("one receipt without a token")
+    assert counter.chunk_heads == 2
+
+    early = _write_receipt(ds, [3])
+    sw.gc(s3_url, dry_run=True, storage_options=s3_options)
+    assert early["gc_token"] == ds.writer_spec()["gc_token"]  # a dry run wrote nothing
+    sw.gc(s3_url, storage_options=s3_options)
+    late = _write_receipt(ds, [4])
+    assert late["gc_token"] != early["gc_token"]
+    with _HeadCounter(storage.fs) as counter:
+        ds.add_receipts([early, late])
+        ds.commit("two tokens")
+    assert counter.chunk_heads == 2
+    assert ds.x.numpy().ravel().tolist() == [1, 2, 3, 4]
+
+
+@pytest.mark.timeout(120)
+def test_an_eval_into_s3_commits_without_a_head_per_chunk(s3_options, s3_url):
+    """The seed's eval, with worker processes writing to S3: its commit reads the gc record
+    instead of asking after each chunk object; every row lands once, in order."""
+
+    @sw.compute
+    def square(x, sample_out):
+        sample_out.append({"x": np.int64(x * x)})
+
+    ds = sw.empty(s3_url, storage_options=s3_options)
+    ds.create_tensor("x", dtype="int64")
+    storage = _fs(s3_options, s3_url)
+    with _HeadCounter(storage.fs) as counter:
+        square().eval(list(range(300)), ds, num_workers=2, scheduler="processed",
+                      progressbar=False)
+    assert counter.chunk_heads == 0
+    assert sw.load(s3_url, storage_options=s3_options).x.numpy().ravel().tolist() == [
+        x * x for x in range(300)]
+    assert sw.verify(s3_url, storage_options=s3_options).ok
+
+
+@pytest.mark.timeout(60)
+def test_whole_object_reads_are_one_get(s3_options, s3_url):
+    """A whole-object read is one ranged GET (no HEAD for its size, no LIST when it is
+    missing); an empty object reads as b"" (S3 answers a range of it with 416)."""
+    storage = _fs(s3_options, s3_url)
+    storage.put("chunks/t/empty", b"")
+    storage.put("chunks/t/full", b"abc")
+    with S3FaultInjector(storage.fs) as injector, _HeadCounter(storage.fs) as counter:
+        assert storage.get("chunks/t/full") == b"abc"
+        assert storage.get("chunks/t/empty") == b""
+        with pytest.raises(FileNotFoundError):
+            storage.get("chunks/t/missing")
+    assert counter.chunk_heads == 0
+    assert injector.lists == 0

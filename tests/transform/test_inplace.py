@@ -364,3 +364,49 @@ def test_a_damaged_staged_checkpoint_is_never_resumed_from(tmp_path):
     assert values(ds) == [2 * i for i in range(50)]
     assert names(ds) == [f"ITEM{i}" for i in range(50)]
     assert sw.verify(path).ok
+
+
+@pytest.mark.timeout(120)
+def test_in_place_on_s3_with_staged_checkpoints_checks_chunks_by_the_gc_record(
+    s3_options, s3_url, monkeypatch
+):
+    """An in-place eval into S3 whose checkpoints are staged: the staged receipts keep
+    the gc token their writers read, so each checkpoint and the final commit prove their
+    chunk objects with a GET of gc.json instead of a HEAD each (the storage's touch_all,
+    watched here by a spy that calls through); a gc between two checkpoints (it spares
+    what the staged checkpoint names) makes the later commits HEAD theirs."""
+    pytest.importorskip("s3fs")
+    from slicewise.format.storage_fsspec import FsspecStorage
+
+    checked: list[str] = []
+    touch_all = FsspecStorage.touch_all
+
+    def spy(self, keys):
+        checked.extend(keys)
+        return touch_all(self, keys)
+
+    monkeypatch.setattr(FsspecStorage, "touch_all", spy)
+    ds = sw.empty(s3_url, storage_options=s3_options)
+    ds.create_tensor("x", dtype="int64")
+    ds.x.extend(np.arange(40, dtype=np.int64))
+    checked.clear()
+    double().eval(ds, num_workers=2, scheduler="threaded", checkpoint_interval=10,
+                  progressbar=False)
+    assert checked == []
+    assert ds.x.numpy().ravel().tolist() == [2 * v for v in range(40)]
+
+    gc_ran = threading.Event()
+
+    @sw.compute
+    def plus_one_with_gc(row, sample_out):
+        value = int(row.x.numpy().reshape(-1)[0])
+        if value == 2 * 25 and not gc_ran.is_set():  # mid-eval, after a checkpoint
+            gc_ran.set()
+            sw.gc(s3_url, grace_seconds=0, storage_options=s3_options)
+        sample_out.x.append(np.int64(value + 1))
+
+    plus_one_with_gc().eval(ds, num_workers=0, scheduler="serial", checkpoint_interval=10,
+                            progressbar=False)
+    assert gc_ran.is_set() and checked  # after the gc, commits check each chunk object
+    assert ds.x.numpy().ravel().tolist() == [2 * v + 1 for v in range(40)]
+    assert sw.verify(s3_url, storage_options=s3_options).ok

@@ -16,6 +16,7 @@ chunk entries (from receipts) and publishes them.
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 import time
@@ -36,6 +37,12 @@ from slicewise.format.manifest import (
 from slicewise.format.storage import Storage, SyncQueue, short_files
 
 MAX_COMMIT_ATTEMPTS = 64
+
+# The gc record (FORMAT.md 3 and 5): every gc rewrites it, with a fresh token, before it
+# looks at anything. A token read before a transaction's chunks were written and read
+# again, unchanged, at its commit proves no gc began in between (one GET instead of a HEAD
+# per chunk object).
+GC_RECORD_KEY = "gc.json"
 
 
 @dataclass
@@ -59,6 +66,11 @@ class Transaction:
     # lands on, so a commit that landed meanwhile keeps the keys it set (a rebase)
     ds_info: dict | None = None
     ds_info_edits: list[tuple[dict, list]] = field(default_factory=list)  # (set, removed)
+    # the gc token (read_gc_token) read before every chunk of `appended` was written, or
+    # None: unknown (a receipt carried none, or receipts carried different ones); set by
+    # the first receipt with chunks. The commit then skips its HEADs (_prepare_chunks).
+    gc_token: str | None = None
+    _receipts_seen: bool = False
 
     def is_empty(self) -> bool:
         return not (
@@ -97,6 +109,11 @@ class Transaction:
         """Queue the chunks a writer reported (in the order given)."""
         if not isinstance(receipt, dict) or "tensors" not in receipt:
             raise DatasetError(f"not a writer receipt: {str(receipt)[:200]}")
+        if any(tensor.get("chunks") for tensor in receipt["tensors"].values()):
+            token = receipt.get("gc_token")
+            token = token if isinstance(token, str) else None
+            self.gc_token = token if not self._receipts_seen or token == self.gc_token else None
+            self._receipts_seen = True
         for name, tensor in receipt["tensors"].items():
             if name not in known:
                 raise DatasetError(
@@ -391,6 +408,41 @@ def _check_complete(storage: Storage, chunks: list[tuple[str, int]]) -> None:
         )
 
 
+def read_gc_token(storage: Storage) -> str | None:
+    """The token of the last gc begun on this dataset ("" when none ever ran), or None when
+    its record cannot be read or decoded (then no check is skipped on its account)."""
+    try:
+        data = storage.get(GC_RECORD_KEY)
+    except FileNotFoundError:
+        return ""
+    except OSError:
+        return None
+    try:
+        token = json.loads(data)["token"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return token if isinstance(token, str) and token else None
+
+
+def write_gc_record(storage: Storage) -> None:
+    """gc, before it takes its clock reading and lists anything: a fresh token."""
+    record = {"token": secrets.token_hex(16), "started": time.time()}
+    storage.put(GC_RECORD_KEY, json.dumps(record).encode())
+
+
+def _no_gc_since_written(storage: Storage, txn: Transaction) -> bool:
+    """Where a commit's check of its chunk files can only ask whether they exist (object
+    stores: a HEAD each; nothing refreshes their age there): True when every new chunk
+    came with the gc token read before it was written, and that token is still the
+    current one. No gc began since, and one that began before (it rewrote the record
+    first) took its clock reading before these chunks existed, so it holds them young
+    (FORMAT.md 5). A PUT that was answered is durable. One GET instead of a HEAD per
+    chunk object."""
+    if getattr(storage, "touch_refreshes", True) or txn.replaced or txn.gc_token is None:
+        return False
+    return read_gc_token(storage) == txn.gc_token
+
+
 def prepare_chunks(
     storage: Storage, base: Version, txn: Transaction, syncs: SyncQueue | None = None
 ) -> None:
@@ -408,7 +460,7 @@ def _prepare_chunks(
     from now), its data is durable (the writers flushed all but the chunks they left
     unsynced, flushed here), and so are the directory entries."""
     keys = new_chunk_keys(base, txn)
-    missing = storage.touch_all(keys)
+    missing = [] if _no_gc_since_written(storage, txn) else storage.touch_all(keys)
     if missing:
         where = storage.full_path(missing[0])
         raise CorruptionError(

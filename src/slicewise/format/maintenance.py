@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from slicewise.format.chunk import check_chunk, claim_problem
+from slicewise.format.commit import write_gc_record
 from slicewise.format.errors import CorruptionError, DatasetError
 from slicewise.format.manifest import (
     MARKER_KEY,
@@ -329,6 +330,10 @@ def gc_storage(
     seqs = list_version_seqs(storage)
     if not seqs:
         raise DatasetError(f"no versions at {storage.url}: not a dataset, nothing removed")
+    if not dry_run:
+        # first: a commit whose writers read the old token now checks each chunk it
+        # publishes; chunks written after this moment are younger than `now` below
+        write_gc_record(storage)
     now = time.time()
     drop: list[int] = []
     if keep_last is not None:

@@ -31,8 +31,9 @@ What the commit protocol relies on, and what each implementation guarantees:
     writer that dies mid-write leaves a short file, which a commit refuses (FORMAT.md 3.1).
 `touch_all(keys) -> missing`
     Before a commit names chunk files: which are gone (gc took them, or the storage lost
-    them), and, on local disks, a fresh mtime for the others so gc's grace period counts
-    from the commit.
+    them), and, on local disks (`touch_refreshes`), a fresh mtime for the others so gc's
+    grace period counts from the commit. Object stores skip it when no gc began since the
+    chunks were written (commit.py, the gc record).
 `set_if_not_exists(key, data) -> bool`
     Put-if-absent: creates `key` with `data` and returns True, or returns False and changes
     nothing when `key` exists. A reader never sees a partly written value under `key`.
@@ -85,6 +86,10 @@ class Storage(ABC):
     supports_listing: bool = True
     atomic_create: bool = True
     deferred_sync: bool = False
+    # touch_all refreshes modification times (local disks): a commit then always touches
+    # its chunks. Where it cannot (object stores), the commit skips its per-object
+    # existence checks when no gc began since the chunks were written (commit.py)
+    touch_refreshes: bool = False
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...
@@ -471,6 +476,7 @@ class LocalStorage(Storage):
     link. The root itself (and the path above it) may be a link."""
 
     deferred_sync = True  # put(sync=False) + sync_file() is cheaper than fsync in put
+    touch_refreshes = True  # touch_all sets mtimes (utime)
 
     def __init__(self, root: str, direct_io: bool | None = None):
         self.root = os.path.abspath(os.path.expanduser(root))

@@ -13,10 +13,13 @@ On S3 (FORMAT.md §3):
   exactly our bytes, an earlier try of ours landed (its answer was lost) and we won.
 - `exists`, and the check a commit makes that its chunk objects are there
   (`touch_all`), are HEAD requests on the keys, never a listing: nothing on the write or
-  read path trusts a LIST being fresh. The HEADs stay although a receipt lists only
-  uploads that completed: `gc(grace_seconds=...)` may have removed a chunk since (S3
-  cannot refresh an object's mtime, so a long eval's first chunks can age past a short
-  grace period), and a manifest must never name a missing object.
+  read path trusts a LIST being fresh. A receipt lists only uploads that completed, but
+  `gc(grace_seconds=...)` may have removed a chunk since (S3 cannot refresh an object's
+  mtime, so a long eval's first chunks can age past a short grace period), and a manifest
+  must never name a missing object. So a commit HEADs its chunks unless one GET of the
+  gc record shows no gc began since they were written (commit.py, FORMAT.md 3).
+- A whole-object read (`get`) is one GET of the range from byte 0: s3fs's own first HEADs
+  the object for its size (and LISTs a missing one as a folder).
 - Writers hand each chunk's PUT to a helper thread (`overlapped_put`, SyncQueue.upload)
   and encode the next chunk meanwhile. Chunks up to 100 MiB (the default is 16 MiB) go
   up in one PUT; s3fs sends larger ones as multipart uploads of 50 MiB parts, 10 at a
@@ -120,7 +123,16 @@ class FsspecStorage(Storage):
         # a stale listing would make a new object "missing". Reads never trust a listing.
         path = self._path(key)
         self.fs.invalidate_cache(path)
-        return self.fs.cat_file(path)
+        if not self.is_s3:
+            return self.fs.cat_file(path)
+        # One GET: s3fs's whole-object read first HEADs the object for its size (and, for
+        # a missing one, LISTs it as a folder); a GET of the range from byte 0 does neither
+        try:
+            return self.fs.cat_file(path, start=0)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) or "range is not satisfiable" not in str(exc):
+                raise
+            return b""  # S3 answers 416 to a range of an empty object
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         return self.fs.cat_file(self._path(key), start=start, end=start + length)

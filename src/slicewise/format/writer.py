@@ -35,6 +35,9 @@ Receipt (JSON-able; entries in write order):
                                         "nbytes": 9810440, "dtype": "uint8",
                                         "min_shape": [375, 500, 3], "max_shape": [480, 640, 3]}]}}}
 
+A receipt carries `"gc_token"` when its spec did (object stores: the token of the last gc
+begun on the dataset, read when the spec was made, before any chunk was written).
+
 A chunk entry carries `"synced": false` only after `finish(sync=False)`, for a file not yet
 flushed (maybe not yet fully written: its writer holds its lock until it is); the field
 never reaches a manifest.
@@ -133,8 +136,12 @@ class DatasetWriter:
         writer_id: str | None = None,
         class_bases: dict[str, int] | None = None,
         ndims: dict[str, int] | None = None,
+        gc_token: str | None = None,
     ):
         self.storage = storage
+        # the dataset's gc token when the spec was made (before any chunk here): carried
+        # in the receipt, so the commit can skip checking each chunk object (commit.py)
+        self.gc_token = gc_token if isinstance(gc_token, str) else None
         self.chunk_target_bytes = int(chunk_target_bytes)
         self.writer_id = str(writer_id) if writer_id is not None else uuid.uuid4().hex[:8]
         bases = class_bases or {}
@@ -171,6 +178,7 @@ class DatasetWriter:
             writer_id,
             spec.get("class_bases"),
             spec.get("ndims"),
+            spec.get("gc_token"),
         )
 
     @property
@@ -376,4 +384,8 @@ class DatasetWriter:
                 "new_class_names": buf.encoder.local_class_names,
                 "chunks": buf.chunks,
             }
-        return {"writer_id": self.writer_id, "format_version": FORMAT_VERSION, "tensors": tensors}
+        receipt = {"writer_id": self.writer_id, "format_version": FORMAT_VERSION,
+                   "tensors": tensors}
+        if self.gc_token is not None:
+            receipt["gc_token"] = self.gc_token
+        return receipt
