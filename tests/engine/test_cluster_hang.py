@@ -164,3 +164,119 @@ def test_dasks_own_no_workers_timeout_is_the_same_cluster_error():
                 list(results)
     assert "no-workers-timeout passed" in str(caught.value)
     _no_input_named(caught.value)
+
+
+# -- Ray: a cluster with no CPU fails the call; a cluster whose CPUs are busy does not --
+# Each runs as its own script: a process holds one Ray session, and these need their own.
+
+RAY_NO_CPU = """
+import os, time
+os.environ["SLICEWISE_RAY_FIRST_CPU_TIMEOUT"] = "3"
+import ray
+import slicewise as sw
+
+ray.init(num_cpus=0, include_dashboard=False, log_to_driver=False)  # a head that runs nothing
+started = time.monotonic()
+try:
+    with sw.Pool(backend="ray", workers=2) as pool:
+        pool.map(abs, range(10))
+    print("completed")
+except RuntimeError as error:
+    print("error", type(error).__name__, "index", getattr(error, "index", None))
+    print("message", error)
+print("seconds", round(time.monotonic() - started, 1))
+"""
+
+RAY_LAST_NODE_DIES = """
+import os, time
+os.environ["SLICEWISE_RAY_NO_CPU_TIMEOUT"] = "3"
+import ray
+from ray.cluster_utils import Cluster
+import slicewise as sw
+
+
+def nap(x):
+    time.sleep(0.05)
+    return x * 2
+
+
+# a head that runs nothing (num_cpus=0, as production heads often are) and one worker node
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0,
+                                                        "include_dashboard": False})
+worker_node = cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address, log_to_driver=False)
+cluster.wait_for_nodes()
+try:
+    with sw.Pool(backend="ray", workers=1) as pool:
+        results = pool.imap(nap, range(400))
+        print("first", next(results))
+        cluster.remove_node(worker_node, allow_graceful=False)
+        list(results)
+    print("completed")
+except RuntimeError as error:
+    print("error", type(error).__name__, "index", getattr(error, "index", None))
+    print("message", error)
+ray.shutdown()
+cluster.shutdown()
+"""
+
+RAY_BUSY_CPU = """
+import os, time
+os.environ["SLICEWISE_RAY_NO_CPU_TIMEOUT"] = "2"
+os.environ["SLICEWISE_RAY_FIRST_CPU_TIMEOUT"] = "2"
+import ray
+import slicewise as sw
+
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+
+
+@ray.remote(num_cpus=1)
+def hold_the_cpu():
+    time.sleep(6)
+    return "held"
+
+
+holder = hold_the_cpu.remote()
+time.sleep(1)  # it runs: the cluster's one CPU is busy, not missing
+with sw.Pool(backend="ray", workers=1) as pool:
+    print("results", pool.map(abs, [-1, -2, -3]))
+print("holder", ray.get(holder))
+"""
+
+
+def _lines(out: str, *starts: str) -> dict:
+    return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in out.splitlines()
+            if line.split(" ", 1)[0] in starts and " " in line}
+
+
+@pytest.mark.timeout(120)
+def test_a_ray_cluster_with_no_cpu_fails_the_call_instead_of_hanging(run_script):
+    pytest.importorskip("ray")
+    out = _lines(run_script(RAY_NO_CPU, name="ray_no_cpu.py", timeout=100),
+                 "error", "message", "seconds", "completed")
+    assert out["error"] == "RuntimeError index None"  # no input blamed
+    assert "the Ray cluster can no longer run tasks" in out["message"]
+    assert "no worker able to run a task in the 3 s" in out["message"]
+    assert "no CPU on the 1 Ray node(s) alive" in out["message"]
+    assert "SLICEWISE_RAY_FIRST_CPU_TIMEOUT" in out["message"]
+    assert float(out["seconds"]) < 60
+
+
+@pytest.mark.timeout(180)
+def test_a_ray_cluster_whose_last_cpu_node_dies_fails_the_call(run_script):
+    pytest.importorskip("ray")
+    out = _lines(run_script(RAY_LAST_NODE_DIES, name="ray_last_node.py", timeout=160),
+                 "first", "error", "message", "completed")
+    assert out["first"] == "0"
+    assert out["error"] == "RuntimeError index None"
+    assert "has had no worker able to run a task for 3 s" in out["message"]
+    assert "SLICEWISE_RAY_NO_CPU_TIMEOUT" in out["message"]
+
+
+@pytest.mark.timeout(120)
+def test_a_ray_cluster_whose_cpus_are_busy_is_waited_for(run_script):
+    pytest.importorskip("ray")
+    out = _lines(run_script(RAY_BUSY_CPU, name="ray_busy.py", timeout=100),
+                 "results", "holder")
+    assert out["results"] == "[1, 2, 3]"  # waited past both 2 s limits: busy is not none
+    assert out["holder"] == "held"

@@ -30,9 +30,10 @@ worker process: the processes' lifecycle is the cluster's.
 
 A cluster with no workers never hangs a call. An engine waits for workers forever: a Dask
 cluster whose workers all died or were retired (and none came back) just keeps the tasks
-queued. A backend that can count its cluster's usable threads (`watches_workers`, Dask)
-gets a watchdog thread, which runs only while the pool has tasks out and asks the cluster
-once per WATCH_INTERVAL (not at all while tasks keep coming back):
+queued. A backend that can count its cluster's usable threads (`watches_workers`: Dask's
+running workers' threads; Ray's CPUs on live nodes) gets a watchdog thread, which runs
+only while the pool has tasks out and asks the cluster once per WATCH_INTERVAL (not at
+all while tasks keep coming back):
 
     a busy spell of the pool, workers seen in it    no usable thread for `no_workers_timeout`
                                                       (a few seconds of a nanny's restart

@@ -26,17 +26,37 @@ How a death is told apart from an item's fault (the scheduler's rules, scheduler
                                        was killed is gone for good: `ray.shutdown()` and
                                        `ray.init()` again.
 
+A cluster with no CPU left to run a task fails the call instead of hanging it (Ray keeps
+such tasks pending, by default forever: a head node started with `num_cpus=0` whose
+worker nodes died, or that waits for nodes that never come). While the pool has tasks
+out and none came back in the last second, the watchdog (backends/cluster.py) adds up the
+CPUs of the nodes Ray reports alive (`ray.nodes()`), once a second:
+
+    CPUs were seen in this busy spell, then none    fails after NO_CPU_SECONDS (30 s;
+                                                    env SLICEWISE_RAY_NO_CPU_TIMEOUT)
+    the spell began with none (nodes still to come) fails after FIRST_CPU_SECONDS (300 s;
+                                                    env SLICEWISE_RAY_FIRST_CPU_TIMEOUT)
+    Ray's control store does not answer             counted as no CPU
+
+CPUs that exist but are all busy with other work are not "none": the call waits for them,
+as Ray does. The call then fails with "the Ray cluster can no longer run tasks: it has had
+no worker able to run a task for 30 s ... (no CPU on the N nodes alive)", naming no input;
+an eval commits nothing.
+
 See backends/cluster.py for the rest.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from slicewise.engine.backends.cluster import ClusterBackend
+from slicewise.engine.backends.cluster import ClusterBackend, no_workers_text
 from slicewise.engine.worker import run_remote_batch
 
 TASK_RETRIES = 1  # Ray re-runs a task whose worker died this many times before failing it
+NO_CPU_SECONDS = 30.0  # a busy pool's cluster with no CPU this long: the call fails
+FIRST_CPU_SECONDS = 300.0  # the same when no CPU was seen since the work was sent
 
 
 def _ray():
@@ -50,9 +70,15 @@ def _ray():
 class RayBackend(ClusterBackend):
     name = "ray"
     engine = "Ray"
+    watches_workers = True
 
     def __init__(self, workers: int, **options: Any) -> None:
         super().__init__(workers, **options)
+        self.no_workers_timeout = _env_seconds("SLICEWISE_RAY_NO_CPU_TIMEOUT", NO_CPU_SECONDS)
+        self.first_workers_timeout = _env_seconds(
+            "SLICEWISE_RAY_FIRST_CPU_TIMEOUT", FIRST_CPU_SECONDS
+        )
+        self._alive_nodes = 0
         if self.client_option is not None:
             raise ValueError("client= is for backend='dask'; for Ray call ray.init(address=...)")
         ray = _ray()
@@ -61,6 +87,18 @@ class RayBackend(ClusterBackend):
         if self.workers is None:
             self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(run_remote_batch)
+
+    def usable_threads(self) -> int:
+        """CPUs of the nodes alive (busy or not: a busy one frees up; none never does)."""
+        alive = [node for node in _ray().nodes() if node.get("Alive")]
+        self._alive_nodes = len(alive)
+        return int(sum(float((node.get("Resources") or {}).get("CPU", 0)) for node in alive))
+
+    def describe_no_workers(self, seconds: float, seen: bool, problem: str | None) -> str:
+        where = problem or f"no CPU on the {self._alive_nodes} Ray node(s) alive"
+        variable = "SLICEWISE_RAY_NO_CPU_TIMEOUT" if seen else "SLICEWISE_RAY_FIRST_CPU_TIMEOUT"
+        return (f"it {no_workers_text(seconds, seen, None)} ({where}; the wait is the "
+                f"environment variable {variable}, in seconds)")
 
     def submit(
         self, token: bytes, fn_bytes: bytes, mode: int, items: list, stride: int,
@@ -124,3 +162,18 @@ def _exception_types(*names: str) -> tuple[type, ...]:
     """Ray's exception classes of these names (those this Ray version has)."""
     exceptions = _ray().exceptions
     return tuple(getattr(exceptions, name) for name in names if hasattr(exceptions, name))
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable `name`, else `default`."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise ValueError(f"environment variable {name} must be a positive number of "
+                         f"seconds, got {value!r}")
+    return seconds
