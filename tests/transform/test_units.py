@@ -253,6 +253,10 @@ def test_batch_sizer_targets_time_and_shares_the_tail():
     assert sizer.next_size(0) == 1000
     assert sizer.next_size(9_000) == 250  # ceil(1000 / 4): the tail is shared
     assert sizer.next_size(9_900) == 200  # but no batch under 20 ms of work
+    # on a cluster (a task's round trip costs ms) the tail's batches hold >= 100 ms
+    cluster = BatchSizer(2, 10_000, 0, 0, 0.25, cluster=True)
+    cluster.observe(100, 0.01)
+    assert cluster.next_size(9_000) == 1000  # not ceil(1000 / 4)
     sizer = BatchSizer(2, None, 0, 0, 0.1)
     assert sizer.next_size(0) == 16
     sizer.observe(10, 10.0)  # 1 s per input

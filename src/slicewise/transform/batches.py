@@ -50,14 +50,21 @@ class BatchSizer:
     # Each batch ends in its own chunk files (a write and an fsync each): never split the
     # tail into batches shorter than this much work.
     MIN_BATCH_SECONDS = 0.02
+    # On a cluster each batch is also a task whose round trip costs milliseconds (Dask:
+    # 10.6 ms from submit to result on this 2-core VM, against 0.3 ms for a process
+    # pool's): its tail batches hold at least this much work
+    CLUSTER_MIN_BATCH_SECONDS = 0.1
     # chunk_bytes: a batch fills at least this many chunks (measured on moto, seed 000:
     # 2 beat 1 and 3, BENCHMARKS.md "cluster"), aiming this far under a whole number
     CHUNK_MARGIN = 0.05
     MIN_CHUNKS = 2
 
     def __init__(self, workers, length, first, checkpoint_interval, batch_seconds,
-                 chunk_bytes: int | None = None):
+                 chunk_bytes: int | None = None, cluster: bool = False):
         self.workers = workers
+        self.min_batch_seconds = (
+            self.CLUSTER_MIN_BATCH_SECONDS if cluster else self.MIN_BATCH_SECONDS
+        )
         self.length = length
         self.checkpoint_interval = checkpoint_interval
         self.batch_seconds = batch_seconds
@@ -109,7 +116,7 @@ class BatchSizer:
             remaining = self.length - position
             tail_share = math.ceil(remaining / (2 * self.workers))
             if self.seconds_per_item is not None:
-                tail_share = max(tail_share, int(self.MIN_BATCH_SECONDS / self.seconds_per_item))
+                tail_share = max(tail_share, int(self.min_batch_seconds / self.seconds_per_item))
             if per_chunk is not None:
                 tail_share = max(tail_share, math.ceil(remaining / self.workers),
                                  math.ceil(per_chunk / self.workers))

@@ -261,6 +261,7 @@ class _Run:
             self.workers, self.source.length, self.first_input,
             self.checkpoint_interval, self.batch_seconds,
             chunk_bytes=_object_store_chunk_bytes(runner.writer_spec),
+            cluster=self.backend in ("dask", "ray"),
         )
         self.runner_spec = runner.writer_spec
         progress = _progress_bar(self.progressbar, self.source.length, self.first_input,
