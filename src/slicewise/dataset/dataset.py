@@ -27,7 +27,7 @@ from slicewise.dataset.exports import DatasetExports
 from slicewise.dataset.group import Group, RowView, all_groups, check_new_name
 from slicewise.dataset.tensor import Tensor
 from slicewise.dataset.tensor_view import normalize_index
-from slicewise.format.commit import Transaction, apply, publish, read_gc_token
+from slicewise.format.commit import Transaction, apply, gc_token_entry, publish
 from slicewise.format.errors import DatasetError, ReadOnlyError
 from slicewise.format.htypes import make_tensor_meta
 from slicewise.format.manifest import (
@@ -622,16 +622,8 @@ class Dataset(DatasetAPI, DatasetExports):
             "tensors": {name: t.meta.to_json() for name, t in view.tensors.items()},
             "class_bases": self._class_bases(),
             "ndims": self._ndims(),
-            **self._gc_token(),
+            **gc_token_entry(self._storage),
         }
-
-    def _gc_token(self) -> dict:
-        """Object stores: {"gc_token": the last gc's token} (see commit.read_gc_token)."""
-        storage = self._storage
-        if getattr(storage, "touch_refreshes", True):
-            return {}
-        token = read_gc_token(storage)
-        return {} if token is None else {"gc_token": token}
 
     def sync_receipt(self, receipt: dict) -> None:
         """Start flushing the chunk files a writer left unsynced (`finish(sync=False)`) on

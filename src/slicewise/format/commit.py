@@ -424,6 +424,15 @@ def read_gc_token(storage: Storage) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
+def gc_token_entry(storage: Storage) -> dict:
+    """For a writer spec: {"gc_token": ...} on storages whose commits can skip checking
+    each chunk (object stores), else {} (nothing to read)."""
+    if getattr(storage, "touch_refreshes", True):
+        return {}
+    token = read_gc_token(storage)
+    return {} if token is None else {"gc_token": token}
+
+
 def write_gc_record(storage: Storage) -> None:
     """gc, before it takes its clock reading and lists anything: a fresh token."""
     record = {"token": secrets.token_hex(16), "started": time.time()}
