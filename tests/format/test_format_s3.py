@@ -92,3 +92,120 @@ def test_deeplake_creds_reach_s3(s3_options, s3_url):
         sw.load(s3_url, creds=creds, storage_options=s3_options)
     sw.delete(s3_url, creds=creds, force=True)
     assert not sw.exists(s3_url, creds=creds)
+
+
+ENV_CREDENTIALS = """
+import json, os, sys
+import numpy as np
+import slicewise as sw
+
+endpoint, url = sys.argv[1], sys.argv[2]
+options = {"endpoint_url": endpoint}  # no key, no secret: s3fs finds them as boto does
+
+
+@sw.compute
+def square(x, sample_out):
+    sample_out.append({"x": np.int64(x * x)})
+
+
+try:
+    ds = sw.empty(url, storage_options=options)
+    ds.create_tensor("x", dtype="int64")
+    print("spec", json.dumps(ds.writer_spec()))
+    square().eval(list(range(50)), ds, num_workers=2, scheduler="processed", progressbar=False)
+    print("rows", sw.load(url, storage_options=options).x.numpy().ravel().tolist()
+          == [x * x for x in range(50)])
+except Exception as error:
+    print("error", type(error).__name__, error)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_credentials_from_the_environment_reach_every_worker(s3_options, s3_url, tmp_path):
+    """As s3fs users expect: storage_options without a key or secret, the credentials in
+    the environment (AWS_ACCESS_KEY_ID, ...). The writer spec that travels to the worker
+    processes holds no secret; each worker finds the credentials as boto does. Without
+    any, the error names what is missing instead of writing nothing silently."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "env_credentials.py"
+    script.write_text(ENV_CREDENTIALS)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    base.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"),
+                AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), TQDM_DISABLE="1")
+    with_keys = dict(base, AWS_ACCESS_KEY_ID="testing-env", AWS_SECRET_ACCESS_KEY="secret-env",
+                     AWS_DEFAULT_REGION="us-east-1")
+
+    def run(env, url):
+        out = subprocess.run([sys.executable, str(script), s3_options["endpoint_url"], url],
+                             capture_output=True, text=True, timeout=100, env=env, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    out = run(with_keys, s3_url)
+    assert "rows True" in out, out[-3000:]
+    assert "secret-env" not in out.split("spec ", 1)[1].splitlines()[0]  # not in the spec
+    out = run(base, s3_url + "-nokeys")
+    assert "error PermissionError" in out, out[-3000:]
+    assert "no S3 credentials found for dataset " + s3_url + "-nokeys" in out
+    assert "AWS_ACCESS_KEY_ID" in out
+
+
+WORKERS_WITHOUT_CREDENTIALS = """
+import os, sys
+import numpy as np
+import slicewise as sw
+
+endpoint, url = sys.argv[1], sys.argv[2]
+with sw.Pool(2) as pool:  # the worker processes' server starts without credentials
+    pool.map(abs, [1])
+os.environ.update(AWS_ACCESS_KEY_ID="testing-env", AWS_SECRET_ACCESS_KEY="secret-env",
+                  AWS_DEFAULT_REGION="us-east-1")  # the driver has them from here on
+options = {"endpoint_url": endpoint}
+
+
+@sw.compute
+def square(x, sample_out):
+    sample_out.append({"x": np.int64(x * x)})
+
+
+ds = sw.empty(url, storage_options=options)
+ds.create_tensor("x", dtype="int64")
+ds.x.append(np.int64(-1))
+try:
+    square().eval(list(range(50)), ds, num_workers=2, scheduler="processed",
+                  ignore_errors=True, progressbar=False)
+    print("completed")
+except Exception as error:
+    print("error", type(error).__name__, getattr(error, "index", None))
+    print("message", str(error).replace(chr(10), " "))
+print("rows", sw.load(url, storage_options=options).x.numpy().ravel().tolist())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_workers_without_credentials_fail_the_eval_and_skip_no_input(
+    s3_options, s3_url, tmp_path
+):
+    """The driver has S3 credentials, its worker processes do not (a cluster whose
+    workers lack them): with ignore_errors=True, the eval must not skip every input as
+    failed; it fails with the storage's error, naming the dataset and where credentials
+    come from, and the dataset keeps its rows."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "workers_without_credentials.py"
+    script.write_text(WORKERS_WITHOUT_CREDENTIALS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), TQDM_DISABLE="1")
+    out = subprocess.run([sys.executable, str(script), s3_options["endpoint_url"], s3_url],
+                         capture_output=True, text=True, timeout=100, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    assert lines.get("error", "").startswith("EvalStorageError"), out.stdout[-3000:]
+    assert "no S3 credentials found for dataset" in lines["message"]
+    assert lines["rows"] == "[-1]"  # nothing committed, nothing lost

@@ -98,6 +98,54 @@ def gave_up(exc: BaseException, what: str, attempts: int) -> OSError:
     return error
 
 
+# botocore's errors for credentials it cannot find or load: not OSErrors, and they name
+# neither the dataset nor the fix (below)
+_CREDENTIAL_ERRORS = frozenset((
+    "NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+    "NoAuthTokenError",
+))
+
+
+def _credential_error(exc: BaseException) -> BaseException | None:
+    seen = 0
+    while exc is not None and seen < 8:
+        if type(exc).__name__ in _CREDENTIAL_ERRORS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _names_credentials(method):
+    """Missing S3 credentials come out as a PermissionError naming the object, the
+    dataset and where credentials come from, wherever the storage was called: in a
+    cluster worker a storage error is never blamed on an input (transform/worker.py)."""
+    import functools
+
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            missing = _credential_error(exc)
+            if missing is None:
+                raise
+            where = self.full_path(args[0]) if args and isinstance(args[0], str) else self.url
+            error = PermissionError(
+                errno.EACCES,
+                f"no S3 credentials found for dataset {self.url} ({type(missing).__name__}: "
+                f"{missing}): pass storage_options with 'key' and 'secret' (or 'profile'), "
+                "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) for "
+                "every process that reads or writes it (cluster workers too), or "
+                "storage_options={'anon': True} for a public bucket",
+                where,
+            )
+            error.slicewise_file = where
+            raise error from exc
+
+    return checked
+
+
 class FsspecStorage(Storage):
     """Any fsspec file system; see the module docstring for what put-if-absent means here."""
 
@@ -118,6 +166,7 @@ class FsspecStorage(Storage):
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if key else self.root
 
+    @_names_credentials
     def get(self, key: str) -> bytes:
         # s3fs sizes a whole-object read from its listing cache when it holds the folder:
         # a stale listing would make a new object "missing". Reads never trust a listing.
@@ -134,9 +183,11 @@ class FsspecStorage(Storage):
                 raise
             return b""  # S3 answers 416 to a range of an empty object
 
+    @_names_credentials
     def get_range(self, key: str, start: int, length: int) -> bytes:
         return self.fs.cat_file(self._path(key), start=start, end=start + length)
 
+    @_names_credentials
     def size(self, key: str) -> int:
         path = self._path(key)
         self.fs.invalidate_cache(path)  # as in get: never a size from a cached listing
@@ -161,6 +212,7 @@ class FsspecStorage(Storage):
                 time.sleep(backoff_seconds(attempt))
         raise AssertionError("unreachable")
 
+    @_names_credentials
     def put(self, key: str, data: bytes | memoryview | list, sync: bool = True) -> None:
         if isinstance(data, list):
             data = b"".join(data)
@@ -172,6 +224,7 @@ class FsspecStorage(Storage):
         except OSError as exc:  # as itself, naming the object and the dataset
             raise storage_error(exc, self.full_path(key), self.url) from exc
 
+    @_names_credentials
     def set_if_not_exists(self, key: str, data: bytes) -> bool:
         try:
             return self._set_if_not_exists(key, data)
@@ -237,6 +290,7 @@ class FsspecStorage(Storage):
                 return False
             raise
 
+    @_names_credentials
     def touch_all(self, keys: list[str]) -> list[str]:
         """S3: a HEAD per key (HEAD_CONCURRENCY at a time), no listing; S3 cannot refresh
         an object's mtime, so gc's grace period counts from the write (FORMAT.md §5)."""
@@ -250,6 +304,7 @@ class FsspecStorage(Storage):
             present = list(pool.map(self._head, keys))
         return [key for key, ok in zip(keys, present, strict=True) if not ok]
 
+    @_names_credentials
     def abort_incomplete_uploads(
         self, older_than: float, dry_run: bool = False, now: float | None = None
     ) -> list[str]:
@@ -307,6 +362,7 @@ class FsspecStorage(Storage):
                 return True
             markers = {"PartNumberMarker": page.get("NextPartNumberMarker", 0)}
 
+    @_names_credentials
     def list(self, prefix: str = "", refresh: bool = True) -> list[str]:
         base = self._path(prefix.rstrip("/")) if prefix else self.root
         if refresh:
@@ -330,12 +386,14 @@ class FsspecStorage(Storage):
                 out.append(rel)
         return out
 
+    @_names_credentials
     def delete(self, key: str) -> None:
         try:
             self.fs.rm_file(self._path(key))
         except FileNotFoundError:
             pass
 
+    @_names_credentials
     def exists(self, key: str) -> bool:
         if self.is_s3 and key:
             return self._head(key)
@@ -343,6 +401,7 @@ class FsspecStorage(Storage):
         self.fs.invalidate_cache(path)
         return bool(self.fs.exists(path))
 
+    @_names_credentials
     def mtime(self, key: str) -> float | None:
         path = self._path(key)
         self.fs.invalidate_cache(path)
@@ -362,6 +421,7 @@ class FsspecStorage(Storage):
                 continue
         return None
 
+    @_names_credentials
     def delete_all(self) -> None:
         try:
             self.fs.rm(self.root, recursive=True)
