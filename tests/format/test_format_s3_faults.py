@@ -358,7 +358,7 @@ def _write_receipt(handle, values):
 @pytest.mark.timeout(60)
 def test_commit_checks_each_chunk_object_only_after_a_gc_began(s3_options, s3_url):
     """A commit proves its chunk objects are still there with one GET of the gc record
-    when no gc began since they were written; after a gc began, with a HEAD per chunk,
+    when no gc ran since they were written; after a gc began, with a HEAD per chunk,
     and a chunk that gc took (grace_seconds=0) stops the commit, naming it, with nothing
     published."""
     from slicewise.format.commit import read_gc_token
@@ -367,7 +367,8 @@ def test_commit_checks_each_chunk_object_only_after_a_gc_began(s3_options, s3_ur
     ds = sw.empty(s3_url, storage_options=s3_options)
     ds.create_tensor("x", dtype="int64")
     storage = _fs(s3_options, s3_url)
-    assert ds.writer_spec()["gc_token"] == ""  # no gc ever ran
+    created = ds.writer_spec()["gc_token"]  # a new dataset's record: "done", its own token
+    assert len(created) == 32
     with _HeadCounter(storage.fs) as counter:
         ds.add_receipts([_write_receipt(ds, [1, 2]), _write_receipt(ds, [3])])
         ds.commit("no gc")
@@ -388,7 +389,7 @@ def test_commit_checks_each_chunk_object_only_after_a_gc_began(s3_options, s3_ur
     receipt = _write_receipt(ds, [5])
     token = read_gc_token(storage)
     report = sw.gc(s3_url, grace_seconds=0, storage_options=s3_options)
-    assert read_gc_token(storage) not in (token, None, "")
+    assert read_gc_token(storage) not in (token, None)
     [taken] = report.removed_files
     ds.add_receipts([receipt])
     with pytest.raises(CorruptionError, match="missing") as caught:
@@ -399,6 +400,60 @@ def test_commit_checks_each_chunk_object_only_after_a_gc_began(s3_options, s3_ur
     assert again.commit_id == before
     assert again.x.numpy().ravel().tolist() == [1, 2, 3, 4]
     assert sw.verify(s3_url, storage_options=s3_options).ok
+
+
+@pytest.mark.timeout(60)
+def test_a_gc_running_when_the_spec_is_made_is_not_trusted(s3_options, s3_url):
+    """A gc that began before the writers read the record, and deletes after they wrote
+    (its "running" record, then the rest of gc_storage with grace_seconds=0): the spec
+    carries no token, the commit HEADs and refuses the chunk gc took. A gc that died
+    mid-run leaves "running": commits check every chunk until a gc completes."""
+    from slicewise.format.commit import write_gc_record
+    from slicewise.format.errors import CorruptionError
+    from slicewise.format.maintenance import gc_storage
+
+    ds = sw.empty(s3_url, storage_options=s3_options)
+    ds.create_tensor("x", dtype="int64")
+    ds.x.append(np.int64(0))
+    storage = _fs(s3_options, s3_url)
+    write_gc_record(storage, "running")  # a gc has begun (or died mid-run)
+    assert "gc_token" not in ds.writer_spec()
+    receipt = _write_receipt(ds, [1])
+    assert "gc_token" not in receipt
+    report = gc_storage(FsspecStorage(s3_url, s3_options), grace_seconds=0)
+    assert len(report.removed_files) == 1
+    ds.add_receipts([receipt])
+    with _HeadCounter(storage.fs) as counter, pytest.raises(CorruptionError, match="missing"):
+        ds.commit("a gc ran meanwhile")
+    assert counter.chunk_heads == 1
+    ds.discard()
+    assert "gc_token" in ds.writer_spec()  # that gc completed: "done" again
+
+
+@pytest.mark.timeout(60)
+def test_receipts_written_elsewhere_are_checked_object_by_object(s3_options, s3_url):
+    """The token ties a receipt to the dataset and tensors its chunks went into: a
+    receipt written into another dataset, or into a tensor since deleted and made again
+    under its name, is checked object by object and refused (nothing there)."""
+    from slicewise.format.errors import CorruptionError
+
+    other = sw.empty(s3_url + "-other", storage_options=s3_options)
+    other.create_tensor("x", dtype="int64")
+    ds = sw.empty(s3_url, storage_options=s3_options)
+    ds.create_tensor("x", dtype="int64")
+    storage = _fs(s3_options, s3_url)
+    for receipt, why in ((_write_receipt(other, [1]), "another dataset"),
+                         (_write_receipt(ds, [2]), "a tensor made again")):
+        if why == "a tensor made again":
+            ds.delete_tensor("x")
+            ds.create_tensor("x", dtype="int64")
+        ds.add_receipts([receipt])
+        with _HeadCounter(storage.fs) as counter:
+            with pytest.raises(CorruptionError, match="missing"):
+                ds.commit(why)
+        assert counter.chunk_heads == 1, why
+        ds.discard()
+    assert len(sw.load(s3_url, storage_options=s3_options).x.numpy()) == 0
 
 
 @pytest.mark.timeout(60)

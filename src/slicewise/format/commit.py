@@ -38,10 +38,11 @@ from slicewise.format.storage import Storage, SyncQueue, short_files
 
 MAX_COMMIT_ATTEMPTS = 64
 
-# The gc record (FORMAT.md 3 and 5): every gc rewrites it, with a fresh token, before it
-# looks at anything. A token read before a transaction's chunks were written and read
-# again, unchanged, at its commit proves no gc began in between (one GET instead of a HEAD
-# per chunk object).
+# The gc record (FORMAT.md 3 and 5): {"token", "state": "running" | "done"}. A gc writes
+# a fresh token with "running" before it looks at anything and a fresh one with "done"
+# after its last delete; a dataset on an object store starts with a "done" one. A "done"
+# token read before a transaction's chunks were written and read again, unchanged, at its
+# commit proves no gc ran at any moment in between (one GET instead of a HEAD per chunk).
 GC_RECORD_KEY = "gc.json"
 
 
@@ -67,9 +68,11 @@ class Transaction:
     ds_info: dict | None = None
     ds_info_edits: list[tuple[dict, list]] = field(default_factory=list)  # (set, removed)
     # the gc token (read_gc_token) read before every chunk of `appended` was written, or
-    # None: unknown (a receipt carried none, or receipts carried different ones); set by
-    # the first receipt with chunks. The commit then skips its HEADs (_prepare_chunks).
+    # None: unknown (a receipt carried none, or receipts carried different ones, or were
+    # written into another dataset or tensor); set by the first receipt with chunks. The
+    # commit then skips its per-chunk checks (_no_gc_since_written).
     gc_token: str | None = None
+    gc_written_into: tuple[str, dict] | None = None  # (dataset URL, {tensor: tensor id})
     _receipts_seen: bool = False
 
     def is_empty(self) -> bool:
@@ -105,15 +108,34 @@ class Transaction:
             changes["deleted"] = sorted(self.deleted)
         return changes
 
+    def _note_gc_token(self, receipt: dict) -> None:
+        """Keep `gc_token` only while every receipt with chunks carries the same one, for
+        the same dataset, and names the tensor ids its chunks were written under."""
+        written = {name: tensor.get("tensor_id") for name, tensor in receipt["tensors"].items()
+                   if tensor.get("chunks")}
+        if not written:
+            return
+        token = receipt.get("gc_token")
+        url = receipt.get("url")
+        usable = (isinstance(token, str) and token and isinstance(url, str)
+                  and all(isinstance(tid, str) for tid in written.values()))
+        if not usable:
+            self.gc_token = None
+        elif not self._receipts_seen:
+            self.gc_token, self.gc_written_into = token, (url, dict(written))
+        elif self.gc_token is not None:
+            into_url, ids = self.gc_written_into
+            if token != self.gc_token or url != into_url or any(
+                ids.setdefault(name, tid) != tid for name, tid in written.items()
+            ):
+                self.gc_token = None
+        self._receipts_seen = True
+
     def add_receipt(self, receipt: dict, known: set[str]) -> None:
         """Queue the chunks a writer reported (in the order given)."""
         if not isinstance(receipt, dict) or "tensors" not in receipt:
             raise DatasetError(f"not a writer receipt: {str(receipt)[:200]}")
-        if any(tensor.get("chunks") for tensor in receipt["tensors"].values()):
-            token = receipt.get("gc_token")
-            token = token if isinstance(token, str) else None
-            self.gc_token = token if not self._receipts_seen or token == self.gc_token else None
-            self._receipts_seen = True
+        self._note_gc_token(receipt)
         for name, tensor in receipt["tensors"].items():
             if name not in known:
                 raise DatasetError(
@@ -409,46 +431,65 @@ def _check_complete(storage: Storage, chunks: list[tuple[str, int]]) -> None:
 
 
 def read_gc_token(storage: Storage) -> str | None:
-    """The token of the last gc begun on this dataset ("" when none ever ran), or None when
-    its record cannot be read or decoded (then no check is skipped on its account)."""
+    """The token of the gc record when its state is "done" (no gc running), else None: no
+    record (a dataset made before records existed), a gc running or killed mid-run, or a
+    record that cannot be read. None means no check is skipped on its account."""
     try:
-        data = storage.get(GC_RECORD_KEY)
-    except FileNotFoundError:
-        return ""
-    except OSError:
+        record = json.loads(storage.get(GC_RECORD_KEY))
+        token, state = record["token"], record["state"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    try:
-        token = json.loads(data)["token"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return token if isinstance(token, str) and token else None
+    return token if state == "done" and isinstance(token, str) and token else None
 
 
 def gc_token_entry(storage: Storage) -> dict:
     """For a writer spec: {"gc_token": ...} on storages whose commits can skip checking
-    each chunk (object stores), else {} (nothing to read)."""
+    each chunk (object stores) when the record says no gc is running, else {}."""
     if getattr(storage, "touch_refreshes", True):
         return {}
     token = read_gc_token(storage)
     return {} if token is None else {"gc_token": token}
 
 
-def write_gc_record(storage: Storage) -> None:
-    """gc, before it takes its clock reading and lists anything: a fresh token."""
-    record = {"token": secrets.token_hex(16), "started": time.time()}
+def write_gc_record(storage: Storage, state: str) -> str:
+    """A fresh token in `state` ("running": gc, before it reads its clock and lists;
+    "done": gc after its last delete, and a new dataset on an object store). Returns it."""
+    token = secrets.token_hex(16)
+    record = {"token": token, "state": state, "time": time.time()}
     storage.put(GC_RECORD_KEY, json.dumps(record).encode())
+    return token
 
 
-def _no_gc_since_written(storage: Storage, txn: Transaction) -> bool:
+def gc_running_token(storage: Storage) -> str | None:
+    """The token of the record when it says "running", else None."""
+    try:
+        record = json.loads(storage.get(GC_RECORD_KEY))
+    except (OSError, ValueError):
+        return None
+    if isinstance(record, dict) and record.get("state") == "running":
+        return record.get("token")
+    return None
+
+
+def _no_gc_since_written(storage: Storage, base: Version, txn: Transaction) -> bool:
     """Where a commit's check of its chunk files can only ask whether they exist (object
     stores: a HEAD each; nothing refreshes their age there): True when every new chunk
-    came with the gc token read before it was written, and that token is still the
-    current one. No gc began since, and one that began before (it rewrote the record
-    first) took its clock reading before these chunks existed, so it holds them young
-    (FORMAT.md 5). A PUT that was answered is durable. One GET instead of a HEAD per
-    chunk object."""
+    came in a receipt written into this dataset and these tensors with a "done" gc token
+    read before it was written, and that token is still the current one: no gc ran at
+    any moment in between (a gc rewrites the token when it starts and when it ends), and
+    an answered PUT is durable. One GET instead of a HEAD per chunk object.
+
+    Not covered (FORMAT.md 3): a gc of a slicewise release older than the record, or
+    another tool, deleting chunk files without rewriting it."""
     if getattr(storage, "touch_refreshes", True) or txn.replaced or txn.gc_token is None:
         return False
+    url, ids = txn.gc_written_into or ("", {})
+    if url.rstrip("/") != str(storage.url).rstrip("/"):
+        return False
+    for name in txn.appended:
+        meta = txn.created.get(name) or (base.tensors[name].meta if name in base.tensors else None)
+        if txn.appended[name] and (meta is None or ids.get(name) != meta.id):
+            return False
     return read_gc_token(storage) == txn.gc_token
 
 
@@ -469,7 +510,7 @@ def _prepare_chunks(
     from now), its data is durable (the writers flushed all but the chunks they left
     unsynced, flushed here), and so are the directory entries."""
     keys = new_chunk_keys(base, txn)
-    missing = [] if _no_gc_since_written(storage, txn) else storage.touch_all(keys)
+    missing = [] if _no_gc_since_written(storage, base, txn) else storage.touch_all(keys)
     if missing:
         where = storage.full_path(missing[0])
         raise CorruptionError(

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from slicewise.format.chunk import check_chunk, claim_problem
-from slicewise.format.commit import write_gc_record
+from slicewise.format.commit import gc_running_token, write_gc_record
 from slicewise.format.errors import CorruptionError, DatasetError
 from slicewise.format.manifest import (
     MARKER_KEY,
@@ -330,10 +330,11 @@ def gc_storage(
     seqs = list_version_seqs(storage)
     if not seqs:
         raise DatasetError(f"no versions at {storage.url}: not a dataset, nothing removed")
+    running = None
     if not dry_run:
-        # first: a commit whose writers read the old token now checks each chunk it
-        # publishes; chunks written after this moment are younger than `now` below
-        write_gc_record(storage)
+        # first: while this says "running", and after it (a new token), commits check
+        # each chunk object they publish (FORMAT.md 3)
+        running = write_gc_record(storage, "running")
     now = time.time()
     drop: list[int] = []
     if keep_last is not None:
@@ -408,6 +409,11 @@ def gc_storage(
     abort = getattr(storage, "abort_incomplete_uploads", None)
     if abort is not None:
         report.aborted_uploads = list(abort(grace_seconds, dry_run=dry_run))
+    # last: "done" with a fresh token, unless another gc began meanwhile (its "running"
+    # stays; it writes "done" when it ends). A gc that dies before this leaves "running":
+    # commits then check every chunk object until a gc completes.
+    if running is not None and gc_running_token(storage) == running:
+        write_gc_record(storage, "done")
     return report
 
 

@@ -17,7 +17,7 @@ On S3 (FORMAT.md §3):
   `gc(grace_seconds=...)` may have removed a chunk since (S3 cannot refresh an object's
   mtime, so a long eval's first chunks can age past a short grace period), and a manifest
   must never name a missing object. So a commit HEADs its chunks unless one GET of the
-  gc record shows no gc began since they were written (commit.py, FORMAT.md 3).
+  gc record shows no gc ran since they were written (commit.py, FORMAT.md 3).
 - A whole-object read (`get`) is one GET of the range from byte 0: s3fs's own first HEADs
   the object for its size (and LISTs a missing one as a folder).
 - Writers hand each chunk's PUT to a helper thread (`overlapped_put`, SyncQueue.upload)
@@ -102,7 +102,7 @@ def gave_up(exc: BaseException, what: str, attempts: int) -> OSError:
 # neither the dataset nor the fix (below)
 _CREDENTIAL_ERRORS = frozenset((
     "NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
-    "NoAuthTokenError",
+    "NoAuthTokenError", "TokenRetrievalError", "UnauthorizedSSOTokenError",
 ))
 
 
@@ -146,6 +146,23 @@ def _names_credentials(method):
     return checked
 
 
+def _range_refused(exc: BaseException) -> bool:
+    """An S3 416 (InvalidRange), as s3fs words it or in the botocore error under it."""
+    seen = 0
+    while exc is not None and seen < 8:
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            code = (response.get("Error") or {}).get("Code")
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if code == "InvalidRange" or status == 416:
+                return True
+        if "range is not satisfiable" in str(exc) or "InvalidRange" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
 class FsspecStorage(Storage):
     """Any fsspec file system; see the module docstring for what put-if-absent means here."""
 
@@ -179,7 +196,7 @@ class FsspecStorage(Storage):
         try:
             return self.fs.cat_file(path, start=0)
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) or "range is not satisfiable" not in str(exc):
+            if isinstance(exc, FileNotFoundError) or not _range_refused(exc):
                 raise
             return b""  # S3 answers 416 to a range of an empty object
 

@@ -61,6 +61,20 @@ def _quick_switching(start: bool) -> None:
             _switching[2] = None
 
 
+def _after_fork_in_child() -> None:
+    """A child forked while a helper thread held the lock, or while uploads ran: a fresh
+    lock (the holder does not exist here), and the interval the process had."""
+    global _sync_pools_lock
+    _sync_pools_lock = threading.Lock()
+    if _switching[2] is not None:
+        sys.setswitchinterval(_switching[2])
+    _switching[:] = [os.getpid(), 0, None]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _upload_slot() -> threading.BoundedSemaphore:
     """The process's semaphore of uploads in flight (a forked child makes its own)."""
     global _upload_slots

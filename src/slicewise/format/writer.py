@@ -36,7 +36,9 @@ Receipt (JSON-able; entries in write order):
                                         "min_shape": [375, 500, 3], "max_shape": [480, 640, 3]}]}}}
 
 A receipt carries `"gc_token"` when its spec did (object stores: the token of the last gc
-begun on the dataset, read when the spec was made, before any chunk was written).
+that ended on the dataset, read when the spec was made, before any chunk was written),
+and then also the dataset's `"url"` and each tensor's `"tensor_id"`: the commit skips its
+per-chunk checks only for chunks written into the dataset and tensors it publishes.
 
 A chunk entry carries `"synced": false` only after `finish(sync=False)`, for a file not yet
 flushed (maybe not yet fully written: its writer holds its lock until it is); the field
@@ -386,6 +388,8 @@ class DatasetWriter:
             }
         receipt = {"writer_id": self.writer_id, "format_version": FORMAT_VERSION,
                    "tensors": tensors}
-        if self.gc_token is not None:
-            receipt["gc_token"] = self.gc_token
+        if self.gc_token is not None:  # and where the chunks went (commit._note_gc_token)
+            receipt.update(gc_token=self.gc_token, url=self.storage.url)
+            for name, tensor in tensors.items():
+                tensor["tensor_id"] = self._buffers[name].meta.id
         return receipt

@@ -32,7 +32,7 @@ worker nodes died, or that waits for nodes that never come). While the pool has 
 out and none came back in the last second, the watchdog (backends/cluster.py) adds up the
 CPUs of the nodes Ray reports alive (`ray.nodes()`), once a second:
 
-    CPUs were seen in this busy spell, then none    fails after NO_CPU_SECONDS (30 s;
+    CPUs were seen in this busy spell, then none    fails after NO_CPU_SECONDS (300 s;
                                                     env SLICEWISE_RAY_NO_CPU_TIMEOUT)
     the spell began with none (nodes still to come) fails after FIRST_CPU_SECONDS (300 s;
                                                     env SLICEWISE_RAY_FIRST_CPU_TIMEOUT)
@@ -40,7 +40,7 @@ CPUs of the nodes Ray reports alive (`ray.nodes()`), once a second:
 
 CPUs that exist but are all busy with other work are not "none": the call waits for them,
 as Ray does. The call then fails with "the Ray cluster can no longer run tasks: it has had
-no worker able to run a task for 30 s ... (no CPU on the N nodes alive)", naming no input;
+no worker able to run a task for 300 s ... (no CPU on the N nodes alive)", naming no input;
 an eval commits nothing.
 
 See backends/cluster.py for the rest.
@@ -55,7 +55,9 @@ from slicewise.engine.backends.cluster import ClusterBackend, no_workers_text
 from slicewise.engine.worker import run_remote_batch
 
 TASK_RETRIES = 1  # Ray re-runs a task whose worker died this many times before failing it
-NO_CPU_SECONDS = 30.0  # a busy pool's cluster with no CPU this long: the call fails
+NO_CPU_SECONDS = 300.0  # a busy pool's cluster with no CPU this long: the call fails
+# (not Dask's 30 s: a nanny restarts a worker in seconds, an autoscaler replaces a node
+# in minutes)
 FIRST_CPU_SECONDS = 300.0  # the same when no CPU was seen since the work was sent
 
 
