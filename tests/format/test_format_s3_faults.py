@@ -518,3 +518,26 @@ def test_whole_object_reads_are_one_get(s3_options, s3_url):
             storage.get("chunks/t/missing")
     assert counter.chunk_heads == 0
     assert injector.lists == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_chunk_header_is_read_with_one_get(s3_options, s3_url):
+    """Reading a sample of a chunk object not read before costs no HEAD: the first ranged
+    GET's Content-Range gives the object's size the header checks need. An empty object
+    reads as nothing, sized 0."""
+    ds = sw.empty(s3_url, storage_options=s3_options)
+    ds.create_tensor("x", dtype="int64")
+    ds.x.extend(np.arange(10, dtype=np.int64))
+    storage = _fs(s3_options, s3_url)
+    fresh = sw.load(s3_url, storage_options=s3_options, read_only=True)
+    with _HeadCounter(storage.fs) as counter:
+        assert fresh.x[7].numpy().ravel().tolist() == [7]
+    assert counter.chunk_heads == 0
+    [key] = [f"chunks/{ds.x.meta.id}/{name.rsplit('/', 1)[1]}"
+             for name in storage.fs.find(f"{s3_url[len('s3://'):]}/chunks/{ds.x.meta.id}")]
+    head, size = storage.get_head(key, 16)
+    assert len(head) == 16 and size == storage.size(key) > 16
+    storage.put("chunks/t/empty", b"")
+    assert storage.get_head("chunks/t/empty", 16) == (b"", 0)
+    with pytest.raises(FileNotFoundError):
+        storage.get_head("chunks/t/missing", 16)

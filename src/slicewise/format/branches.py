@@ -250,6 +250,9 @@ class BranchStorage:
     def get_range(self, key, start, length):
         return self.base.get_range(self._map(key), start, length)
 
+    def get_head(self, key, length):
+        return self.base.get_head(self._map(key), length)
+
     def size(self, key):
         return self.base.size(self._map(key))
 

@@ -215,8 +215,7 @@ class ChunkReader:
     def _remote_header(self, key: str) -> ChunkHeader:
         where = self.storage.full_path(key)
         try:
-            size = self.storage.size(key)
-            head = self.storage.get_range(key, 0, min(size, _FIRST_READ))
+            head, size = self.storage.get_head(key, _FIRST_READ)
         except FileNotFoundError:
             raise self._missing(key) from None
         fields = parse_prefix(head, where)

@@ -55,7 +55,8 @@ What the commit protocol relies on, and what each implementation guarantees:
 `abort_incomplete_uploads(older_than, dry_run)`
     Object stores: abort multipart uploads under the dataset started more than
     `older_than` seconds ago (gc). Nothing elsewhere.
-`get(key)`, `get_range(key, start, length)`, `size(key)`, `delete(key)`, `mtime(key)`
+`get(key)`, `get_range(key, start, length)`, `get_head(key, length)` (the first bytes
+and the whole size: one GET on S3), `size(key)`, `delete(key)`, `mtime(key)`
     Missing keys raise FileNotFoundError (callers turn that into CorruptionError naming the
     file when a manifest references it).
 """
@@ -114,6 +115,13 @@ class Storage(ABC):
         """The size of `key` once no writer is writing it any more (local disks: after
         its writer's PendingPut lock is released; elsewhere a finished put is whole)."""
         return self.size(key)
+
+    def get_head(self, key: str, length: int) -> tuple[bytes, int]:
+        """(the first `length` bytes of `key`, or all of it when shorter; its whole size).
+        Object stores answer both with one ranged GET (its Content-Range); here a size
+        lookup and a read."""
+        size = self.size(key)
+        return self.get_range(key, 0, min(size, length)), size
 
     def begin_put(self, key: str, parts: list, size_hint: int = 0) -> PendingPut | None:
         """Start writing the new file `key`: its bytes are copied and its name exists when

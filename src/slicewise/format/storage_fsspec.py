@@ -205,6 +205,32 @@ class FsspecStorage(Storage):
         return self.fs.cat_file(self._path(key), start=start, end=start + length)
 
     @_names_credentials
+    def get_head(self, key: str, length: int) -> tuple[bytes, int]:
+        if not self.is_s3 or length <= 0:
+            return super().get_head(key, length)
+        from fsspec.asyn import sync
+
+        bucket, path = self._bucket_key(key)
+
+        async def ranged_get() -> tuple[bytes, str | None]:
+            answer = await self.fs._call_s3("get_object", Bucket=bucket, Key=path,
+                                            Range=f"bytes=0-{length - 1}")
+            try:
+                return await answer["Body"].read(), answer.get("ContentRange")
+            finally:
+                answer["Body"].close()
+
+        try:
+            data, content_range = self._retrying(key, lambda _a: sync(self.fs.loop, ranged_get))
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) or not _range_refused(exc):
+                raise
+            return b"", 0  # an empty object: S3 answers 416 to a range of it
+        # "bytes 0-65535/16777216": the whole size after the slash (one GET, no HEAD)
+        total = str(content_range or "").rpartition("/")[2]
+        return data, int(total) if total.isdigit() else self.size(key)
+
+    @_names_credentials
     def size(self, key: str) -> int:
         path = self._path(key)
         self.fs.invalidate_cache(path)  # as in get: never a size from a cached listing
