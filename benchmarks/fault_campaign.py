@@ -57,24 +57,17 @@ def slow(item, sample_out, sleep_s=0.01):
 
 
 # -- processes -------------------------------------------------------------------------
-def _parent_and_title(pid: int) -> tuple[int, str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            title = f.read().split(b"\0")[0].decode(errors="replace").strip()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2 :].split()[1]), title
-
-
 def _children(parent: int) -> list[tuple[int, str]]:
+    """(pid, first word of the command line) of `parent`'s child processes."""
+    import psutil
+
     found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            info = _parent_and_title(int(name))
-            if info is not None and info[0] == parent:
-                found.append((int(name), info[1]))
+    for child in psutil.Process(parent).children():
+        try:
+            words = child.cmdline()
+        except psutil.Error:  # gone meanwhile
+            continue
+        found.append((child.pid, words[0].strip() if words else ""))
     return found
 
 

@@ -47,19 +47,15 @@ def kills_at_37(item, sample_out):
 
 def _children(parent: int) -> list[tuple[int, str]]:
     """(pid, first word of the command line) of the processes whose parent is `parent`."""
+    import psutil
+
     found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    for child in psutil.Process(parent).children():
         try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                title = f.read().split(b"\0")[0].decode(errors="replace").strip()
-        except OSError:
+            words = child.cmdline()
+        except psutil.Error:  # gone meanwhile
             continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
-            found.append((int(name), title))
+        found.append((child.pid, words[0].strip() if words else ""))
     return found
 
 

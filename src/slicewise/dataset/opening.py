@@ -10,7 +10,12 @@ import os
 from typing import Any
 
 from slicewise.dataset.dataset import Dataset
-from slicewise.format.commit import Transaction, publish, write_gc_record
+from slicewise.format.commit import (
+    Transaction,
+    checked_by_gc_record,
+    publish,
+    write_gc_record,
+)
 from slicewise.format.errors import CorruptionError, DatasetError
 from slicewise.format.manifest import (
     FORMAT_NAME,
@@ -151,7 +156,7 @@ def empty(
     if not storage.set_if_not_exists(MARKER_KEY, _marker(target)):
         raise DatasetError(f"another process created a dataset at {storage.url} meanwhile")
     first = publish(storage, Version.empty(), Transaction(), "create dataset")
-    if not getattr(storage, "touch_refreshes", True):
+    if checked_by_gc_record(storage):
         write_gc_record(storage, "done")  # object stores: FORMAT.md 3, the gc record
     return Dataset(
         storage, first, storage_options=storage_options, chunk_target_bytes=target, url=url

@@ -430,24 +430,42 @@ def _check_complete(storage: Storage, chunks: list[tuple[str, int]]) -> None:
         )
 
 
+def checked_by_gc_record(storage: Storage) -> bool:
+    """Whether this storage keeps a gc record: where touch_all cannot refresh a chunk's
+    age (object stores), so the record is what spares a commit its per-chunk checks."""
+    return not getattr(storage, "touch_refreshes", True)
+
+
+def _gc_record(storage: Storage) -> dict:
+    """The gc record, or {} when there is none or it cannot be read or decoded."""
+    try:
+        record = json.loads(storage.get(GC_RECORD_KEY))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _token_in(record: dict, state: str) -> str | None:
+    token = record.get("token")
+    return token if record.get("state") == state and isinstance(token, str) and token else None
+
+
 def read_gc_token(storage: Storage) -> str | None:
     """The token of the gc record when its state is "done" (no gc running), else None: no
     record (a dataset made before records existed), a gc running or killed mid-run, or a
     record that cannot be read. None means no check is skipped on its account."""
-    try:
-        record = json.loads(storage.get(GC_RECORD_KEY))
-        token, state = record["token"], record["state"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return token if state == "done" and isinstance(token, str) and token else None
+    return _token_in(_gc_record(storage), "done")
+
+
+def gc_running_token(storage: Storage) -> str | None:
+    """The token of the gc record when it says "running", else None."""
+    return _token_in(_gc_record(storage), "running")
 
 
 def gc_token_entry(storage: Storage) -> dict:
-    """For a writer spec: {"gc_token": ...} on storages whose commits can skip checking
-    each chunk (object stores) when the record says no gc is running, else {}."""
-    if getattr(storage, "touch_refreshes", True):
-        return {}
-    token = read_gc_token(storage)
+    """For a writer spec: {"gc_token": ...} on storages with a gc record whose state is
+    "done", else {}."""
+    token = read_gc_token(storage) if checked_by_gc_record(storage) else None
     return {} if token is None else {"gc_token": token}
 
 
@@ -460,17 +478,6 @@ def write_gc_record(storage: Storage, state: str) -> str:
     return token
 
 
-def gc_running_token(storage: Storage) -> str | None:
-    """The token of the record when it says "running", else None."""
-    try:
-        record = json.loads(storage.get(GC_RECORD_KEY))
-    except (OSError, ValueError):
-        return None
-    if isinstance(record, dict) and record.get("state") == "running":
-        return record.get("token")
-    return None
-
-
 def _no_gc_since_written(storage: Storage, base: Version, txn: Transaction) -> bool:
     """Where a commit's check of its chunk files can only ask whether they exist (object
     stores: a HEAD each; nothing refreshes their age there): True when every new chunk
@@ -481,7 +488,7 @@ def _no_gc_since_written(storage: Storage, base: Version, txn: Transaction) -> b
 
     Not covered (FORMAT.md 3): a gc of a slicewise release older than the record, or
     another tool, deleting chunk files without rewriting it."""
-    if getattr(storage, "touch_refreshes", True) or txn.replaced or txn.gc_token is None:
+    if not checked_by_gc_record(storage) or txn.replaced or txn.gc_token is None:
         return False
     url, ids = txn.gc_written_into or ("", {})
     if url.rstrip("/") != str(storage.url).rstrip("/"):

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from slicewise.format.chunk import check_chunk, claim_problem
-from slicewise.format.commit import gc_running_token, write_gc_record
+from slicewise.format.commit import checked_by_gc_record, gc_running_token, write_gc_record
 from slicewise.format.errors import CorruptionError, DatasetError
 from slicewise.format.manifest import (
     MARKER_KEY,
@@ -331,7 +331,7 @@ def gc_storage(
     if not seqs:
         raise DatasetError(f"no versions at {storage.url}: not a dataset, nothing removed")
     running = None
-    if not dry_run:
+    if not dry_run and checked_by_gc_record(storage):
         # first: while this says "running", and after it (a new token), commits check
         # each chunk object they publish (FORMAT.md 3)
         running = write_gc_record(storage, "running")

@@ -32,7 +32,7 @@ What the commit protocol relies on, and what each implementation guarantees:
 `touch_all(keys) -> missing`
     Before a commit names chunk files: which are gone (gc took them, or the storage lost
     them), and, on local disks (`touch_refreshes`), a fresh mtime for the others so gc's
-    grace period counts from the commit. Object stores skip it when no gc began since the
+    grace period counts from the commit. Object stores skip it when no gc ran since the
     chunks were written (commit.py, the gc record).
 `set_if_not_exists(key, data) -> bool`
     Put-if-absent: creates `key` with `data` and returns True, or returns False and changes
@@ -89,7 +89,7 @@ class Storage(ABC):
     deferred_sync: bool = False
     # touch_all refreshes modification times (local disks): a commit then always touches
     # its chunks. Where it cannot (object stores), the commit skips its per-object
-    # existence checks when no gc began since the chunks were written (commit.py)
+    # existence checks when no gc ran since the chunks were written (commit.py)
     touch_refreshes: bool = False
 
     @abstractmethod

@@ -55,30 +55,35 @@ _RETRY_STATUS = frozenset((409, 500, 502, 503, 504))
 HEAD_CONCURRENCY = 32
 
 
+def _causes(exc: BaseException | None, depth: int = 8):
+    """`exc`, then what caused it (`__cause__`, else `__context__`), at most `depth`."""
+    while exc is not None and depth > 0:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        depth -= 1
+
+
 def retryable(exc: BaseException) -> bool:
     """Whether S3 asked for the request to be repeated: a 409/500/502/503/504 or a
     throttling code anywhere in the exception's causes, or a dropped connection."""
-    seen = 0
-    while exc is not None and seen < 8:
-        seen += 1
-        response = getattr(exc, "response", None)
+    for cause in _causes(exc):
+        response = getattr(cause, "response", None)
         if isinstance(response, dict):
             error = response.get("Error") or {}
             status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
             if error.get("Code") in _RETRY_CODES or status in _RETRY_STATUS:
                 return True
             return False
-        name = type(exc).__name__
+        name = type(cause).__name__
         if name in ("ConnectionClosedError", "EndpointConnectionError", "ReadTimeoutError",
                     "ConnectTimeoutError", "ServerDisconnectedError",
                     "ClientConnectionError", "ClientOSError", "IncompleteRead"):
             return True
-        if isinstance(exc, (ConnectionError, TimeoutError)):
+        if isinstance(cause, (ConnectionError, TimeoutError)):
             return True
-        text = str(exc)
+        text = str(cause)
         if "ConditionalRequestConflict" in text or "SlowDown" in text:
             return True
-        exc = exc.__cause__ or exc.__context__
     return False
 
 
@@ -107,13 +112,7 @@ _CREDENTIAL_ERRORS = frozenset((
 
 
 def _credential_error(exc: BaseException) -> BaseException | None:
-    seen = 0
-    while exc is not None and seen < 8:
-        if type(exc).__name__ in _CREDENTIAL_ERRORS:
-            return exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
+    return next((e for e in _causes(exc) if type(e).__name__ in _CREDENTIAL_ERRORS), None)
 
 
 def _names_credentials(method):
@@ -148,18 +147,15 @@ def _names_credentials(method):
 
 def _range_refused(exc: BaseException) -> bool:
     """An S3 416 (InvalidRange), as s3fs words it or in the botocore error under it."""
-    seen = 0
-    while exc is not None and seen < 8:
-        response = getattr(exc, "response", None)
+    for cause in _causes(exc):
+        response = getattr(cause, "response", None)
         if isinstance(response, dict):
             code = (response.get("Error") or {}).get("Code")
             status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
             if code == "InvalidRange" or status == 416:
                 return True
-        if "range is not satisfiable" in str(exc) or "InvalidRange" in str(exc):
+        if "range is not satisfiable" in str(cause) or "InvalidRange" in str(cause):
             return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
     return False
 
 

@@ -40,25 +40,23 @@ _upload_slots: tuple[int, threading.BoundedSemaphore] | None = None
 # any upload of this process is in flight, threads switch every UPLOAD_SWITCH_INTERVAL
 # seconds; the interval the process had is put back when the last one ends.
 UPLOAD_SWITCH_INTERVAL = 0.0005
-_switching: list = [0, 0, None]  # [pid, uploads in flight, the interval to put back]
+_switching: list = [0, None]  # [uploads in flight, the interval to put back]
 
 
 def _quick_switching(start: bool) -> None:
     with _sync_pools_lock:
-        if _switching[0] != os.getpid():  # a forked child counts its own uploads
-            _switching[:] = [os.getpid(), 0, None]
         if start:
-            if _switching[1] == 0:
+            if _switching[0] == 0:
                 saved = sys.getswitchinterval()
                 if saved > UPLOAD_SWITCH_INTERVAL:
-                    _switching[2] = saved
+                    _switching[1] = saved
                     sys.setswitchinterval(UPLOAD_SWITCH_INTERVAL)
-            _switching[1] += 1
+            _switching[0] += 1
             return
-        _switching[1] -= 1
-        if _switching[1] == 0 and _switching[2] is not None:
-            sys.setswitchinterval(_switching[2])
-            _switching[2] = None
+        _switching[0] -= 1
+        if _switching[0] == 0 and _switching[1] is not None:
+            sys.setswitchinterval(_switching[1])
+            _switching[1] = None
 
 
 def _after_fork_in_child() -> None:
@@ -66,9 +64,9 @@ def _after_fork_in_child() -> None:
     lock (the holder does not exist here), and the interval the process had."""
     global _sync_pools_lock
     _sync_pools_lock = threading.Lock()
-    if _switching[2] is not None:
-        sys.setswitchinterval(_switching[2])
-    _switching[:] = [os.getpid(), 0, None]
+    if _switching[1] is not None:
+        sys.setswitchinterval(_switching[1])
+    _switching[:] = [0, None]  # the child's own uploads
 
 
 if hasattr(os, "register_at_fork"):
@@ -169,9 +167,10 @@ class SyncQueue:
     def upload(self, key: str, parts: list) -> None:
         """Object stores: PUT the new object `key` on a helper thread (module docstring).
         `parts` are copied into one buffer first, so they may be reused when this returns;
-        when UPLOADS_IN_FLIGHT uploads are already running, this waits for one to finish. A failed upload (its error names the object, as `Storage.put`'s do) is
-        re-raised by `wait()` and `hand_over()`, which wait for every upload: nothing that
-        lists a key may be handed out before its upload completed."""
+        when UPLOADS_IN_FLIGHT uploads are already running, this waits for one to finish.
+        A failed upload (its error names the object, as `Storage.put`'s do) is re-raised
+        by `wait()` and `hand_over()`, which wait for every upload: nothing that lists a
+        key may be handed out before its upload completed."""
         data = b"".join(parts)
         slot = _upload_slot()
         slot.acquire()

@@ -35,9 +35,9 @@ class BatchSizer:
     from finished batches (no static split: workers pull batches as they free up), and
     small enough near the end that every worker gets a share of the tail.
 
-    With `chunk_bytes` (datasets on object stores, where every chunk object costs a PUT,
-    and a HEAD at the commit, whatever its size, and each batch writes its own chunks: a
-    tiny one per small tensor too), a batch also fills whole chunks of that size in its
+    With `chunk_bytes` (datasets on object stores, where every chunk object costs a PUT
+    whatever its size, and each batch writes its own chunks: a tiny one per small tensor
+    too), a batch also fills whole chunks of that size in its
     heaviest tensor, at least MIN_CHUNKS of them (a batch's first chunks then upload
     while its last is filled): the bytes each input adds to each tensor are learnt from
     the receipts (`observe_receipt`), and a batch gets a whole number of chunks' worth of

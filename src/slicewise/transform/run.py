@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from slicewise.engine.backends.base import CLUSTER_BACKENDS
 from slicewise.format.manifest import find_version
 from slicewise.transform.batches import BatchSizer, ReceiptOrder
 from slicewise.transform.checkpoint import (
@@ -181,7 +182,7 @@ def run_eval(
 
 def _object_store_chunk_bytes(spec: dict) -> int | None:
     """The dataset's chunk size when it lives on an object store (s3://, gs://, ...),
-    where every chunk object costs a request (a PUT, and a HEAD at the commit) whatever
+    where every chunk object costs a request (a PUT) whatever
     its size: batches are then sized to fill whole chunks (BatchSizer). None elsewhere
     (local disks, memory://): batches are sized by time alone."""
     from slicewise.format.writer import OBJECT_STORE_PROTOCOLS
@@ -261,7 +262,7 @@ class _Run:
             self.workers, self.source.length, self.first_input,
             self.checkpoint_interval, self.batch_seconds,
             chunk_bytes=_object_store_chunk_bytes(runner.writer_spec),
-            cluster=self.backend in ("dask", "ray"),
+            cluster=self.backend in CLUSTER_BACKENDS,
         )
         self.runner_spec = runner.writer_spec
         progress = _progress_bar(self.progressbar, self.source.length, self.first_input,
